@@ -1,0 +1,131 @@
+"""The semantic side of a SEDIC file: an overall description and K described, masked objects.
+
+One typed object travels from analysis (or a hand-written JSON file) through the encoder to the
+decoder. On the encoder side masks are full-resolution; after decoding they are at the decoder's
+latent grid (ceil(H/8) x ceil(W/8)), see `sedic.streams.masks.to_grid`.
+
+JSON schema (also the analysis cache):
+    {"overall": str,
+     "objects": [{"name": str, "description": str, "mask": "<PNG path relative to the JSON>"}]}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import InputError, SedicWarning
+
+# A file carries at most this many objects: bounds decoder work and what a corrupted file can ask for.
+MAX_OBJECTS = 32
+
+
+@dataclass
+class SemanticObject:
+    name: str
+    description: str
+    mask: np.ndarray  # bool (H, W)
+
+    def __post_init__(self):
+        self.mask = np.asarray(self.mask, dtype=bool)
+        if self.mask.ndim != 2:
+            raise InputError(f"mask of object {self.name!r} must be 2-D, got shape {self.mask.shape}")
+
+
+@dataclass
+class Semantics:
+    overall: str = ""
+    objects: list[SemanticObject] = field(default_factory=list)
+
+    def validated(self, width: int, height: int) -> "Semantics":
+        """Check masks against the image size; drop objects whose mask is empty (with a warning)."""
+        kept = []
+        for obj in self.objects:
+            if obj.mask.shape != (height, width):
+                raise InputError(
+                    f"mask of object {obj.name!r} is {obj.mask.shape[1]}x{obj.mask.shape[0]}, "
+                    f"image is {width}x{height}")
+            if not obj.name.strip():
+                raise InputError("an object has an empty name")
+            if not obj.mask.any():
+                warnings.warn(f"object {obj.name!r} has an empty mask and is dropped", SedicWarning)
+                continue
+            kept.append(obj)
+        if len(kept) > MAX_OBJECTS:
+            raise InputError(f"{len(kept)} objects; at most {MAX_OBJECTS} are supported")
+        return Semantics(self.overall, kept)
+
+    def to_dict(self) -> dict:
+        """The texts only (what `sedic inspect --json` reports)."""
+        return {"overall": self.overall,
+                "objects": [{"name": o.name, "description": o.description} for o in self.objects]}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Semantics":
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise InputError(f"cannot read semantics file {path}: {exc.strerror or exc}") from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InputError(f"semantics file {path} is not valid JSON: {exc}") from None
+        if not isinstance(raw, dict):
+            raise InputError(f"semantics file {path}: top level must be an object")
+        overall = raw.get("overall")
+        if not isinstance(overall, str):
+            raise InputError(f"semantics file {path}: 'overall' must be a string")
+        objects_raw = raw.get("objects", [])
+        if not isinstance(objects_raw, list):
+            raise InputError(f"semantics file {path}: 'objects' must be a list")
+        objects = []
+        for i, item in enumerate(objects_raw):
+            where = f"semantics file {path}: objects[{i}]"
+            if not isinstance(item, dict):
+                raise InputError(f"{where} must be an object")
+            for key in ("name", "description", "mask"):
+                if not isinstance(item.get(key), str):
+                    raise InputError(f"{where}: missing or non-string field '{key}'")
+            objects.append(SemanticObject(item["name"], item["description"],
+                                          _read_mask(path.parent / item["mask"], where)))
+        return cls(overall, objects)
+
+    def save(self, path: str | os.PathLike, force: bool = False) -> None:
+        """Write the JSON and one PNG per mask beside it (`<stem>.mask<k>.png`), atomically."""
+        from .imageio import atomic_write_bytes, check_writable
+
+        path = Path(path)
+        check_writable(path, force)
+        entries = []
+        for k, obj in enumerate(self.objects):
+            mask_name = f"{path.stem}.mask{k}.png"
+            buf = _png_bytes(obj.mask)
+            atomic_write_bytes(path.parent / mask_name, buf, force=True)
+            entries.append({"name": obj.name, "description": obj.description, "mask": mask_name})
+        text = json.dumps({"overall": self.overall, "objects": entries}, indent=2, ensure_ascii=False)
+        atomic_write_bytes(path, (text + "\n").encode("utf-8"), force=force)
+
+
+def _read_mask(path: Path, where: str) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            img.load()
+            arr = np.asarray(img.convert("L"))
+    except FileNotFoundError:
+        raise InputError(f"{where}: mask file {path} does not exist") from None
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise InputError(f"{where}: cannot read mask {path}: {exc}") from None
+    return arr >= 128
+
+
+def _png_bytes(mask: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(mask, dtype=bool)).save(buf, "PNG", optimize=True)
+    return buf.getvalue()
