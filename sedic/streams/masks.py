@@ -1,0 +1,273 @@
+"""Mask stream: lossless context-adaptive binary arithmetic coding of K object masks on the latent grid.
+
+The normative description (grid rule, context template, probability adaptation, exact coding
+procedure) is docs/mask-stream.md; keep the two in sync.  Summary:
+
+* every mask is first reduced to the latent grid (8x8 pixels per cell, majority of real pixels);
+* masks are coded in order k = 0..K-1, rows top to bottom, pixels left to right;
+* per row one "same as the row above" flag (JBIG typical prediction), then, for a row that
+  differs, every cell with a context of 10 causal cells of the same mask plus 2 cells of the
+  union of the masks already coded (objects rarely overlap, so those predict 0 and mark edges);
+* each context owns an adaptive counter pair (n0, n1) with halving; the probability is an
+  integer q/65536 derived from it by integer arithmetic, so every machine sees identical models;
+* the arithmetic coder is constriction's queue RangeEncoder/RangeDecoder (32-bit words, 64-bit
+  state, 24-bit model precision) with Bernoulli(q/65536, perfect=False) models.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from sedic.errors import BitstreamError, InputError
+
+CELL = 8  # the latent diffusion model's downsampling factor
+
+# --- probability adaptation -------------------------------------------------------------------
+# State of a context = counts (n0, n1), each < LIMIT.  After coding bit b, n_b += 1; when
+# n0 + n1 reaches LIMIT both counts are halved (rounding up) so old statistics fade.
+# p(1) = (n1 + ALPHA) / (n0 + n1 + 2 * ALPHA), ALPHA = ALPHA_NUM / ALPHA_DEN, rounded to q / 2**16.
+LIMIT = 255
+ALPHA_NUM, ALPHA_DEN = 1, 4
+PBITS = 16
+
+
+def _build_tables():
+    n0 = np.arange(LIMIT * LIMIT) // LIMIT
+    n1 = np.arange(LIMIT * LIMIT) % LIMIT
+    num = (ALPHA_DEN * n1 + ALPHA_NUM) << (PBITS + 1)
+    den = ALPHA_DEN * (n0 + n1) + 2 * ALPHA_NUM
+    q = np.clip((num + den) // (2 * den), 1, (1 << PBITS) - 1)  # round half up, keep both symbols codable
+
+    def step(a, b):
+        a, b = a.copy(), b.copy()
+        over = a + b >= LIMIT
+        a[over] = (a[over] + 1) >> 1
+        b[over] = (b[over] + 1) >> 1
+        return a * LIMIT + b
+
+    nxt0 = step(n0 + 1, n1)
+    nxt1 = step(n0, n1 + 1)
+    # states with n0 + n1 >= LIMIT are unreachable; their table entries are never used
+    return q.astype(np.int64), nxt0.astype(np.int64), nxt1.astype(np.int64)
+
+
+_Q, _NXT0, _NXT1 = _build_tables()
+_Q_LIST, _NXT0_LIST, _NXT1_LIST = _Q.tolist(), _NXT0.tolist(), _NXT1.tolist()
+
+# --- context template -------------------------------------------------------------------------
+# (dy, dx, bit): cells of the current mask relative to the cell being coded (dy <= 0; dx < 0 when
+# dy == 0) -- all causal.  Bits 0..3 are the current row (filled in the inner loop).
+_CUR_ROW = 4  # x-1 .. x-4 of the current row -> bits 0..3
+_TEMPLATE = [(-1, -2, 4), (-1, -1, 5), (-1, 0, 6), (-1, 1, 7), (-1, 2, 8),
+             (-2, -1, 9), (-2, 0, 10), (-2, 1, 11)]
+# union of previously coded masks of the same image at (y, x) and (y+1, x): both already known
+# to the decoder.  With no previous mask these bits are 0.
+_PREV = [(0, 0, 12), (1, 0, 13)]
+NCTX = 1 << 14
+ROW_CTX = 2  # context of the row flag: value of the previous row's flag
+
+
+def grid_shape(width: int, height: int) -> tuple[int, int]:
+    """Latent grid of a width x height image: (rows, columns)."""
+    return (-(-int(height) // CELL), -(-int(width) // CELL))
+
+
+def to_grid(mask: np.ndarray) -> np.ndarray:
+    """bool (H, W) -> bool (ceil(H/8), ceil(W/8)); a cell is set when at least half of its real pixels are."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2 or mask.shape[0] < 1 or mask.shape[1] < 1:
+        raise InputError(f"mask must be a non-empty 2-D array, got shape {mask.shape}")
+    if mask.dtype != np.bool_:
+        raise InputError(f"mask must be bool, got {mask.dtype}")
+    h, w = mask.shape
+    gh, gw = grid_shape(w, h)
+    pad = np.zeros((gh * CELL, gw * CELL), np.uint8)
+    pad[:h, :w] = mask
+    ones = pad.reshape(gh, CELL, gw, CELL).sum(axis=(1, 3), dtype=np.int32)
+    # real pixels per cell: full cells have 64, the last row/column of cells fewer
+    rows = np.minimum(CELL, h - CELL * np.arange(gh))
+    cols = np.minimum(CELL, w - CELL * np.arange(gw))
+    real = rows[:, None] * cols[None, :]
+    return 2 * ones >= real
+
+
+def _check_grids(grids) -> tuple[int, int]:
+    if not isinstance(grids, (list, tuple)):
+        raise InputError("grids must be a list of 2-D bool arrays")
+    shape = None
+    for g in grids:
+        if not isinstance(g, np.ndarray) or g.ndim != 2 or g.dtype != np.bool_:
+            raise InputError("every grid must be a 2-D numpy bool array")
+        if g.shape[0] < 1 or g.shape[1] < 1:
+            raise InputError(f"empty grid shape {g.shape}")
+        if shape is None:
+            shape = g.shape
+        elif g.shape != shape:
+            raise InputError(f"grids differ in shape: {shape} vs {g.shape}")
+    return shape
+
+
+def _shifted(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """out[y, x] = a[y + dy, x + dx], 0 outside the grid."""
+    h, w = a.shape
+    out = np.zeros_like(a)
+    ys, yd = max(0, dy), max(0, -dy)
+    xs, xd = max(0, dx), max(0, -dx)
+    out[yd:h - ys if ys else h, xd:w - xs if xs else w] = a[ys:h - yd if yd else h, xs:w - xd if xd else w]
+    return out
+
+
+def _prev_context(union: np.ndarray) -> np.ndarray:
+    u = union.astype(np.int64)
+    ctx = np.zeros(u.shape, np.int64)
+    for dy, dx, bit in _PREV:
+        ctx |= _shifted(u, dy, dx) << bit
+    return ctx
+
+
+def _row_base(grid_rows: np.ndarray, y: int, prev_ctx_row: np.ndarray) -> list:
+    """Context bits of row y that come from rows y-1, y-2 of the current mask and the previous masks.
+
+    grid_rows: int64 array (h + 2, w + 4) of the current mask with 2 zero rows on top and 2 zero
+    columns each side; row y of the mask is grid_rows[y + 2, 2:w + 2].
+    """
+    w = prev_ctx_row.shape[0]
+    base = prev_ctx_row.copy()
+    for dy, dx, bit in _TEMPLATE:
+        base |= grid_rows[y + 2 + dy, 2 + dx:2 + dx + w] << bit
+    return base.tolist()
+
+
+def _encoder_symbols(grids):
+    """Yield the (bits, q) sequence that the coder sends, mirroring the decoder exactly."""
+    h, w = grids[0].shape
+    union = np.zeros((h, w), bool)
+    bits: list = []
+    qs: list = []
+    q_tab, nx0, nx1 = _Q_LIST, _NXT0_LIST, _NXT1_LIST
+    for g in grids:
+        state = [0] * NCTX
+        row_state = [0] * ROW_CTX
+        pc = _prev_context(union)
+        padded = np.zeros((h + 2, w + 4), np.int64)
+        padded[2:, 2:w + 2] = g
+        prev_flag = 0
+        for y in range(h):
+            same = bool(np.array_equal(padded[y + 2], padded[y + 1]))
+            s = row_state[prev_flag]
+            qs.append(q_tab[s])
+            bits.append(int(same))
+            row_state[prev_flag] = nx1[s] if same else nx0[s]
+            prev_flag = int(same)
+            if same:
+                continue
+            base = _row_base(padded, y, pc[y])
+            row = padded[y + 2, 2:w + 2].tolist()
+            hist = 0
+            for x in range(w):
+                c = base[x] | hist
+                s = state[c]
+                b = row[x]
+                qs.append(q_tab[s])
+                bits.append(b)
+                state[c] = nx1[s] if b else nx0[s]
+                hist = ((hist << 1) | b) & 15
+        union |= g
+    return bits, qs
+
+
+def encode_masks(grids: list[np.ndarray]) -> bytes:
+    """Lossless code of K same-shape bool grids (in order).  No grids -> b''."""
+    import constriction
+
+    if len(grids) == 0:
+        _check_grids(grids)
+        return b""
+    _check_grids(grids)
+    bits, qs = _encoder_symbols(list(grids))
+    p = np.asarray(qs, np.float64) / (1 << PBITS)  # exact: q < 2**16
+    enc = constriction.stream.queue.RangeEncoder()
+    enc.encode(np.asarray(bits, np.int32), constriction.stream.model.Bernoulli(perfect=False), p)
+    words = enc.get_compressed().astype(">u4").tobytes()  # big-endian words
+    return words.rstrip(b"\x00")  # the decoder re-pads with zero bytes; see docs
+
+
+def ideal_bits(grids: list[np.ndarray]) -> float:
+    """Model cost in bits (sum of -log2 p), for tuning and tests; the real stream adds < 40 bits."""
+    bits, qs = _encoder_symbols(list(grids))
+    q = np.asarray(qs, np.float64) / (1 << PBITS)
+    b = np.asarray(bits, bool)
+    return float(-np.log2(np.where(b, q, 1 - q)).sum())
+
+
+def decode_masks(data: bytes, count: int, shape: tuple[int, int]) -> list[np.ndarray]:
+    """Inverse of encode_masks; count and shape come from the container (already range-checked)."""
+    import constriction
+
+    if count == 0:
+        if len(data):
+            raise BitstreamError("mask stream: data present but no masks expected")
+        return []
+    h, w = int(shape[0]), int(shape[1])
+    if count < 0 or h < 1 or w < 1:
+        raise BitstreamError(f"mask stream: invalid count {count} or shape {shape}")
+    data = bytes(data)
+    if len(data) == 0 or data[-1] == 0:
+        # the encoder strips trailing zero bytes, and its output is never empty
+        raise BitstreamError("mask stream: empty or non-canonical data")
+    data = data + b"\x00" * (-len(data) % 4)
+    words = np.frombuffer(data, ">u4").astype(np.uint32)
+    try:
+        dec = constriction.stream.queue.RangeDecoder(words)
+    except Exception as e:  # noqa: BLE001 -- any failure of the coder means bad data
+        raise BitstreamError(f"mask stream: cannot start range decoder ({e})") from None
+    models: dict = {}
+    bern = constriction.stream.model.Bernoulli
+    q_tab, nx0, nx1 = _Q_LIST, _NXT0_LIST, _NXT1_LIST
+
+    def model(s):
+        q = q_tab[s]
+        m = models.get(q)
+        if m is None:
+            m = models[q] = bern(q / (1 << PBITS), perfect=False)
+        return m
+
+    union = np.zeros((h, w), bool)
+    out = []
+    try:
+        for _ in range(count):
+            state = [0] * NCTX
+            row_state = [0] * ROW_CTX
+            pc = _prev_context(union)
+            padded = np.zeros((h + 2, w + 4), np.int64)
+            prev_flag = 0
+            decode = dec.decode
+            for y in range(h):
+                s = row_state[prev_flag]
+                same = decode(model(s))
+                row_state[prev_flag] = nx1[s] if same else nx0[s]
+                prev_flag = same
+                if same:
+                    padded[y + 2] = padded[y + 1]
+                    continue
+                base = _row_base(padded, y, pc[y])
+                row = [0] * w
+                hist = 0
+                for x in range(w):
+                    c = base[x] | hist
+                    s = state[c]
+                    m = models.get(q_tab[s])
+                    if m is None:
+                        m = model(s)
+                    b = decode(m)
+                    row[x] = b
+                    state[c] = nx1[s] if b else nx0[s]
+                    hist = ((hist << 1) | b) & 15
+                padded[y + 2, 2:w + 2] = row
+            g = padded[2:, 2:w + 2].astype(bool)
+            out.append(g)
+            union |= g
+    except BitstreamError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- constriction reports corrupt data as various errors
+        raise BitstreamError(f"mask stream: corrupt data ({e})") from None
+    return out
