@@ -1,0 +1,67 @@
+"""sedic: extremely low-bitrate image compression with semantics and a diffusion decoder (SEDIC).
+
+The Python API mirrors the command line:
+
+    data = sedic.compress("photo.png", bpp=0.03, semantics="photo.json")
+    image = sedic.decompress(data)            # uint8 (H, W, 3)
+    info = sedic.inspect(data)                # sizes and bits per stream
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import codec
+from .config import get_profile
+from .errors import BitstreamError, InputError, ModelUnavailableError, RateError, SedicError
+from .imageio import load_image
+from .semantics import SemanticObject, Semantics
+
+__version__ = "0.1.0"
+__all__ = ["compress", "decompress", "inspect", "analyze", "Semantics", "SemanticObject", "SedicError",
+           "BitstreamError", "InputError", "RateError", "ModelUnavailableError"]
+
+
+def _as_image(image) -> np.ndarray:
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(image)
+    return np.asarray(image)
+
+
+def analyze(image, *, profile: str | None = None, device: str | None = None) -> Semantics:
+    """Turn an image into its semantics (descriptions and masks) with the profile's models."""
+    from .analysis import analyze as run_analysis
+
+    return run_analysis(_as_image(image), get_profile(profile).analysis, device=device)
+
+
+def compress(image, *, bpp: float | None = 0.03, reference_bpp: float | None = None,
+             semantics: Semantics | str | os.PathLike | None = None, analyze: bool = True,
+             profile: str | None = None, best_effort: bool = False, seed: int = 0,
+             device: str | None = None) -> bytes:
+    """Compress an image (path or uint8 array) into .sedic bytes.
+
+    semantics: a Semantics object or a path to its JSON; None with analyze=True runs the profile's
+    analysis models; None with analyze=False codes the reference alone.
+    """
+    pixels = _as_image(image)
+    if isinstance(semantics, (str, os.PathLike)):
+        semantics = Semantics.load(Path(semantics))
+    elif semantics is None and analyze:
+        semantics = globals()["analyze"](pixels, profile=profile, device=device)
+    return codec.encode(pixels, semantics, profile, bpp=bpp, reference_bpp=reference_bpp,
+                        best_effort=best_effort, seed=seed)
+
+
+def decompress(data: bytes, *, profile: str | None = None, stages: int | None = None,
+               device: str | None = None, progress=None) -> np.ndarray:
+    """Decode .sedic bytes to uint8 (H, W, 3) at the original size; stages=0 gives the preview."""
+    return codec.decode(data, profile, stages=stages, device=device, progress=progress)
+
+
+def inspect(data: bytes) -> dict:
+    """Width, height, bytes, bpp, bits per stream and the decoded texts of a .sedic file."""
+    return codec.inspect(data)

@@ -1,0 +1,189 @@
+"""The .sedic container: a tiny header and typed, length-prefixed sections (docs/bitstream.md).
+
+    file    = magic "SD" | version u8 | width varint | height varint | section*
+    section = varint(length << 3 | type) | payload[length]
+
+Sections appear at most once each, in the order settings, text, masks, reference; settings and
+reference are required; masks are present exactly when the text names at least one object.
+The container knows nothing about what the stream payloads mean; `sedic.codec` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import BitstreamError
+
+MAGIC = b"SD"
+VERSION = 1
+
+# Limits checked before anything is allocated: a 16384 px side, 64 Mpx, a 16 MiB file
+# (0.05 bpp of the largest image is about 400 KB, so these leave ample headroom).
+MAX_SIDE = 16384
+MAX_PIXELS = 1 << 26
+MAX_FILE_BYTES = 16 << 20
+
+SETTINGS, TEXT, MASKS, REFERENCE = 1, 2, 3, 4
+SECTION_NAMES = {SETTINGS: "settings", TEXT: "text", MASKS: "masks", REFERENCE: "reference"}
+_ORDER = (SETTINGS, TEXT, MASKS, REFERENCE)
+
+# Decoder-setting overrides carried in the settings section as (key, value) varint pairs.
+# Guidance scales are stored in tenths so that they stay integers.
+OVERRIDE_KEYS = {1: "object_steps", 2: "final_steps", 3: "object_cfg", 4: "final_cfg"}
+_OVERRIDE_SCALE = {"object_cfg": 10, "final_cfg": 10}
+_OVERRIDE_MAX = {"object_steps": 1000, "final_steps": 1000, "object_cfg": 1000, "final_cfg": 1000}
+
+
+def write_varint(value: int) -> bytes:
+    """Unsigned LEB128: 7 bits per byte, low bits first, high bit = more bytes follow."""
+    if value < 0:
+        raise ValueError("varint must be non-negative")
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def read_varint(data: bytes, pos: int, what: str, limit: int) -> tuple[int, int]:
+    """Read a minimal LEB128 varint at `pos`; reject overlong encodings and values above `limit`."""
+    value = shift = 0
+    start = pos
+    while True:
+        if pos >= len(data):
+            raise BitstreamError(f"truncated file: {what} ends early")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if value > limit:
+            raise BitstreamError(f"{what} is {value} or more, above the limit {limit}")
+        if not byte & 0x80:
+            if byte == 0 and pos - start > 1:
+                raise BitstreamError(f"{what} is not minimally encoded")
+            return value, pos
+        shift += 7
+
+
+@dataclass
+class DecoderParams:
+    """What the settings section carries: profile id, seed and explicit schedule overrides."""
+
+    profile_id: int = 0
+    seed: int = 0
+    overrides: dict[str, float] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        out = bytearray(write_varint(self.profile_id) + write_varint(self.seed))
+        for key, name in OVERRIDE_KEYS.items():
+            if name in self.overrides:
+                scaled = round(self.overrides[name] * _OVERRIDE_SCALE.get(name, 1))
+                if not 0 <= scaled <= _OVERRIDE_MAX[name]:
+                    raise ValueError(f"{name}={self.overrides[name]} out of range")
+                out += write_varint(key) + write_varint(scaled)
+        return bytes(out)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "DecoderParams":
+        profile_id, pos = read_varint(data, 0, "profile id", 1 << 16)
+        seed, pos = read_varint(data, pos, "seed", (1 << 32) - 1)
+        overrides: dict[str, float] = {}
+        last_key = 0
+        while pos < len(data):
+            key, pos = read_varint(data, pos, "setting key", 1 << 16)
+            if key not in OVERRIDE_KEYS or key <= last_key:
+                raise BitstreamError(f"unknown or repeated decoder setting key {key}")
+            name = OVERRIDE_KEYS[key]
+            value, pos = read_varint(data, pos, name, _OVERRIDE_MAX[name])
+            overrides[name] = value / _OVERRIDE_SCALE[name] if name in _OVERRIDE_SCALE else value
+            last_key = key
+        return cls(profile_id, seed, overrides)
+
+
+@dataclass
+class Container:
+    width: int
+    height: int
+    sections: dict[int, bytes]  # section type -> payload
+
+    def header_bits(self, total_bytes: int) -> int:
+        """Everything that is not a stream payload: magic, version, sizes, section headers, settings."""
+        payload = sum(len(self.sections.get(t, b"")) for t in (TEXT, MASKS, REFERENCE))
+        return 8 * (total_bytes - payload)
+
+
+def check_size(width: int, height: int) -> None:
+    if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
+        raise BitstreamError(f"image size {width}x{height} outside 1..{MAX_SIDE}")
+    if width * height > MAX_PIXELS:
+        raise BitstreamError(f"image size {width}x{height} above the limit of {MAX_PIXELS} pixels")
+
+
+def pack(container: Container) -> bytes:
+    check_size(container.width, container.height)
+    out = bytearray(MAGIC)
+    out.append(VERSION)
+    out += write_varint(container.width) + write_varint(container.height)
+    for kind in _ORDER:
+        if kind in container.sections:
+            payload = container.sections[kind]
+            out += write_varint(len(payload) << 3 | kind) + payload
+    return bytes(out)
+
+
+def unpack(data: bytes) -> Container:
+    """Parse and validate the container; every failure is a BitstreamError."""
+    if len(data) > MAX_FILE_BYTES:
+        raise BitstreamError(f"file of {len(data)} bytes is above the limit of {MAX_FILE_BYTES}")
+    if len(data) < 3 or data[:2] != MAGIC:
+        raise BitstreamError("not a .sedic file (bad magic)")
+    if data[2] != VERSION:
+        raise BitstreamError(f"unsupported .sedic version {data[2]} (this sedic reads version {VERSION})")
+    width, pos = read_varint(data, 3, "width", MAX_SIDE)
+    height, pos = read_varint(data, pos, "height", MAX_SIDE)
+    check_size(width, height)
+    sections: dict[int, bytes] = {}
+    last = 0
+    while pos < len(data):
+        head, pos = read_varint(data, pos, "section header", MAX_FILE_BYTES << 3 | 7)
+        kind, length = head & 7, head >> 3
+        if kind not in SECTION_NAMES:
+            raise BitstreamError(f"unknown section type {kind}")
+        if _ORDER.index(kind) < last or kind in sections:
+            raise BitstreamError(f"section {SECTION_NAMES[kind]} out of order or repeated")
+        if length > len(data) - pos:
+            raise BitstreamError(f"truncated file: {SECTION_NAMES[kind]} section declares {length} bytes, "
+                                 f"{len(data) - pos} remain")
+        sections[kind] = bytes(data[pos:pos + length])
+        pos += length
+        last = _ORDER.index(kind)
+    for required in (SETTINGS, REFERENCE):
+        if required not in sections:
+            raise BitstreamError(f"truncated file: no {SECTION_NAMES[required]} section")
+    if MASKS in sections and TEXT not in sections:
+        raise BitstreamError("masks section without a text section")
+    return Container(width, height, sections)
+
+
+def read_file(path) -> bytes:
+    """Read a .sedic file from disk, refusing oversized files before reading them."""
+    import os
+    from pathlib import Path
+
+    from .errors import InputError
+
+    path = Path(os.fspath(path))
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise BitstreamError(f"{path}: {size} bytes is above the limit of {MAX_FILE_BYTES} for a .sedic file")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None

@@ -1,0 +1,107 @@
+"""compress, decompress and inspect."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ..bitstream import read_file
+from ..errors import InputError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("compress", help="compress an image into a .sedic file")
+    p.add_argument("image", help="input image (PNG, JPEG or WebP)")
+    p.add_argument("-o", "--output", required=True, help="output .sedic file")
+    p.add_argument("--bpp", type=float, default=0.03, help="target rate of the whole file in bits per pixel "
+                   "(default 0.03); the file never exceeds it")
+    p.add_argument("--reference-bpp", type=float, default=None, help="cap the reference stream alone (bpp)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--semantics", help="semantics JSON (overall, objects with name, description, mask PNG)")
+    group.add_argument("--no-semantics", action="store_true", help="code the reference image alone")
+    p.add_argument("--save-semantics", help="write the semantics computed by the analysis to this JSON")
+    p.add_argument("--profile", default=None, help="models and settings (default: sedic; offline: test)")
+    p.add_argument("--seed", type=int, default=0, help="decoder seed stored in the file (default 0)")
+    p.add_argument("--device", default=None, help="device for the analysis models (e.g. cuda, cpu)")
+    p.add_argument("--best-effort", action="store_true", help="when the target cannot be met, write the "
+                   "smallest file instead of failing")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.set_defaults(func=_compress)
+
+    p = sub.add_parser("decompress", help="decode a .sedic file to an image")
+    p.add_argument("input", help="input .sedic file")
+    p.add_argument("-o", "--output", required=True, help="output image (.png, .webp lossless)")
+    p.add_argument("--profile", default=None, help="override the profile the file names")
+    p.add_argument("--stages", type=int, default=None, help="decode progressively: 0 = the preview, "
+                   "k = objects 1..k, K+1 = everything (default)")
+    p.add_argument("--device", default=None, help="device for the decoder (default: cuda if available)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.set_defaults(func=_decompress)
+
+    p = sub.add_parser("inspect", help="show sizes, bits per stream and texts of a .sedic file")
+    p.add_argument("input", help="input .sedic file")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_inspect)
+
+
+def _compress(args) -> int:
+    import sedic
+    from ..imageio import atomic_write_bytes, check_writable, load_image
+
+    check_writable(Path(args.output), args.force)
+    if args.save_semantics:
+        check_writable(Path(args.save_semantics), args.force)
+    image = load_image(args.image)
+    semantics = args.semantics
+    if semantics is None and not args.no_semantics:
+        semantics = sedic.analyze(image, profile=args.profile, device=args.device)
+        if args.save_semantics:
+            semantics.save(args.save_semantics, force=args.force)
+    elif args.save_semantics:
+        raise InputError("--save-semantics needs the analysis (not --semantics or --no-semantics)")
+    data = sedic.compress(image, bpp=args.bpp, reference_bpp=args.reference_bpp, semantics=semantics,
+                          analyze=False, profile=args.profile, best_effort=args.best_effort, seed=args.seed)
+    atomic_write_bytes(args.output, data, force=args.force)
+    info = sedic.inspect(data)
+    s = info["streams"]
+    print(f"{args.output}: {info['bytes']} bytes, {info['bpp']:.4f} bpp "
+          f"(reference {s['reference']}, text {s['text']}, masks {s['masks']}, header {s['header']} bits)",
+          file=sys.stderr)
+    return 0
+
+
+def _decompress(args) -> int:
+    import sedic
+    from ..imageio import check_writable, save_image
+
+    check_writable(Path(args.output), args.force)
+    data = read_file(args.input)
+
+    def progress(index: int, total: int, label: str) -> None:
+        print(f"stage {index}/{total}: {label}", file=sys.stderr, flush=True)
+
+    image = sedic.decompress(data, profile=args.profile, stages=args.stages, device=args.device,
+                             progress=progress)
+    save_image(args.output, image, force=args.force)
+    return 0
+
+
+def _inspect(args) -> int:
+    import sedic
+
+    info = sedic.inspect(read_file(args.input))
+    if args.json:
+        print(json.dumps(info, indent=2, ensure_ascii=False))
+        return 0
+    s = info["streams"]
+    print(f"{args.input}: {info['width']}x{info['height']}, {info['bytes']} bytes, {info['bpp']:.5f} bpp, "
+          f"profile {info['profile']}, seed {info['seed']}")
+    for name in ("reference", "text", "masks", "header"):
+        print(f"  {name:<9} {s[name]:>7} bits  {s[name] / (info['width'] * info['height']):.5f} bpp")
+    sem = info["semantics"]
+    if sem["overall"] or sem["objects"]:
+        print(f"  overall: {sem['overall']}")
+        for k, obj in enumerate(sem["objects"], 1):
+            print(f"  object {k}: {obj['name']}: {obj['description']}")
+    return 0

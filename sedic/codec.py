@@ -1,0 +1,213 @@
+"""Encoder and decoder of whole .sedic files: streams in, container out, and back.
+
+The rate is the file: every byte written counts, bpp = 8 * len(file) / (width * height).
+Rate control codes the side streams first and gives the reference what is left.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from . import bitstream as bs
+from .config import Profile, get_profile, profile_by_id
+from .errors import BitstreamError, InputError, RateError, SedicWarning
+from .semantics import MAX_OBJECTS, SemanticObject, Semantics
+from .streams import masks as mask_stream
+from .streams import reference as reference_stream
+from .streams import text as text_stream
+
+
+@dataclass
+class DecodedFile:
+    """A parsed file: the size, its decoder parameters, the semantics (masks on the latent grid)."""
+
+    width: int
+    height: int
+    params: bs.DecoderParams
+    semantics: Semantics
+    container: bs.Container
+    size: int
+
+    @property
+    def profile(self) -> Profile:
+        return profile_by_id(self.params.profile_id)
+
+
+def _reference_codec(profile: Profile):
+    ref = profile.reference
+    if ref.codec == "compressai":
+        return reference_stream.make_codec("compressai", model=ref.compressai_model,
+                                           checkpoint=ref.compressai_checkpoint)
+    return reference_stream.make_codec(ref.codec)
+
+
+def _side_sections(semantics: Semantics | None, width: int, height: int) -> dict[int, bytes]:
+    if semantics is None:
+        return {}
+    semantics = semantics.validated(width, height)
+    strings = [text_stream.fit_prompt(semantics.overall)]
+    for obj in semantics.objects:
+        strings.extend(text_stream.object_prompt(obj.name, obj.description))
+    sections = {bs.TEXT: text_stream.encode_strings(strings)}
+    if semantics.objects:
+        grids = [mask_stream.to_grid(obj.mask) for obj in semantics.objects]
+        sections[bs.MASKS] = mask_stream.encode_masks(grids)
+    return sections
+
+
+def encode(image: np.ndarray, semantics: Semantics | None = None, profile: Profile | str | None = None, *,
+           bpp: float | None = 0.03, reference_bpp: float | None = None, best_effort: bool = False,
+           seed: int = 0, overrides: dict | None = None) -> bytes:
+    """Code an RGB uint8 image (H, W, 3) and its semantics into .sedic bytes.
+
+    `bpp` caps the whole file; `reference_bpp` caps the reference stream alone. With neither, the
+    reference is coded at the best setting that fits the default target of 0.03 bpp.
+    """
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise InputError(f"image must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
+    height, width = image.shape[:2]
+    try:
+        bs.check_size(width, height)
+    except BitstreamError as exc:
+        raise InputError(str(exc)) from None
+    for name, value in (("bpp", bpp), ("reference bpp", reference_bpp)):
+        if value is not None and not value > 0:
+            raise InputError(f"{name} must be positive, got {value}")
+    if not 0 <= seed < 1 << 32:
+        raise InputError(f"seed must be in 0..2^32-1, got {seed}")
+
+    sections = {bs.SETTINGS: bs.DecoderParams(profile.id, seed, dict(overrides or {})).to_bytes()}
+    sections.update(_side_sections(semantics, width, height))
+    # Size of everything but the reference payload; the reference's own section header grows with
+    # its length, so take the header size for the largest payload it could get.
+    side = len(bs.pack(bs.Container(width, height, {**sections, bs.REFERENCE: b""})))
+    pixels = width * height
+    budgets = []
+    if bpp is not None:
+        total = int(bpp * pixels // 8)
+        room = total - side
+        room -= len(bs.write_varint(max(room, 0) << 3 | bs.REFERENCE)) - 1
+        if room < 1:
+            msg = (f"target {bpp} bpp ({total} bytes) cannot be met: the header, text and masks alone take "
+                   f"{side} bytes ({8 * side / pixels:.4f} bpp)")
+            if not best_effort:
+                raise RateError(msg + "; raise --bpp, shorten the semantics or pass --best-effort")
+            warnings.warn(msg + "; coding the smallest reference (best effort)", SedicWarning)
+        else:
+            budgets.append(room)
+    if reference_bpp is not None:
+        budgets.append(max(1, int(reference_bpp * pixels // 8)))
+
+    codec = _reference_codec(profile)
+    if budgets:
+        try:
+            payload, _ = reference_stream.encode_reference(image, min(budgets), codec)
+        except RateError:
+            if not best_effort:
+                raise RateError(f"no reference setting fits in {min(budgets)} bytes; raise the rate "
+                                f"or pass --best-effort") from None
+            payload = _smallest_reference(image, codec)
+    else:
+        payload = _smallest_reference(image, codec)
+    sections[bs.REFERENCE] = payload
+    return bs.pack(bs.Container(width, height, sections))
+
+
+def _smallest_reference(image: np.ndarray, codec) -> bytes:
+    """Best effort: the cheapest setting of the search space."""
+    height, width = image.shape[:2]
+    candidates = (codec.encode(image, s) for s in codec.settings(width, height))
+    return min(candidates, key=len)
+
+
+def parse(data: bytes) -> DecodedFile:
+    """Parse a file and decode its text and masks (cheap; no reference or model work)."""
+    container = bs.unpack(data)
+    params = bs.DecoderParams.from_bytes(container.sections[bs.SETTINGS])
+    semantics = Semantics()
+    if bs.TEXT in container.sections:
+        strings = text_stream.decode_strings(container.sections[bs.TEXT])
+        if len(strings) % 2 != 1:
+            raise BitstreamError(f"text stream holds {len(strings)} strings; expected 1 + 2 per object")
+        count = (len(strings) - 1) // 2
+        if count > MAX_OBJECTS:
+            raise BitstreamError(f"text stream names {count} objects; at most {MAX_OBJECTS} are allowed")
+        shape = mask_stream.grid_shape(container.width, container.height)
+        grids = []
+        if count:
+            if bs.MASKS not in container.sections:
+                raise BitstreamError("file names objects but has no masks section")
+            grids = mask_stream.decode_masks(container.sections[bs.MASKS], count, shape)
+        elif bs.MASKS in container.sections:
+            raise BitstreamError("masks section present but the text names no object")
+        semantics = Semantics(strings[0], [SemanticObject(strings[1 + 2 * k], strings[2 + 2 * k], grids[k])
+                                           for k in range(count)])
+    return DecodedFile(container.width, container.height, params, semantics, container, len(data))
+
+
+def decode_preview(parsed: DecodedFile, profile: Profile | None = None) -> np.ndarray:
+    """Stage 0: the reference, decoded and upsampled to the original size."""
+    profile = profile or parsed.profile
+    options = {}
+    if profile.reference.codec == "compressai" or profile.reference.compressai_checkpoint:
+        options = {"model": profile.reference.compressai_model,
+                   "checkpoint": profile.reference.compressai_checkpoint}
+    return reference_stream.decode_reference(parsed.container.sections[bs.REFERENCE],
+                                             parsed.width, parsed.height, **options)
+
+
+def decoder_settings(parsed: DecodedFile, profile: Profile | None = None):
+    """The profile's decoder settings with the file's schedule overrides applied."""
+    profile = profile or parsed.profile
+    return replace(profile.decoder, **parsed.params.overrides)
+
+
+def decode(data: bytes, profile: Profile | str | None = None, stages: int | None = None,
+           device: str | None = None, progress=None) -> np.ndarray:
+    """Decode a file to uint8 RGB at its original size. stages=0 gives the preview."""
+    parsed = parse(data)
+    if profile is not None and not isinstance(profile, Profile):
+        profile = get_profile(profile)
+    profile = profile or parsed.profile
+    preview = decode_preview(parsed, profile)
+    count = len(parsed.semantics.objects)
+    if stages is not None and not 0 <= stages <= count + 1:
+        raise InputError(f"--stages must be in 0..{count + 1} for this file ({count} objects)")
+    if stages == 0:
+        return preview
+    from .restoration import restore
+
+    return restore(preview, parsed.semantics, decoder_settings(parsed, profile), parsed.params.seed,
+                   stages=stages, device=device, progress=progress)
+
+
+def inspect(data: bytes) -> dict:
+    """Sizes and bits per stream (adding up exactly to 8 x bytes) and the decoded texts."""
+    parsed = parse(data)
+    sections = parsed.container.sections
+    streams = {name: 8 * len(sections.get(kind, b""))
+               for kind, name in ((bs.REFERENCE, "reference"), (bs.TEXT, "text"), (bs.MASKS, "masks"))}
+    streams["header"] = parsed.container.header_bits(len(data))
+    return {
+        "width": parsed.width,
+        "height": parsed.height,
+        "bytes": len(data),
+        "bpp": 8 * len(data) / (parsed.width * parsed.height),
+        "profile": parsed.profile.name if _known(parsed.params.profile_id) else parsed.params.profile_id,
+        "seed": parsed.params.seed,
+        "streams": streams,
+        "semantics": parsed.semantics.to_dict(),
+    }
+
+
+def _known(profile_id: int) -> bool:
+    try:
+        profile_by_id(profile_id)
+        return True
+    except BitstreamError:
+        return False
