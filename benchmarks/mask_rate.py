@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT))  # a PYTHONPATH or installed sedic wins
 
 from sedic.streams.masks import encode_masks, to_grid  # noqa: E402
 
