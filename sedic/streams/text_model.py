@@ -1,0 +1,292 @@
+"""Probability model and range coder of the text stream (see docs/text-stream.md).
+
+A canonical string is split into maximal runs of ASCII letters a-z ("words") and maximal runs of
+anything else ("separators"). Words are coded with an adaptive cache of the words already sent in
+this list, else a static English word prior (wordfreq + in-domain tuning text), else spelled
+letter by letter with an order-2 letter model. Separators come from an adaptive dictionary whose
+entries also say whether the string ends after them; unseen ones are spelled by code point.
+
+Encoder and decoder run the same code (`_Coder.code`), so they cannot drift apart.
+Every probability is built from integer counts passed to constriction as float64 (exact),
+with `perfect=False`: the bitstream is defined by constriction 0.5's queue.RangeEncoder and its
+Categorical quantisation of those counts, which involve no platform-dependent arithmetic.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import re
+
+import constriction
+import numpy as np
+
+from sedic.errors import BitstreamError, InputError
+
+MAX_STRINGS = 64
+MAX_CHARS = 4096  # per string
+
+_Cat = constriction.stream.model.Categorical
+_TOKEN_RE = re.compile(r"[a-z]+|[^a-z]+", re.S)
+_WORD_RE = re.compile(r"[a-z]+")
+
+# String types: position 0 is the overall description, then name, description, name, ...
+_OVERALL, _NAME, _DESC = 0, 1, 2
+# Start-of-string choices.
+_START_WORD, _START_EMPTY, _START_SEP = 0, 1, 2
+# Cache weights: a word seen n times weighs CACHE_COUNT * n + CACHE_RECENT if it occurred among
+# the last RECENT_SPAN words (local repetition is common: "white ... white walls").
+CACHE_COUNT = 4
+CACHE_RECENT = 3
+RECENT_SPAN = 12
+# Adaptive increments (the static priors are scaled so these are comparable).
+SEP_INC = 2
+# Spelling of escaped separators: 0 = end, 1..95 = ASCII 32..126, 96 = any other code point.
+_SEP_CHAR_COUNTS = np.ones(97, dtype=np.float64)
+for _c in " ,.-;:'()/&%+\"0123456789":
+    _SEP_CHAR_COUNTS[ord(_c) - 31] = 8.0
+_SEP_CHAR_COUNTS[0] = 8.0
+_SEP_CHAR_COUNTS[96] = 4.0
+_NONASCII = 96
+
+
+def _cat(counts) -> "constriction.stream.model.Categorical":
+    return _Cat(np.asarray(counts, dtype=np.float64), perfect=False)
+
+
+class _Tables:
+    """The shipped static tables (integers only)."""
+
+    def __init__(self) -> None:
+        path = importlib.resources.files("sedic.streams").joinpath("data/text_model_en.npz")
+        with importlib.resources.as_file(path) as p, np.load(p, allow_pickle=False) as z:
+            self.words = bytes(z["words"]).decode("ascii").split("\n")
+            counts = z["word_counts"].astype(np.float64)
+            esc = float(z["esc_count"][0])
+            char_counts = z["char_counts"].astype(np.float64)
+            seps = bytes(z["sep_strings"]).decode("ascii").split("\x00")
+            sep_counts = z["sep_counts"].astype(np.int64)
+        self.index = {w: i for i, w in enumerate(self.words)}
+        self.esc = len(self.words)
+        self.word_counts = np.append(counts, esc)  # escape is the last symbol
+        self.word_model = _cat(self.word_counts)
+        self.letter_models = [[_cat(char_counts[a, b]) for b in range(27)] for a in range(27)]
+        # Separator tokens: (string, ends_string); the prior count is scaled like an adaptive hit.
+        self.seps = [(s.rstrip("\x01"), s.endswith("\x01")) for s in seps]
+        self.sep_counts = [1 + SEP_INC * int(c) for c in sep_counts]
+
+
+@functools.lru_cache(maxsize=1)
+def tables() -> _Tables:
+    return _Tables()
+
+
+class _Coder:
+    """Adaptive state shared by encoder and decoder; `code` encodes `sym` or decodes one symbol."""
+
+    def __init__(self, enc=None, dec=None) -> None:
+        self.t = tables()
+        self.enc, self.dec = enc, dec
+        self.cache: dict[str, int] = {}   # word -> index in cache_words
+        self.cache_words: list[str] = []
+        self.cache_n: list[int] = []
+        self.last_seen: list[int] = []    # word position of last occurrence
+        self.pos = 0
+        self.hit = [[1, 1], [1, 3], [1, 1]]  # per string type: [miss, hit] counts
+        self.start = [[8, 1, 1], [8, 1, 1], [8, 1, 1]]
+        self.seps = list(self.t.seps)
+        self.sep_index = {s: i for i, s in enumerate(self.seps)}
+        self.sep_counts = [list(self.t.sep_counts) for _ in range(3)]
+
+    def code(self, model, sym=None) -> int:
+        if self.enc is not None:
+            self.enc.encode(int(sym), model)
+            return int(sym)
+        return int(self.dec.decode(model))
+
+    # -- words ------------------------------------------------------------------------------
+    def word(self, st: int, w: str | None = None) -> str:
+        t = self.t
+        if self.cache_words:
+            hit = self.code(_cat(self.hit[st]), None if w is None else int(w in self.cache))
+            self.hit[st][hit] += 1
+        else:
+            hit = 0
+        if hit:
+            weights = [CACHE_COUNT * n + (CACHE_RECENT if self.pos - last <= RECENT_SPAN else 0)
+                       for n, last in zip(self.cache_n, self.last_seen)]
+            i = self.code(_cat(weights), None if w is None else self.cache[w])
+            w = self.cache_words[i]
+        else:
+            # Exclusion: words in the cache cannot be coded here, so give them no mass.
+            excl = [t.index[c] for c in self.cache_words if c in t.index]
+            if excl:
+                counts = t.word_counts.copy()
+                counts[excl] = 0.0
+                model = _cat(counts)
+            else:
+                model = t.word_model
+            sym = None if w is None else t.index.get(w, t.esc)
+            i = self.code(model, sym)
+            if i == t.esc:
+                w = self.spell(w)
+                if w in t.index:
+                    raise BitstreamError("text stream: spelled word is in the vocabulary")
+            else:
+                w = t.words[i]
+            if w in self.cache:
+                raise BitstreamError("text stream: cached word coded as new")
+            self.cache[w] = len(self.cache_words)
+            self.cache_words.append(w)
+            self.cache_n.append(0)
+            self.last_seen.append(0)
+        j = self.cache[w]
+        self.cache_n[j] += 1
+        self.last_seen[j] = self.pos
+        self.pos += 1
+        return w
+
+    def spell(self, w: str | None) -> str:
+        out = []
+        a = b = 0
+        for k in range(MAX_CHARS + 1):
+            sym = None if w is None else (ord(w[k]) - 96 if k < len(w) else 0)
+            c = self.code(self.t.letter_models[a][b], sym)
+            if c == 0:
+                break
+            out.append(chr(96 + c))
+            a, b = b, c
+        else:
+            raise BitstreamError("text stream: word too long")
+        if not out:
+            raise BitstreamError("text stream: empty spelled word")
+        return "".join(out)
+
+    # -- separators ---------------------------------------------------------------------------
+    def sep(self, st: int, tok: tuple[str, bool] | None = None) -> tuple[str, bool]:
+        counts = self.sep_counts[st]
+        sym = None if tok is None else self.sep_index.get(tok, len(self.seps))
+        i = self.code(_cat(counts + [2]), sym)
+        if i == len(self.seps):
+            s = self.spell_sep(None if tok is None else tok[0])
+            fin = bool(self.code(_cat([1, 1]), None if tok is None else int(tok[1])))
+            tok = (s, fin)
+            if tok in self.sep_index or _WORD_RE.search(s) or not s:
+                raise BitstreamError("text stream: invalid escaped separator")
+            self.sep_index[tok] = len(self.seps)
+            self.seps.append(tok)
+            for c in self.sep_counts:
+                c.append(1)
+        tok = self.seps[i]
+        counts[i] += SEP_INC
+        return tok
+
+    def spell_sep(self, s: str | None) -> str:
+        out = []
+        model = _cat(_SEP_CHAR_COUNTS)
+        for k in range(MAX_CHARS + 1):
+            if s is None:
+                c = self.code(model)
+            else:
+                o = ord(s[k]) if k < len(s) else None
+                c = 0 if o is None else (o - 31 if 32 <= o <= 126 else _NONASCII)
+                self.code(model, c)
+            if c == 0:
+                return "".join(out)
+            if c == _NONASCII:
+                o = None if s is None else ord(s[k])
+                hi = self.code(constriction.stream.model.Uniform(0x110000 >> 11), None if o is None else o >> 11)
+                lo = self.code(constriction.stream.model.Uniform(2048), None if o is None else o & 2047)
+                o = (hi << 11) | lo
+                if 32 <= o <= 126 or 0xD800 <= o <= 0xDFFF:
+                    raise BitstreamError("text stream: invalid code point")
+                out.append(chr(o))
+            else:
+                out.append(chr(c + 31))
+        raise BitstreamError("text stream: separator too long")
+
+    # -- strings ------------------------------------------------------------------------------
+    def string(self, st: int, s: str | None = None) -> str:
+        toks = None
+        if s is not None:
+            toks = _TOKEN_RE.findall(s)
+            start = _START_EMPTY if not s else (_START_WORD if _WORD_RE.match(toks[0]) else _START_SEP)
+        else:
+            start = None
+        start = self.code(_cat(self.start[st]), start)
+        self.start[st][start] += 1
+        if start == _START_EMPTY:
+            return ""
+        out: list[str] = []
+        n = 0
+        k = 0  # index into toks when encoding
+        if start == _START_SEP:
+            tok = self.sep(st, None if toks is None else (toks[0], len(toks) == 1))
+            if tok == ("", True):
+                raise BitstreamError("text stream: empty leading separator")
+            out.append(tok[0])
+            n += len(tok[0])
+            k = 1
+            if tok[1]:
+                return "".join(out)
+        while True:
+            w = self.word(st, None if toks is None else toks[k])
+            if toks is not None:
+                nxt = (toks[k + 1], k + 2 == len(toks)) if k + 1 < len(toks) else ("", True)
+                k += 2
+            else:
+                nxt = None
+            tok = self.sep(st, nxt)
+            out += [w, tok[0]]
+            n += len(w) + len(tok[0])
+            if n > MAX_CHARS:
+                raise BitstreamError("text stream: string too long")
+            if tok[1]:
+                return "".join(out)
+            if tok[0] == "":
+                raise BitstreamError("text stream: empty separator")
+
+
+def _string_type(i: int) -> int:
+    return _OVERALL if i == 0 else (_NAME if i % 2 else _DESC)
+
+
+def encode_list(strings: list[str]) -> bytes:
+    if len(strings) > MAX_STRINGS:
+        raise InputError(f"text stream: at most {MAX_STRINGS} strings, got {len(strings)}")
+    for s in strings:
+        if len(s) > MAX_CHARS:
+            raise InputError(f"text stream: a string is longer than {MAX_CHARS} characters")
+    enc = constriction.stream.queue.RangeEncoder()
+    c = _Coder(enc=enc)
+    c.code(constriction.stream.model.Uniform(MAX_STRINGS + 1), len(strings))
+    for i, s in enumerate(strings):
+        c.string(_string_type(i), s)
+    data = enc.get_compressed().astype(">u4").tobytes()
+    # Trailing zero bytes carry no information (the decoder pads them back); dropping them
+    # saves bits and makes the encoding unique: a stream never ends with a zero byte.
+    return data.rstrip(b"\x00")
+
+
+def decode_list(data: bytes) -> list[str]:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise BitstreamError("text stream: not bytes")
+    data = bytes(data)
+    if data.endswith(b"\x00"):
+        raise BitstreamError("text stream: trailing zero byte")
+    if len(data) > MAX_STRINGS * MAX_CHARS * 4:
+        raise BitstreamError("text stream: too long")
+    padded = data + b"\x00" * (-len(data) % 4)
+    words = np.frombuffer(padded, dtype=">u4").astype(np.uint32)
+    try:
+        dec = constriction.stream.queue.RangeDecoder(words)
+        c = _Coder(dec=dec)
+        n = c.code(constriction.stream.model.Uniform(MAX_STRINGS + 1))
+        out = [c.string(_string_type(i)) for i in range(n)]
+        exhausted = dec.maybe_exhausted()
+    except BitstreamError:
+        raise
+    except Exception as e:  # constriction reports corrupt data with its own exception types
+        raise BitstreamError(f"text stream: corrupt data ({type(e).__name__})") from None
+    if not exhausted:
+        raise BitstreamError("text stream: trailing data")
+    return out
