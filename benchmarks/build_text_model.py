@@ -23,7 +23,7 @@ TUNING = ROOT / "benchmarks" / "data" / "tuning_descriptions.json"
 WORDFREQ_VERSION = "3.1.1"   # other versions ship other lists -> other tables
 VOCAB_SIZE = 40000           # static word vocabulary (plus an escape symbol)
 WORD_SCALE = 1 << 24         # integer resolution of the word prior
-TUNING_WEIGHT = 0.25         # share of the prior taken from the in-domain tuning text
+TUNING_WEIGHT = 0.4          # share of the prior from the in-domain tuning text (leave-one-out on it)
 ALPHA = 27                   # 0 = word boundary, 1..26 = a..z
 
 WORD_RE = re.compile(r"[a-z]+")
