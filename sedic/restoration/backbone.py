@@ -1,0 +1,413 @@
+"""The decoder's pre-trained models: UNet, ControlNet, VAE, text encoder, as one `Backbone`.
+
+Three kinds (DecoderSettings.backbone):
+- "sd21-ircontrolnet": Stable Diffusion 2.1-base from its diffusers repository, plus DiffBIR v2's
+  IRControlNet ported exactly from its released LDM checkpoint (see ircontrolnet.py);
+- "controlnet": a base model and any diffusers ControlNet conditioned on the image in [0, 1];
+- "tiny": random weights with the first one's topology, built in-process (profile `test`).
+
+Conventions for the sampler: images are (B, 3, H, W) in [-1, 1] with H and W multiples of 8 (the
+VAE's factor; the caller pads and crops); latents are scaled by `latent_scale`.
+See docs/backbones.md.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import inspect
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import ModelUnavailableError
+from .ircontrolnet import (
+    LdmControlNetConfig,
+    controlnet_config_from_unet,
+    load_ircontrolnet_state_dict,
+    make_ircontrolnet,
+    random_ldm_ircontrolnet_state_dict,
+    read_checkpoint,
+)
+from .settings import DecoderSettings
+
+# SD 1.x/2.x training schedule (the value of SD 2.1-base's scheduler/scheduler_config.json that
+# DDPMScheduler uses); DiffBIR's "linear" schedule 0.00085..0.0120 in sqrt space is the same.
+SD_SCHEDULER_CONFIG = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "prediction_type": "epsilon",
+    "clip_sample": False,
+}
+SD_LATENT_SCALE = 0.18215
+BACKBONES = ("sd21-ircontrolnet", "controlnet", "tiny")
+
+
+@dataclass
+class Backbone:
+    unet: "diffusers.UNet2DConditionModel"  # noqa: F821
+    controlnet: "diffusers.ControlNetModel"  # noqa: F821
+    vae: "diffusers.AutoencoderKL"  # noqa: F821
+    tokenizer: "transformers.CLIPTokenizer"  # noqa: F821
+    text_encoder: "transformers.CLIPTextModel"  # noqa: F821
+    scheduler_config: dict  # for diffusers.DDPMScheduler.from_config
+    latent_scale: float
+    # "latent": controlnet_cond is the scaled VAE latent of the image being restored (IRControlNet);
+    # "pixel": controlnet_cond is the image in [0, 1], (B, 3, H, W).
+    condition: str
+    control_scale: float = 1.0
+    name: str = field(default="")
+
+    # -- placement -------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    def modules(self):
+        return (self.unet, self.controlnet, self.vae, self.text_encoder)
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "Backbone":
+        """Move (in place) every model; returns self."""
+        for m in self.modules():
+            m.to(device=device, dtype=dtype)
+        return self
+
+    # -- encoders --------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [-1, 1], H and W multiples of 8 -> (B, 4, H/8, W/8) scaled latent.
+
+        The posterior mode (its mean), not a sample: encoding is deterministic, as in DiffBIR's
+        condition path (vae_encode(sample=False)).
+        """
+        _check_multiple_of_8(image)
+        vae = self.vae
+        posterior = vae.encode(image.to(device=vae.device, dtype=vae.dtype)).latent_dist
+        return posterior.mode() * self.latent_scale
+
+    @torch.no_grad()
+    def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        """Scaled latent -> image in [-1, 1] (not clamped: the VAE can overshoot slightly)."""
+        vae = self.vae
+        return vae.decode(latent.to(device=vae.device, dtype=vae.dtype) / self.latent_scale).sample
+
+    @torch.no_grad()
+    def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
+        """(B, 77, D) text conditioning: the text encoder's last_hidden_state, padded to 77 tokens.
+
+        For SD 2.x this equals LDM/DiffBIR's "penultimate" OpenCLIP output: diffusers' converted
+        SD 2 text encoder keeps 23 of OpenCLIP's 24 layers and applies the final layer norm, which
+        is what FrozenOpenCLIPEmbedder(layer="penultimate") computes. Longer text is truncated to
+        the 77-token window (75 content tokens).
+        """
+        tok = self.tokenizer
+        ids = tok(
+            list(prompts),
+            padding="max_length",
+            max_length=tok.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+        te = self.text_encoder
+        return te(ids.to(te.device))[0]
+
+    def control_condition(self, image: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        """What to pass as `controlnet_cond`: `latent` (scaled VAE latent of `image`) for an
+        IRControlNet, or `image` (given in [-1, 1]) mapped to [0, 1] for a pixel ControlNet."""
+        if self.condition == "latent":
+            return latent
+        return ((image + 1) / 2).clamp(0, 1)
+
+    def token_count(self, prompt: str) -> int:
+        """Tokens of `prompt` without BOS/EOS (the window holds model_max_length - 2)."""
+        return len(self.tokenizer(prompt, truncation=False).input_ids) - 2
+
+
+def _check_multiple_of_8(image: torch.Tensor) -> None:
+    if image.ndim != 4 or image.shape[-1] % 8 or image.shape[-2] % 8:
+        raise ValueError(f"expected (B, 3, H, W) with H, W multiples of 8 (pad first), got {tuple(image.shape)}")
+
+
+# ==============================================================================================
+# Loading
+
+
+def load_backbone(
+    settings: DecoderSettings,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Backbone:
+    """The backbone named by `settings.backbone`, on `device` in `dtype`, in eval mode."""
+    kind = settings.backbone
+    if kind == "tiny":
+        bb = build_tiny_backbone()
+    elif kind == "sd21-ircontrolnet":
+        bb = _load_sd_ircontrolnet(settings, dtype)
+    elif kind == "controlnet":
+        bb = _load_diffusers_controlnet(settings, dtype)
+    else:
+        raise ModelUnavailableError(f"unknown decoder backbone {kind!r} (known: {', '.join(BACKBONES)})")
+    bb.control_scale = float(getattr(settings, "control_scale", 1.0))
+    for m in bb.modules():
+        m.eval().requires_grad_(False)
+    return bb.to(device, dtype)
+
+
+def _how_to_get(model_id: str) -> str:
+    return (
+        f"download it with `sedic models download <profile>` (needs network access), "
+        f"or set the profile's decoder model to a local path; model {model_id!r}"
+    )
+
+
+def _hub_errors() -> tuple[type[BaseException], ...]:
+    errs: list[type[BaseException]] = [OSError]
+    try:
+        from huggingface_hub import errors as hub_errors
+
+        for name in ("LocalEntryNotFoundError", "EntryNotFoundError", "RepositoryNotFoundError",
+                     "RevisionNotFoundError", "HfHubHTTPError", "HFValidationError", "OfflineModeIsEnabled"):
+            if hasattr(hub_errors, name):
+                errs.append(getattr(hub_errors, name))
+    except ImportError:
+        pass
+    return tuple(errs)
+
+
+def _from_pretrained(cls, model_id: str, what: str, **kwargs):
+    """cls.from_pretrained, turning every "not here / not reachable" error into ModelUnavailableError."""
+    if not model_id:
+        raise ModelUnavailableError(f"no model configured for the decoder's {what}")
+    try:
+        return cls.from_pretrained(model_id, **kwargs)
+    except _hub_errors() as exc:
+        raise ModelUnavailableError(
+            f"cannot load the decoder's {what} from {model_id!r} ({type(exc).__name__}: {_first_line(exc)}); "
+            + _how_to_get(model_id)
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else ""
+
+
+def _load_sd_parts(settings: DecoderSettings, dtype: torch.dtype):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    base, rev = settings.base_model, settings.revision
+    common = dict(revision=rev)
+    unet = _from_pretrained(UNet2DConditionModel, base, "UNet", subfolder="unet", torch_dtype=dtype, **common)
+    vae = _from_pretrained(AutoencoderKL, base, "VAE", subfolder="vae", torch_dtype=dtype, **common)
+    text_encoder = _from_pretrained(CLIPTextModel, base, "text encoder", subfolder="text_encoder",
+                                    dtype=dtype, **common)
+    tokenizer = _from_pretrained(CLIPTokenizer, base, "tokenizer", subfolder="tokenizer", **common)
+    scheduler_config = _scheduler_config(base, rev)
+    latent_scale = float(getattr(vae.config, "scaling_factor", SD_LATENT_SCALE))
+    return unet, vae, text_encoder, tokenizer, scheduler_config, latent_scale
+
+
+def _scheduler_config(base: str, revision: str | None) -> dict:
+    """The base model's training schedule, restricted to what DDPMScheduler accepts."""
+    from diffusers import DDPMScheduler
+
+    try:
+        cfg = DDPMScheduler.load_config(base, subfolder="scheduler", revision=revision)
+    except _hub_errors() as exc:
+        raise ModelUnavailableError(
+            f"cannot load the scheduler config of {base!r} ({type(exc).__name__}: {_first_line(exc)}); "
+            + _how_to_get(base)
+        ) from None
+    accepted = set(inspect.signature(DDPMScheduler.__init__).parameters) - {"self"}
+    out = {k: v for k, v in cfg.items() if k in accepted}
+    out.setdefault("clip_sample", False)  # SD never clips x0; DDPMScheduler's default would
+    return out
+
+
+def _resolve_controlnet_file(settings: DecoderSettings) -> str:
+    """Local path of the IRControlNet checkpoint: a file, a directory + controlnet_file, or a hub repo."""
+    src, fname = settings.controlnet, settings.controlnet_file or "v2.pth"
+    if not src:
+        raise ModelUnavailableError("no control network configured (decoder.controlnet is empty)")
+    if os.path.isfile(src):
+        return src
+    if os.path.isdir(src):
+        path = os.path.join(src, fname)
+        if not os.path.isfile(path):
+            raise ModelUnavailableError(f"control network checkpoint {path!r} does not exist; " + _how_to_get(src))
+        return path
+    if src.startswith((".", "/", "~")) or src.endswith((".pth", ".ckpt", ".safetensors")):
+        raise ModelUnavailableError(f"control network checkpoint {src!r} does not exist; " + _how_to_get(src))
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return hf_hub_download(src, fname, revision=getattr(settings, "controlnet_revision", None))
+    except _hub_errors() as exc:
+        raise ModelUnavailableError(
+            f"cannot get control network {src}/{fname} ({type(exc).__name__}: {_first_line(exc)}); "
+            + _how_to_get(src)
+        ) from None
+
+
+def _load_sd_ircontrolnet(settings: DecoderSettings, dtype: torch.dtype) -> Backbone:
+    ckpt_path = _resolve_controlnet_file(settings)  # first: fail fast before loading SD
+    unet, vae, text_encoder, tokenizer, scheduler_config, latent_scale = _load_sd_parts(settings, dtype)
+    controlnet = make_ircontrolnet(controlnet_config_from_unet(unet.config))
+    try:
+        load_ircontrolnet_state_dict(controlnet, read_checkpoint(ckpt_path))
+    except ValueError as exc:
+        raise ModelUnavailableError(f"{ckpt_path!r} is not an IRControlNet for {settings.base_model!r}: {exc}") from None
+    return Backbone(
+        unet=unet, controlnet=controlnet.to(dtype), vae=vae, tokenizer=tokenizer, text_encoder=text_encoder,
+        scheduler_config=scheduler_config, latent_scale=latent_scale, condition="latent",
+        name=f"{settings.base_model} + {settings.controlnet}",
+    )
+
+
+def _load_diffusers_controlnet(settings: DecoderSettings, dtype: torch.dtype) -> Backbone:
+    from diffusers import ControlNetModel
+
+    unet, vae, text_encoder, tokenizer, scheduler_config, latent_scale = _load_sd_parts(settings, dtype)
+    controlnet = _from_pretrained(ControlNetModel, settings.controlnet, "ControlNet", torch_dtype=dtype,
+                                  revision=getattr(settings, "controlnet_revision", None))
+    return Backbone(
+        unet=unet, controlnet=controlnet, vae=vae, tokenizer=tokenizer, text_encoder=text_encoder,
+        scheduler_config=scheduler_config, latent_scale=latent_scale, condition="pixel",
+        name=f"{settings.base_model} + {settings.controlnet}",
+    )
+
+
+# ==============================================================================================
+# Tiny random backbone (profile `test`)
+
+# LDM-side description of the tiny IRControlNet; the tiny UNet is built to match it.
+TINY_CONTROLNET = LdmControlNetConfig(
+    model_channels=32,
+    channel_mult=(1, 2),
+    num_res_blocks=1,
+    attention_levels=(0,),
+    num_head_channels=16,
+    context_dim=32,
+)
+
+
+def clip_bpe_vocabulary() -> tuple[dict[str, int], list[str]]:
+    """CLIP's BPE vocabulary (the one OpenCLIP and SD use), from the PyPI package open_clip_torch.
+
+    Built the way CLIP's tokenizer builds it: 256 byte symbols, the same with '</w>', the
+    48 894 merges, then the two special tokens: 49 408 entries.
+    """
+    spec = importlib.util.find_spec("open_clip")  # locate without importing (open_clip imports a lot)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelUnavailableError(
+            "the tiny backbone's tokenizer needs the CLIP BPE vocabulary from the package open_clip_torch "
+            "(pip install open_clip_torch)"
+        )
+    path = os.path.join(list(spec.submodule_search_locations)[0], "bpe_simple_vocab_16e6.txt.gz")
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    merges = lines[1 : 49152 - 256 - 2 + 1]  # line 0 is a version header
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):  # GPT-2/CLIP byte -> printable unicode map
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    symbols = [chr(c) for c in cs]
+    tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    return {t: i for i, t in enumerate(tokens)}, merges
+
+
+_TOKENIZER_CACHE: dict[str, object] = {}
+
+
+def tiny_tokenizer():
+    """A CLIPTokenizer with CLIP's real vocabulary, built without any download (SD 2.x padding '!')."""
+    from transformers import CLIPTokenizer
+
+    if "tok" not in _TOKENIZER_CACHE:
+        vocab, merges = clip_bpe_vocabulary()
+        # pad "!" (id 0) like SD 2.x's tokenizer and OpenCLIP's zero padding.
+        _TOKENIZER_CACHE["tok"] = CLIPTokenizer(
+            vocab=vocab, merges=[tuple(m.split()) for m in merges], pad_token="!", model_max_length=77
+        )
+    return _TOKENIZER_CACHE["tok"]
+
+
+def build_tiny_backbone(seed: int = 0) -> Backbone:
+    """Deterministic random-weight miniature of SD 2.1 + IRControlNet, on the CPU in float32.
+
+    Same code paths as the real one: UNet with cross-attention and plain blocks, the IRControlNet
+    ported from a random LDM-layout checkpoint, a VAE with factor 8, CLIP's tokenizer.
+    """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    cn = TINY_CONTROLNET
+    chans = tuple(cn.model_channels * m for m in cn.channel_mult)
+    with torch.random.fork_rng(devices=[]):  # leave the caller's RNG untouched
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(
+            sample_size=8,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            block_out_channels=chans,
+            layers_per_block=cn.num_res_blocks,
+            cross_attention_dim=cn.context_dim,
+            attention_head_dim=tuple(c // cn.num_head_channels for c in chans),
+            use_linear_projection=True,
+            norm_num_groups=cn.norm_groups,
+        )
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 4,  # 3 down-samplings: factor 8 like SD
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(8, 16, 16, 16),
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=8,
+            sample_size=64,
+            scaling_factor=SD_LATENT_SCALE,
+        )
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=49408,  # CLIP's vocabulary, so the real tokenizer's ids are valid
+                hidden_size=cn.context_dim,
+                intermediate_size=2 * cn.context_dim,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                max_position_embeddings=77,
+                hidden_act="gelu",
+                projection_dim=cn.context_dim,
+                bos_token_id=49406,
+                eos_token_id=49407,
+                pad_token_id=0,
+            )
+        )
+        gen = torch.Generator().manual_seed(seed + 1)
+        controlnet = make_ircontrolnet(controlnet_config_from_unet(unet.config))
+        load_ircontrolnet_state_dict(controlnet, random_ldm_ircontrolnet_state_dict(cn, gen))
+    bb = Backbone(
+        unet=unet, controlnet=controlnet, vae=vae, tokenizer=tiny_tokenizer(), text_encoder=text_encoder,
+        scheduler_config=dict(SD_SCHEDULER_CONFIG), latent_scale=SD_LATENT_SCALE, condition="latent",
+        name=f"tiny(seed={seed})",
+    )
+    for m in bb.modules():
+        m.eval().requires_grad_(False)
+    return bb
