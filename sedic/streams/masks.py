@@ -6,10 +6,11 @@ procedure) is docs/mask-stream.md; keep the two in sync.  Summary:
 * every mask is first reduced to the latent grid (8x8 pixels per cell, majority of real pixels);
 * masks are coded in order k = 0..K-1, rows top to bottom, pixels left to right;
 * per row one "same as the row above" flag (JBIG typical prediction), then, for a row that
-  differs, every cell with a context of 10 causal cells of the same mask plus 2 cells of the
-  union of the masks already coded (objects rarely overlap, so those predict 0 and mark edges);
-* each context owns an adaptive counter pair (n0, n1) with halving; the probability is an
-  integer q/65536 derived from it by integer arithmetic, so every machine sees identical models;
+  differs, every cell with a 6-bit context: 5 causal cells of the same mask plus the union of
+  the masks already coded at that cell (objects rarely overlap, so a set cell there predicts 0);
+* each context owns an adaptive counter pair (n0, n1) with halving, shared by all K masks and
+  started from a prior; the probability is an integer q/65536 derived from the counts by integer
+  arithmetic, so every machine builds identical models;
 * the arithmetic coder is constriction's queue RangeEncoder/RangeDecoder (32-bit words, 64-bit
   state, 24-bit model precision) with Bernoulli(q/65536, perfect=False) models.
 """
@@ -234,6 +235,8 @@ def decode_masks(data: bytes, count: int, shape: tuple[int, int]) -> list[np.nda
     """Inverse of encode_masks; count and shape come from the container (already range-checked)."""
     import constriction
 
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise BitstreamError("mask stream: data must be bytes")
     if count == 0:
         if len(data):
             raise BitstreamError("mask stream: data present but no masks expected")
