@@ -1,0 +1,152 @@
+"""Encoder-side semantic analysis: image -> overall description + K named, described, masked objects.
+
+    describe (VLM: local transformers model, OpenAI-compatible endpoint, or tiny)
+      -> detect (Grounding DINO, one text query per object name)
+      -> segment (SAM / SAM 2, one mask per box)
+      -> merge (union of the masks of one name; a name with no box is dropped with a warning)
+
+Models are loaded once per process and reused (dataset evaluation analyses many images).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from functools import lru_cache
+
+import numpy as np
+
+from ..errors import InputError, ModelUnavailableError, SedicWarning
+from ..semantics import MAX_OBJECTS, SemanticObject, Semantics
+from .settings import AnalysisSettings
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("local", "openai", "tiny")
+_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+           "float16": "float16", "fp16": "float16"}
+
+
+def resolve_device(device: str | None) -> str:
+    import torch
+
+    if device:
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise InputError(f"device {device!r} requested but no CUDA GPU is available")
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(name: str, device: str):
+    import torch
+
+    if name == "auto":
+        # bf16 halves memory and time on GPUs; CPUs run float32 fastest and most reliably.
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    try:
+        return getattr(torch, _DTYPES[name])
+    except KeyError:
+        raise InputError(f"unknown dtype {name!r} (auto, float32, bfloat16, float16)") from None
+
+
+def check_settings(settings: AnalysisSettings) -> None:
+    if settings.backend not in BACKENDS:
+        raise InputError(f"unknown analysis backend {settings.backend!r} (known: {', '.join(BACKENDS)})")
+    if not 0 <= settings.num_objects <= MAX_OBJECTS:
+        raise InputError(f"number of objects must be between 0 and {MAX_OBJECTS}, got {settings.num_objects}")
+    if not 8 <= settings.description_tokens <= 75 or not 8 <= settings.overall_tokens <= 75:
+        raise InputError("description budgets must be 8 to 75 CLIP tokens (the decoder's window is 77 "
+                         "including its start and end tokens)")
+    if settings.sam_variant not in ("sam", "sam2"):
+        raise InputError(f"unknown SAM variant {settings.sam_variant!r} (sam, sam2)")
+    if settings.retries < 0 or settings.timeout_s <= 0:
+        raise InputError("retries must be >= 0 and the time-out > 0")
+
+
+# --------------------------------------------------------------------------------------------
+# Loading (cached per process)
+
+@lru_cache(maxsize=2)
+def _describer(settings: AnalysisSettings, device: str, profile: str | None):
+    from .describe import LocalVLM, OpenAIVLM, TinyVLM
+
+    if settings.backend == "openai":
+        return OpenAIVLM(settings)
+    if settings.backend == "tiny":
+        from .tiny import tiny_vlm
+
+        model, processor = tiny_vlm()
+        return TinyVLM(model, processor, settings, "tiny random VLM")
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from .models import load_pretrained
+
+    dtype = resolve_dtype(settings.dtype, device)
+    model = load_pretrained(AutoModelForImageTextToText, settings.vlm_model, settings.vlm_revision, profile,
+                            dtype=dtype)
+    processor = load_pretrained(AutoProcessor, settings.vlm_model, settings.vlm_revision, profile)
+    return LocalVLM(model.to(device).eval(), processor, settings, f"model {settings.vlm_model}")
+
+
+@lru_cache(maxsize=2)
+def _grounder(settings: AnalysisSettings, device: str, profile: str | None):
+    from .grounding import Grounder
+
+    if settings.backend == "tiny":
+        from .tiny import tiny_grounding, tiny_sam
+
+        return Grounder(*tiny_grounding(), *tiny_sam(), settings)
+    from transformers import AutoProcessor, GroundingDinoForObjectDetection
+
+    from .models import load_pretrained
+
+    dtype = resolve_dtype(settings.dtype, device)
+    det = load_pretrained(GroundingDinoForObjectDetection, settings.grounding_model,
+                          settings.grounding_revision, profile, dtype=dtype)
+    det_proc = load_pretrained(AutoProcessor, settings.grounding_model, settings.grounding_revision, profile)
+    if settings.sam_variant == "sam2":
+        from transformers import Sam2Model as SegModel, Sam2Processor as SegProcessor
+    else:
+        from transformers import SamModel as SegModel, SamProcessor as SegProcessor
+    seg = load_pretrained(SegModel, settings.sam_model, settings.sam_revision, profile, dtype=dtype)
+    seg_proc = load_pretrained(SegProcessor, settings.sam_model, settings.sam_revision, profile)
+    return Grounder(det.to(device).eval(), det_proc, seg.to(device).eval(), seg_proc, settings)
+
+
+# --------------------------------------------------------------------------------------------
+
+def analyze(image: np.ndarray, settings: AnalysisSettings, device: str | None = None, *,
+            profile: str | None = None) -> Semantics:
+    """Describe and segment `image` (uint8 RGB, H x W x 3); masks are full-resolution bool.
+
+    `profile` only names the profile in error messages (`sedic models download PROFILE`)."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
+        raise InputError(f"analysis needs a uint8 RGB image (H, W, 3), got {image.dtype} {image.shape}")
+    check_settings(settings)
+    device = resolve_device(device)
+    k = settings.num_objects
+
+    description = _describer(settings, device, profile).describe(image, k)
+    names = [name for name, _ in description.objects]
+    if not names:
+        return Semantics(description.overall, [])
+
+    masks = _grounder(settings, device, profile).masks(image, names)
+    objects = []
+    for (name, text), mask in zip(description.objects, masks):
+        if mask is None or not mask.any():
+            warnings.warn(f"object {name!r} was not found in the image by Grounding DINO "
+                          f"(box threshold {settings.box_threshold}) and is dropped", SedicWarning)
+            continue
+        objects.append(SemanticObject(name, text, mask))
+    return Semantics(description.overall, objects)
+
+
+def clear_cache() -> None:
+    """Release the loaded models (e.g. before loading the decoder on a small GPU)."""
+    _describer.cache_clear()
+    _grounder.cache_clear()
+
+
+__all__ = ["AnalysisSettings", "ModelUnavailableError", "analyze", "clear_cache"]
