@@ -65,20 +65,29 @@ class Description:
 # Token budgets (the decoder's CLIP tokenizer)
 
 @lru_cache(maxsize=1)
-def _clip_tokenizer():
-    # open_clip ships the SD 2.x (OpenCLIP ViT-H) BPE vocabulary inside its wheel: no download.
+def _token_counter():
+    """The decoder's CLIP token count: the text stream's tokenizer (the one whose window is
+    enforced at coding time), else open_clip's, else None (estimate)."""
     try:
-        from open_clip.tokenizer import SimpleTokenizer
-        return SimpleTokenizer()
-    except Exception:  # noqa: BLE001 - any failure means: estimate instead
+        from ..streams.text import token_count
+        token_count("probe")
+        return token_count
+    except Exception:  # noqa: BLE001 - missing module or vocabulary: try the next
+        pass
+    try:
+        from open_clip.tokenizer import SimpleTokenizer  # ships the SD 2.x BPE vocabulary
+
+        tok = SimpleTokenizer()
+        return lambda text: len(tok.encode(text))
+    except Exception:  # noqa: BLE001
         return None
 
 
 def clip_token_count(text: str) -> int:
-    """Number of CLIP tokens of `text` without start/end tokens (estimated if open_clip is absent)."""
-    tok = _clip_tokenizer()
-    if tok is not None:
-        return len(tok.encode(text))
+    """Number of CLIP tokens of `text` without start/end tokens (estimated if no tokenizer)."""
+    count = _token_counter()
+    if count is not None:
+        return count(text)
     # Rough upper estimate: one token per word plus one per punctuation mark.
     return len(re.findall(r"\w+|[^\w\s]", text))
 
