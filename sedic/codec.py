@@ -119,10 +119,10 @@ def encode(image: np.ndarray, semantics: Semantics | None = None, profile: Profi
 
 
 def _smallest_reference(image: np.ndarray, codec) -> bytes:
-    """Best effort: the cheapest setting of the search space."""
+    """Best effort: the cheapest setting of the search space (largest downscale, lowest quality)."""
     height, width = image.shape[:2]
-    candidates = (codec.encode(image, s) for s in codec.settings(width, height))
-    return min(candidates, key=len)
+    cheapest = min(codec.settings(width, height), key=lambda s: (-s.factor_index, s.quality))
+    return codec.encode(image, cheapest)
 
 
 def parse(data: bytes) -> DecodedFile:
@@ -153,12 +153,13 @@ def parse(data: bytes) -> DecodedFile:
 def decode_preview(parsed: DecodedFile, profile: Profile | None = None) -> np.ndarray:
     """Stage 0: the reference, decoded and upsampled to the original size."""
     profile = profile or parsed.profile
+    payload = parsed.container.sections[bs.REFERENCE]
     options = {}
-    if profile.reference.codec == "compressai" or profile.reference.compressai_checkpoint:
-        options = {"model": profile.reference.compressai_model,
-                   "checkpoint": profile.reference.compressai_checkpoint}
-    return reference_stream.decode_reference(parsed.container.sections[bs.REFERENCE],
-                                             parsed.width, parsed.height, **options)
+    # The payload names its codec (and CompressAI model); the profile only says where weights are.
+    if profile.reference.compressai_checkpoint and payload[:1] \
+            and payload[0] >> 5 == reference_stream.CODEC_COMPRESSAI:
+        options["checkpoint"] = profile.reference.compressai_checkpoint
+    return reference_stream.decode_reference(payload, parsed.width, parsed.height, **options)
 
 
 def decoder_settings(parsed: DecodedFile, profile: Profile | None = None):

@@ -13,7 +13,7 @@ from sedic.cli import main
 from sedic.errors import InputError, RateError, SedicWarning
 from sedic.semantics import Semantics
 
-from .conftest import EXAMPLES
+from conftest import EXAMPLES
 
 
 def run_cli(capsys, *argv):
