@@ -28,6 +28,7 @@ _PRETOK = regex.compile(
     r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
     regex.IGNORECASE)
 _MAX_ROUNDS = 8
+_DROP = ("Cc", "Cf", "Cs", "Co", "Cn")
 
 
 def _clean_once(text: str) -> str:
@@ -36,9 +37,10 @@ def _clean_once(text: str) -> str:
     text = ftfy.fix_text(text)
     text = html.unescape(html.unescape(text))  # open_clip unescapes twice
     text = unicodedata.normalize("NFKC", text)
-    # Drop control/format characters other than whitespace (they are noise in prompts, and
-    # transformers' fallback cleaner drops them too).
-    text = "".join(ch for ch in text if ch.isspace() or unicodedata.category(ch) not in ("Cc", "Cf", "Cs"))
+    # Drop control, format, surrogate, private-use and unassigned characters (whitespace aside):
+    # noise in a prompt, and regex libraries disagree on the classes of unassigned code points,
+    # which would make the Python and Rust CLIP tokenizers split differently.
+    text = "".join(ch for ch in text if ch.isspace() or unicodedata.category(ch) not in _DROP)
     text = _WS.sub(" ", text).strip()
     return text.lower()
 

@@ -24,6 +24,12 @@ from sedic.errors import BitstreamError, InputError
 
 MAX_STRINGS = 64
 MAX_CHARS = 4096  # per string
+# Decoded characters per byte of stream, at most (plus a constant): bounds the decoder's work on
+# corrupt input. Real text needs ~4 chars/byte; the encoder refuses text above this (InputError).
+MAX_CHARS_PER_BYTE = 64
+# Characters the decoder may still produce once the range decoder reports it may be exhausted
+# (valid streams end within a few words of that point; truncated ones would run on zeros).
+MAX_TAIL_CHARS = 1024
 
 _Cat = constriction.stream.model.Categorical
 _TOKEN_RE = re.compile(r"[a-z]+|[^a-z]+", re.S)
@@ -50,8 +56,10 @@ _SEP_CHAR_COUNTS[96] = 4.0
 _NONASCII = 96
 
 
-def _cat(counts) -> "constriction.stream.model.Categorical":
-    return _Cat(np.asarray(counts, dtype=np.float64), perfect=False)
+def _cat(counts, lazy: bool = True) -> "constriction.stream.model.Categorical":
+    # perfect=False fixes the quantisation rule; `lazy` only changes speed, not the bits
+    # (constriction docs), so one-off models are lazy and reused ones are built eagerly.
+    return _Cat(np.asarray(counts, dtype=np.float64), perfect=False, lazy=lazy)
 
 
 class _Tables:
@@ -69,8 +77,7 @@ class _Tables:
         self.index = {w: i for i, w in enumerate(self.words)}
         self.esc = len(self.words)
         self.word_counts = np.append(counts, esc)  # escape is the last symbol
-        self.word_model = _cat(self.word_counts)
-        self.letter_models = [[_cat(char_counts[a, b]) for b in range(27)] for a in range(27)]
+        self.letter_models = [[_cat(char_counts[a, b], lazy=False) for b in range(27)] for a in range(27)]
         # Separator tokens: (string, ends_string); the prior count is scaled like an adaptive hit.
         self.seps = [(s.rstrip("\x01"), s.endswith("\x01")) for s in seps]
         self.sep_counts = [1 + SEP_INC * int(c) for c in sep_counts]
@@ -84,8 +91,10 @@ def tables() -> _Tables:
 class _Coder:
     """Adaptive state shared by encoder and decoder; `code` encodes `sym` or decodes one symbol."""
 
-    def __init__(self, enc=None, dec=None) -> None:
+    def __init__(self, enc=None, dec=None, budget: int = 1 << 62) -> None:
         self.t = tables()
+        self.budget = budget
+        self.tail = 0
         self.enc, self.dec = enc, dec
         self.cache: dict[str, int] = {}   # word -> index in cache_words
         self.cache_words: list[str] = []
@@ -185,7 +194,7 @@ class _Coder:
 
     def spell_sep(self, s: str | None) -> str:
         out = []
-        model = _cat(_SEP_CHAR_COUNTS)
+        model = _cat(_SEP_CHAR_COUNTS, lazy=False)
         for k in range(MAX_CHARS + 1):
             if s is None:
                 c = self.code(model)
@@ -232,6 +241,7 @@ class _Coder:
             if tok[1]:
                 return "".join(out)
         while True:
+            exhausted = self.dec is not None and self.dec.maybe_exhausted()
             w = self.word(st, None if toks is None else toks[k])
             if toks is not None:
                 nxt = (toks[k + 1], k + 2 == len(toks)) if k + 1 < len(toks) else ("", True)
@@ -243,10 +253,28 @@ class _Coder:
             n += len(w) + len(tok[0])
             if n > MAX_CHARS:
                 raise BitstreamError("text stream: string too long")
+            self.budget -= len(w) + len(tok[0])
+            if self.budget < 0:
+                raise BitstreamError("text stream: more text than the stream length allows")
+            if exhausted:
+                self.tail += len(w) + len(tok[0])
+                if self.tail > MAX_TAIL_CHARS:
+                    raise BitstreamError("text stream: truncated")
             if tok[1]:
                 return "".join(out)
             if tok[0] == "":
                 raise BitstreamError("text stream: empty separator")
+
+
+def _structurally_canonical(s: str) -> bool:
+    """The part of the canonical form the coder itself checks (ftfy/NFKC are left to the encoder
+    front end, so that decoding does not depend on those libraries' versions)."""
+    if s != s.strip() or "  " in s or _BAD_CHAR_RE.search(s):
+        return False
+    return True
+
+
+_BAD_CHAR_RE = re.compile(r"[A-Z]|(?! )\s")
 
 
 def _string_type(i: int) -> int:
@@ -254,11 +282,29 @@ def _string_type(i: int) -> int:
 
 
 def encode_list(strings: list[str]) -> bytes:
+    """Encode, then decode once to be sure the decoder's resource limits accept the result."""
+    data = _encode_raw(strings)
+    try:
+        ok = _decode_raw(data) == strings
+    except BitstreamError:
+        ok = False
+    if not ok:
+        raise InputError("text stream: text too repetitive for the decoder's limits")
+    return data
+
+
+def _encode_raw(strings: list[str]) -> bytes:
+    if not isinstance(strings, (list, tuple)):
+        raise InputError("text stream: a list of strings is needed")
     if len(strings) > MAX_STRINGS:
         raise InputError(f"text stream: at most {MAX_STRINGS} strings, got {len(strings)}")
     for s in strings:
+        if not isinstance(s, str):
+            raise InputError("text stream: strings only")
         if len(s) > MAX_CHARS:
             raise InputError(f"text stream: a string is longer than {MAX_CHARS} characters")
+        if not _structurally_canonical(s):
+            raise InputError(f"text stream: string is not canonical: {s!r:.60}")
     enc = constriction.stream.queue.RangeEncoder()
     c = _Coder(enc=enc)
     c.code(constriction.stream.model.Uniform(MAX_STRINGS + 1), len(strings))
@@ -267,10 +313,27 @@ def encode_list(strings: list[str]) -> bytes:
     data = enc.get_compressed().astype(">u4").tobytes()
     # Trailing zero bytes carry no information (the decoder pads them back); dropping them
     # saves bits and makes the encoding unique: a stream never ends with a zero byte.
-    return data.rstrip(b"\x00")
+    data = data.rstrip(b"\x00")
+    if sum(len(s) for s in strings) > _char_budget(len(data)):
+        raise InputError("text stream: text too repetitive (more than "
+                         f"{MAX_CHARS_PER_BYTE} characters per byte)")
+    return data
+
+
+def _char_budget(nbytes: int) -> int:
+    return MAX_CHARS_PER_BYTE * nbytes + MAX_CHARS
 
 
 def decode_list(data: bytes) -> list[str]:
+    out = _decode_raw(data)
+    # The range coder's read-ahead hides a few trailing bytes; re-encoding makes the check exact:
+    # a stream is accepted only if it is byte for byte what the encoder produces.
+    if _encode_raw(out) != data:
+        raise BitstreamError("text stream: trailing or non-canonical data")
+    return out
+
+
+def _decode_raw(data: bytes) -> list[str]:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BitstreamError("text stream: not bytes")
     data = bytes(data)
@@ -282,9 +345,13 @@ def decode_list(data: bytes) -> list[str]:
     words = np.frombuffer(padded, dtype=">u4").astype(np.uint32)
     try:
         dec = constriction.stream.queue.RangeDecoder(words)
-        c = _Coder(dec=dec)
+        c = _Coder(dec=dec, budget=_char_budget(len(data)))
         n = c.code(constriction.stream.model.Uniform(MAX_STRINGS + 1))
-        out = [c.string(_string_type(i)) for i in range(n)]
+        out = []
+        for i in range(n):
+            out.append(c.string(_string_type(i)))
+            if not _structurally_canonical(out[-1]):
+                raise BitstreamError("text stream: decoded string is not canonical")
         exhausted = dec.maybe_exhausted()
     except BitstreamError:
         raise
