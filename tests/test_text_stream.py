@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -197,7 +196,7 @@ def test_deterministic_bytes():
     # Pinned output: any change to the tables, the model or the coder changes the bitstream.
     data = T.encode_strings(["a red lighthouse on a grassy hill", "lighthouse", "a tall white tower"])
     assert T.encode_strings(["a red lighthouse on a grassy hill", "lighthouse", "a tall white tower"]) == data
-    assert data.hex() == os.environ.get("SEDIC_TEXT_PIN", data.hex())
+    assert data.hex() == "0c55d4a507f84e77146ecc297031c4aa8d80b330"
 
 
 # -- robustness -------------------------------------------------------------------------------
