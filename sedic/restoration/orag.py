@@ -1,0 +1,237 @@
+"""ORAG: Object Restoration with Attention Guidance (our design; see docs/orag.md).
+
+Two training-free mechanisms act inside an object stage k:
+
+1. Masked cross-attention modulation. In every selected cross-attention layer of the UNet and the
+   ControlNet, the logits of the object's text tokens get an additive bias
+       B[q, j] = w_i * R[q] * s_k(q) * 1[j in T_k]
+   where s_k(q) = 2 a_k(q) - 1 in [-1, 1] is the signed area coverage of mask k at query q (resized
+   to the layer's resolution by area averaging), R[q] = max_j L[q, j] - min_j L[q, j] is the range of
+   the logits L = Q K^T * scale per query and head, T_k the object's token positions and
+   w_i = strength * (1 - i/n)^decay the step weight. The bias goes into
+   `scaled_dot_product_attention` as an additive float mask, so no probability tensor is built;
+   the only extra work is Q K^T against the 77 text keys (queries x 77 per head) for R.
+   Only the conditional rows of the classifier-free-guidance batch are guided.
+2. Latent blending (in `sampler.py`): outside the mask the latent is replaced after every step by
+   the stage input re-noised to the next timestep with the stage's noise.
+
+With the guidance inactive, the processors call the layer's original processor, so an unguided
+run is bit-identical to a run without them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class OragSettings:
+    """ORAG parameters (defaults are a reasoned starting point, not tuned on real weights)."""
+
+    enabled: bool = True           # master switch: off = object stages run the plain sampler
+    strength: float = 0.4          # w_0, bias at the stage's first step in units of the logit range
+    decay: float = 1.0             # p in w_i = strength * (1 - i/n)^p (0 = constant)
+    stop_fraction: float = 1.0     # guide only the first fraction of the stage's steps
+    range_mode: str = "query"      # "query": R per query and head; "fixed": R = fixed_range
+    fixed_range: float = 8.0       # R used by range_mode="fixed" (skips the Q K^T for R)
+    tokens: str = "name+description"  # or "description": which prompt tokens are the object's
+    include_eos: bool = False      # also modulate the EOS token (it summarises the whole prompt)
+    unet_blocks: tuple[str, ...] = ("down", "mid", "up")  # UNet blocks whose cross-attention is guided
+    controlnet: bool = True        # guide the ControlNet's cross-attention too
+    blend: bool = True             # latent blending outside the mask
+
+    def __post_init__(self):
+        if self.range_mode not in ("query", "fixed"):
+            raise ValueError(f"OragSettings.range_mode must be 'query' or 'fixed', got {self.range_mode!r}")
+        if self.tokens not in ("name+description", "description"):
+            raise ValueError(f"OragSettings.tokens must be 'name+description' or 'description', got {self.tokens!r}")
+        for b in self.unet_blocks:
+            if b not in _BLOCK_PREFIX:
+                raise ValueError(f"OragSettings.unet_blocks: unknown block {b!r} (known: down, mid, up)")
+        if not 0.0 <= self.stop_fraction <= 1.0:
+            raise ValueError("OragSettings.stop_fraction must be in [0, 1]")
+
+    @property
+    def attention_on(self) -> bool:
+        return self.enabled and self.strength != 0.0
+
+    @property
+    def blend_on(self) -> bool:
+        return self.enabled and self.blend
+
+    def step_weight(self, i: int, n: int) -> float:
+        """w_i for step i of n (0-based)."""
+        if not self.attention_on or i >= self.stop_fraction * n:
+            return 0.0
+        return float(self.strength * (1.0 - i / n) ** self.decay)
+
+
+_BLOCK_PREFIX = {"down": "down_blocks.", "mid": "mid_block.", "up": "up_blocks."}
+
+
+def object_token_mask(tokenizer, name: str, description: str, settings: OragSettings,
+                      length: int = 77) -> torch.Tensor:
+    """Bool (length,) marking the object's tokens in the prompt f"{name}, {description}".
+
+    BOS is never included: it is the attention sink that most queries attend to, and pushing it
+    around rescales the whole layer instead of locating the object. Padding is never included.
+    """
+    prompt = f"{name}, {description}"
+    ids = tokenizer(prompt, padding="max_length", max_length=length, truncation=True).input_ids
+    eos_id = tokenizer.eos_token_id
+    # The first EOS after BOS ends the text (SD 2's tokenizer pads with "!", SD 1's with EOS).
+    try:
+        eos = ids.index(eos_id, 1)
+    except ValueError:
+        eos = length  # truncated without EOS: everything after BOS is text
+    start = 1
+    if settings.tokens == "description":
+        # CLIP pre-tokenises on spaces and punctuation, so "name," is a prefix of the prompt's tokens
+        start += len(tokenizer(f"{name},", add_special_tokens=False).input_ids)
+    mask = torch.zeros(length, dtype=torch.bool)
+    mask[start:min(eos, length)] = True
+    if settings.include_eos and eos < length:
+        mask[eos] = True
+    return mask
+
+
+class OragState:
+    """What the processors of one model read; set by the sampler before each network call."""
+
+    def __init__(self):
+        self.weight = 0.0            # w_i of the current step
+        self.tokens: torch.Tensor | None = None   # (S,) float 0/1
+        self.rows: torch.Tensor | None = None     # (B,) float: 1 = guided (conditional) row
+        self.range_mode = "query"
+        self.fixed_range = 8.0
+        self.probe = None            # test hook: probe(name, query, key, bias, scale)
+        self._mask: torch.Tensor | None = None    # (1 or B, 1, h, w) float in [0, 1], latent grid
+        self._signs: dict = {}
+
+    @property
+    def active(self) -> bool:
+        return (self.tokens is not None and self._mask is not None and self.rows is not None
+                and (self.weight != 0.0 or self.probe is not None))
+
+    def set_mask(self, mask: torch.Tensor | None) -> None:
+        self._mask = mask
+        self._signs = {}
+
+    def clear(self) -> None:
+        self.weight, self.tokens, self.rows = 0.0, None, None
+        self.set_mask(None)
+
+    def signs(self, n_queries: int, device, dtype) -> torch.Tensor:
+        """s(q) = 2 a(q) - 1 at the resolution with n_queries positions, (1|B, 1, N, 1)."""
+        key = (n_queries, device, dtype)
+        if key not in self._signs:
+            m = self._mask
+            h, w = m.shape[-2:]
+            for level in range(8):  # the UNet halves the grid per level (ceil for odd sizes)
+                lh, lw = -(-h // 2 ** level), -(-w // 2 ** level)
+                if lh * lw == n_queries:
+                    break
+            else:
+                raise RuntimeError(f"ORAG: no mask level matches {n_queries} queries for a {h}x{w} latent")
+            # Area rule: the fraction of the layer's cell covered by the mask, so boundary cells get
+            # a proportionally weaker bias instead of a hard, aliased edge.
+            a = F.adaptive_avg_pool2d(m.float(), (lh, lw))
+            self._signs[key] = (2.0 * a - 1.0).flatten(2).transpose(1, 2).unsqueeze(1).to(device, dtype)
+        return self._signs[key]
+
+
+class OragAttnProcessor:
+    """SDPA attention with the ORAG bias on cross-attention; the layer's original processor otherwise."""
+
+    def __init__(self, state: OragState, base, name: str = ""):
+        self.state = state
+        self.base = base
+        self.name = name
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+                 *args, **kwargs):
+        st = self.state
+        if encoder_hidden_states is None or not st.active:
+            return self.base(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)
+        batch, n_queries, _ = hidden_states.shape
+        n_keys = encoder_hidden_states.shape[1]
+
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        query = attn.to_q(hidden_states)
+        if attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        key = attn.to_k(encoder_hidden_states)
+        value = attn.to_v(encoder_hidden_states)
+        head_dim = key.shape[-1] // attn.heads
+        query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        value = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+
+        dtype, device = query.dtype, query.device
+        # gate (B, 1, N, S): +/- per query, only the object's tokens, only the guided rows
+        tokens = st.tokens.to(device, dtype)[:n_keys]
+        rows = st.rows.to(device, dtype).view(-1, 1, 1, 1)
+        gate = (st.weight * rows) * st.signs(n_queries, device, dtype) * tokens.view(1, 1, 1, -1)
+        if st.range_mode == "query":
+            # Q K^T against the few text keys only: (B, heads, N, S), no softmax
+            logits = torch.matmul(query, key.transpose(-1, -2)) * attn.scale
+            rng = logits.amax(-1, keepdim=True) - logits.amin(-1, keepdim=True)
+            bias = gate * rng
+        else:
+            bias = (gate * st.fixed_range).expand(batch, attn.heads, n_queries, n_keys)
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, n_keys, batch)
+            bias = bias + attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
+        if st.probe is not None:
+            st.probe(self.name, query, key, bias, attn.scale)
+
+        hidden_states = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=0.0,
+                                                       is_causal=False, scale=attn.scale)
+        hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(dtype)
+        hidden_states = attn.to_out[0](hidden_states)
+        hidden_states = attn.to_out[1](hidden_states)
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channel, height, width)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
+
+
+def install(model, state: OragState, blocks: tuple[str, ...] | None = None, label: str = "") -> dict:
+    """Wrap the attention processors of `model` (all blocks, or those named) with ORAG processors.
+
+    Returns the original processors, for `uninstall`. Self-attention layers are wrapped too but
+    always take the original path (the processor checks for encoder states at run time), which is
+    simpler than parsing layer names and robust to only-cross-attention blocks.
+    """
+    originals = dict(model.attn_processors)
+    prefixes = None if blocks is None else tuple(_BLOCK_PREFIX[b] for b in blocks)
+    new = {}
+    for name, proc in originals.items():
+        base = proc.base if isinstance(proc, OragAttnProcessor) else proc
+        if prefixes is None or name.startswith(prefixes):
+            new[name] = OragAttnProcessor(state, base, f"{label}:{name}" if label else name)
+        else:
+            new[name] = base
+    model.set_attn_processor(new)
+    return originals
+
+
+def uninstall(model, originals: dict) -> None:
+    model.set_attn_processor(dict(originals))

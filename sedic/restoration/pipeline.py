@@ -1,0 +1,251 @@
+"""The multistage generative decoder: reference -> object 1 -> ... -> object K -> overall.
+
+Everything between stages stays in latent space: the reference is VAE-encoded once and the result
+decoded once. Stage k (1..K) is conditioned on (the ControlNet sees) the previous stage's latent and
+starts from it, noised to `object_start_strength`; ORAG (orag.py) keeps it to object k. The final
+stage uses the overall description and, by default, is conditioned on the object-restored latent
+(the paper's figure); `final_condition="reference"` conditions it on the reference instead, as the
+authors' code does. See docs/orag.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError
+from .orag import OragSettings, OragState, install, object_token_mask, uninstall
+from .sampler import Denoiser, StageSpec, sample_stage
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Multistage-decoder parameters beyond DecoderSettings' steps/CFG (defaults documented in docs/orag.md)."""
+
+    object_start_strength: float = 0.6   # object stages start from the stage input noised to 0.6*(T-1)
+    final_start_strength: float = 1.0    # final stage starts at T-1 (DiffBIR's start, ~7% signal left)
+    final_condition: str = "restored"    # "restored" (paper's figure) or "reference" (authors' code)
+    max_pixels: int = 1024 * 1024        # above this many pixels the UNet runs in latent tiles, VAE tiled
+    tile: int = 96                       # latent tile side (768 px), a multiple of 8
+    tile_overlap: int = 16               # latent cells of overlap between tiles
+    color_fix: str = "wavelet"           # "wavelet" (low-frequency swap), "adain" or "none"
+    pad_mode: str = "reflect"            # how the image is padded to the UNet's multiple of 64 px
+    dtype: str = "auto"                  # "auto" (bf16 on CUDA, fp32 on CPU), "float32", "bfloat16", "float16"
+    batched_cfg: bool = True             # unconditional + conditional rows in one network call
+    channels_last: bool = True           # on CUDA only
+    compile: str = "none"                # "none", "default", "reduce-overhead" (CUDA graphs), "max-autotune"
+
+    def __post_init__(self):
+        if self.final_condition not in ("restored", "reference"):
+            raise ValueError(f"final_condition must be 'restored' or 'reference', got {self.final_condition!r}")
+        if self.color_fix not in ("wavelet", "adain", "none"):
+            raise ValueError(f"color_fix must be 'wavelet', 'adain' or 'none', got {self.color_fix!r}")
+        if self.tile % 8 or self.tile < 16 or not 0 <= self.tile_overlap < self.tile:
+            raise ValueError("tile must be a multiple of 8 (>= 16) and tile_overlap in [0, tile)")
+        if self.compile not in ("none", "default", "reduce-overhead", "max-autotune"):
+            raise ValueError(f"unknown compile mode {self.compile!r}")
+
+
+UNET_MULTIPLE = 64  # VAE factor 8 x three 2x down-samplings in SD's UNet
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_BACKBONE_CACHE: dict = {}
+_COMPILED: dict = {}
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    try:
+        return _DTYPES[name]
+    except KeyError:
+        raise ValueError(f"unknown dtype {name!r} (known: auto, {', '.join(_DTYPES)})") from None
+
+
+def get_backbone(settings, device: torch.device, dtype: torch.dtype):
+    """The backbone for these settings, loaded once per process and (models, device, dtype)."""
+    from .backbone import load_backbone
+
+    models = tuple(getattr(settings, k, None) for k in ("backbone", "base_model", "controlnet",
+                                                        "controlnet_file", "revision"))
+    key = (models, str(device), dtype)
+    if key not in _BACKBONE_CACHE:
+        _BACKBONE_CACHE[key] = load_backbone(settings, device=device, dtype=dtype)
+    return _BACKBONE_CACHE[key]
+
+
+def stage_generator(seed: int, stage: int) -> torch.Generator:
+    """A CPU generator per stage, derived from the file's seed (independent streams per stage)."""
+    state = np.random.SeedSequence([int(seed) % 2 ** 64, stage]).generate_state(2, np.uint32)
+    return torch.Generator("cpu").manual_seed(int(state[0]) << 31 ^ int(state[1]))
+
+
+def pad_image(x: torch.Tensor, multiple: int, mode: str) -> torch.Tensor:
+    """Pad (B, C, H, W) at the bottom and right to multiples of `multiple` (top-left stays aligned)."""
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    if not ph and not pw:
+        return x
+    if mode == "reflect" and (ph >= h or pw >= w):
+        mode = "replicate"  # reflection needs the pad to be shorter than the image
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def _blur(x: torch.Tensor, dilation: int) -> torch.Tensor:
+    k = torch.tensor([1.0, 2.0, 1.0], device=x.device, dtype=x.dtype)
+    k = (k[:, None] * k[None, :] / 16).expand(x.shape[1], 1, 3, 3)
+    x = F.pad(x, (dilation,) * 4, mode="replicate")
+    return F.conv2d(x, k, dilation=dilation, groups=x.shape[1])
+
+
+def _low_high(x: torch.Tensor, levels: int = 5):
+    high = torch.zeros_like(x)
+    for i in range(levels):
+        low = _blur(x, 2 ** i)
+        high = high + (x - low)
+        x = low
+    return x, high
+
+
+def color_fix(out: torch.Tensor, ref: torch.Tensor, mode: str) -> torch.Tensor:
+    """Pull the colours of `out` towards `ref` (both (1, 3, H, W) in [-1, 1])."""
+    if mode == "wavelet":
+        # the reference's lowest band (colour, tone, shading) + the output's detail bands
+        return _low_high(ref)[0] + _low_high(out)[1]
+    if mode == "adain":
+        dims = (-2, -1)
+        mo, so = out.mean(dims, keepdim=True), out.std(dims, keepdim=True)
+        mr, sr = ref.mean(dims, keepdim=True), ref.std(dims, keepdim=True)
+        return (out - mo) / (so + 1e-6) * sr + mr
+    return out
+
+
+def _compiled(module, mode: str):
+    key = (id(module), mode)
+    if key not in _COMPILED:
+        _COMPILED[key] = torch.compile(module, mode=None if mode == "default" else mode, fullgraph=False)
+    return _COMPILED[key]
+
+
+def _object_mask(obj, lh: int, lw: int, grid: tuple[int, int], device) -> torch.Tensor:
+    m = np.asarray(obj.mask, dtype=bool)
+    if m.shape != grid:
+        raise InputError(f"mask of object {obj.name!r} is {m.shape[1]}x{m.shape[0]} cells, the latent grid "
+                         f"of the image is {grid[1]}x{grid[0]}")
+    t = torch.zeros((1, 1, lh, lw), dtype=torch.bool)
+    t[0, 0, :grid[0], :grid[1]] = torch.from_numpy(m)  # padding cells are outside every object
+    return t.to(device)
+
+
+def restore(preview: np.ndarray, semantics, settings, seed: int, stages: int | None = None,
+            device: str | None = None, progress=None, backbone=None) -> np.ndarray:
+    """Restore the decoded reference `preview` (uint8 (H, W, 3)) with the file's semantics.
+
+    stages: None = all K+1, 0 = the preview unchanged, k <= K = objects 1..k only.
+    progress(stage_index, total, label) is called before each stage (1-based).
+    """
+    preview = np.asarray(preview)
+    if preview.dtype != np.uint8 or preview.ndim != 3 or preview.shape[2] != 3:
+        raise InputError(f"preview must be uint8 (H, W, 3), got {preview.dtype} {preview.shape}")
+    objects = list(semantics.objects)
+    n_obj = len(objects)
+    n_stages = n_obj + 1 if stages is None else int(stages)
+    if not 0 <= n_stages <= n_obj + 1:
+        raise InputError(f"stages must be between 0 and {n_obj + 1} for this file, got {stages}")
+    if n_stages == 0:
+        return preview.copy()
+    orag = getattr(settings, "orag", None) or OragSettings()
+    st = getattr(settings, "pipeline", None) or PipelineSettings()
+
+    if backbone is None:
+        dev = resolve_device(device)
+        backbone = get_backbone(settings, dev, resolve_dtype(st.dtype, dev))
+    dev = next(backbone.unet.parameters()).device
+    H, W = preview.shape[:2]
+    grid = (math.ceil(H / 8), math.ceil(W / 8))
+
+    x = torch.from_numpy(np.ascontiguousarray(preview)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    xp = pad_image(x, UNET_MULTIPLE, st.pad_mode).to(dev)
+    lh, lw = xp.shape[-2] // 8, xp.shape[-1] // 8
+    tiled = H * W > st.max_pixels
+    vae = backbone.vae
+    if hasattr(vae, "enable_tiling"):
+        vae.enable_tiling() if tiled else vae.disable_tiling()
+
+    channels_last = st.channels_last and dev.type == "cuda"
+    unet, controlnet = backbone.unet, backbone.controlnet
+    if channels_last:
+        unet.to(memory_format=torch.channels_last)
+        controlnet.to(memory_format=torch.channels_last)
+    if st.compile != "none":
+        unet, controlnet = _compiled(unet, st.compile), _compiled(controlnet, st.compile)
+
+    n_obj_run = min(n_stages, n_obj)
+    use_attn = orag.attention_on and n_obj_run > 0
+    state = OragState() if use_attn else None
+    if state is not None:
+        state.range_mode, state.fixed_range = orag.range_mode, orag.fixed_range
+    denoiser = Denoiser(backbone, unet=unet, controlnet=controlnet, state=state, batched_cfg=st.batched_cfg,
+                        tile=st.tile if tiled else 0, overlap=st.tile_overlap, channels_last=channels_last)
+    pixel = backbone.condition != "latent"
+    installed = []
+    try:
+        with torch.inference_mode():
+            if use_attn:
+                installed.append((backbone.unet, install(backbone.unet, state, orag.unet_blocks, "unet")))
+                if orag.controlnet:
+                    installed.append((backbone.controlnet, install(backbone.controlnet, state, label="controlnet")))
+            z_ref = backbone.encode_image(xp).float()
+            uncond = backbone.encode_prompt([settings.negative_prompt])
+
+            def spec_for(prompt_emb, cfg, z_cond, image_cond, mask=None, tokens=None):
+                if pixel and image_cond is None:
+                    image_cond = backbone.decode_latent(z_cond).float()  # pixel ControlNets need the image
+                control = backbone.control_condition(image_cond, z_cond)
+                return StageSpec(cond=prompt_emb, uncond=uncond if cfg != 1.0 else None, cfg=cfg,
+                                 control=control, control_factor=8 if pixel else 1,
+                                 orag_mask=None if mask is None else mask.float(), orag_tokens=tokens)
+
+            z = z_ref
+            image = xp  # the pixels of z where known without a decode (stage 0)
+            for k, obj in enumerate(objects[:n_obj_run], start=1):
+                if progress is not None:
+                    progress(k, n_stages, f"object {k}/{n_obj}: {obj.name}")
+                mask = _object_mask(obj, lh, lw, grid, dev)
+                if not mask.any():
+                    continue  # nothing of the object survives on the latent grid: the stage is a no-op
+                tokens = (object_token_mask(backbone.tokenizer, obj.name, obj.description, orag)
+                          if use_attn else None)
+                emb = backbone.encode_prompt([f"{obj.name}, {obj.description}"])
+                spec = spec_for(emb, settings.object_cfg, z, image, mask if use_attn else None, tokens)
+                z = sample_stage(denoiser, backbone.scheduler_config, spec, z, steps=settings.object_steps,
+                                 start_strength=st.object_start_strength, generator=stage_generator(seed, k),
+                                 orag=orag, blend_mask=mask if orag.blend_on else None)
+                image = None
+            if n_stages == n_obj + 1:
+                if progress is not None:
+                    progress(n_stages, n_stages, "overall")
+                emb = backbone.encode_prompt([semantics.overall])
+                if st.final_condition == "reference":
+                    spec = spec_for(emb, settings.final_cfg, z_ref, xp)
+                else:
+                    spec = spec_for(emb, settings.final_cfg, z, image)
+                z = sample_stage(denoiser, backbone.scheduler_config, spec, z, steps=settings.final_steps,
+                                 start_strength=st.final_start_strength,
+                                 generator=stage_generator(seed, n_obj + 1))
+            out = backbone.decode_latent(z).float()[..., :H, :W]
+            out = color_fix(out, x.to(dev), st.color_fix)
+    finally:
+        for model, originals in installed:
+            uninstall(model, originals)
+    out = ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return out[0].permute(1, 2, 0).cpu().numpy()
