@@ -77,7 +77,12 @@ class Backbone:
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "Backbone":
         """Move (in place) every model; returns self."""
         for m in self.modules():
-            m.to(device=device, dtype=dtype)
+            if device is not None:
+                m.to(device=device)
+            if dtype is not None and next(m.parameters()).dtype != dtype:
+                # nn.Module.to, not diffusers' override: that one warns about "modules to keep in
+                # float32" on every dtype cast even when a model has none (ours have none).
+                torch.nn.Module.to(m, dtype=dtype)
         return self
 
     # -- encoders --------------------------------------------------------------------------
@@ -141,12 +146,31 @@ def _check_multiple_of_8(image: torch.Tensor) -> None:
 # Loading
 
 
+def resolve_dtype(name: str, device: str | torch.device) -> torch.dtype:
+    """DecoderSettings.dtype -> torch dtype; "auto" is bfloat16 on CUDA devices that support it, else float32."""
+    if name == "auto":
+        dev = torch.device(device)
+        if dev.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    try:
+        return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+                "float64": torch.float64}[name]
+    except KeyError:
+        raise ModelUnavailableError(f"unknown decoder dtype {name!r} (auto, float32, float16, bfloat16)") from None
+
+
 def load_backbone(
     settings: DecoderSettings,
     device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = torch.float32,
 ) -> Backbone:
-    """The backbone named by `settings.backbone`, on `device` in `dtype`, in eval mode."""
+    """The backbone named by `settings.backbone`, on `device` in `dtype`, in eval mode, gradients off.
+
+    dtype=None takes `settings.dtype` (see resolve_dtype).
+    """
+    if dtype is None:
+        dtype = resolve_dtype(getattr(settings, "dtype", "auto"), device)
     kind = settings.backbone
     if kind == "tiny":
         bb = build_tiny_backbone()
@@ -164,8 +188,8 @@ def load_backbone(
 
 def _how_to_get(model_id: str) -> str:
     return (
-        f"download it with `sedic models download <profile>` (needs network access), "
-        f"or set the profile's decoder model to a local path; model {model_id!r}"
+        f"get {model_id!r} with `sedic models download <profile>` (needs network access once), "
+        "or point the profile's decoder settings at a local copy"
     )
 
 

@@ -141,6 +141,9 @@ def load_ircontrolnet_state_dict(model, state_dict: dict) -> None:
     """Port an LDM-layout IRControlNet checkpoint into `model` (from make_ircontrolnet), strictly."""
     converted = convert_ircontrolnet_checkpoint(state_dict, model.config)
     expected = model.state_dict()
+    unexpected, missing = sorted(set(converted) - set(expected)), sorted(set(expected) - set(converted))
+    if unexpected or missing:
+        raise ValueError(f"checkpoint does not fit the architecture: unexpected {unexpected[:5]}, missing {missing[:5]}")
     wrong = [k for k in converted if k in expected and converted[k].shape != expected[k].shape]
     if wrong:
         k = wrong[0]

@@ -16,7 +16,12 @@ class DecoderSettings:
     base_model: str = "stabilityai/stable-diffusion-2-1-base"
     controlnet: str = "lxq007/DiffBIR-v2"  # model id or local path of the control network weights
     controlnet_file: str = "v2.pth"
-    revision: str | None = None
+    revision: str | None = None  # hub revision (commit/tag) of base_model; None: the default branch
+    controlnet_revision: str | None = None  # hub revision of the control network repository
+    # Multiplies every control residual (DiffBIR's `control_scales`, 1.0 in its released inference).
+    control_scale: float = 1.0
+    # Weights' dtype: "auto" (bfloat16 on CUDA when supported, else float32), "float32", "float16", "bfloat16".
+    dtype: str = "auto"
     object_steps: int = 10
     object_cfg: float = 3.5
     final_steps: int = 20

@@ -1,0 +1,357 @@
+"""Decoder backbones: the IRControlNet port (numerically, against a plain-torch LDM forward),
+the tiny backbone, and offline errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sedic.errors import ModelUnavailableError
+from sedic.restoration.backbone import Backbone, build_tiny_backbone, load_backbone
+from sedic.restoration.ircontrolnet import (
+    LdmControlNetConfig,
+    convert_ircontrolnet_checkpoint,
+    ldm_ircontrolnet_shapes,
+    load_ircontrolnet_state_dict,
+    make_ircontrolnet,
+    random_ldm_ircontrolnet_state_dict,
+)
+from sedic.restoration.settings import DecoderSettings
+
+# ---------------------------------------------------------------------------------------------
+# Reference: DiffBIR's ControlNet.forward written with plain torch ops on the LDM state dict.
+# It shares nothing with the port (no diffusers, no key mapping): it reads the checkpoint's own
+# names and runs the concatenated-input first convolution with the unsplit weight.
+
+
+def _ref_timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float64) / half)
+    args = t.double()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # LDM: cos first
+
+
+def _ref_resblock(sd, p, h, emb, groups):
+    x = F.silu(F.group_norm(h, groups, sd[f"{p}.in_layers.0.weight"], sd[f"{p}.in_layers.0.bias"], eps=1e-5))
+    x = F.conv2d(x, sd[f"{p}.in_layers.2.weight"], sd[f"{p}.in_layers.2.bias"], padding=1)
+    x = x + F.linear(F.silu(emb), sd[f"{p}.emb_layers.1.weight"], sd[f"{p}.emb_layers.1.bias"])[:, :, None, None]
+    x = F.silu(F.group_norm(x, groups, sd[f"{p}.out_layers.0.weight"], sd[f"{p}.out_layers.0.bias"], eps=1e-5))
+    x = F.conv2d(x, sd[f"{p}.out_layers.3.weight"], sd[f"{p}.out_layers.3.bias"], padding=1)
+    skip = h
+    if f"{p}.skip_connection.weight" in sd:
+        skip = F.conv2d(h, sd[f"{p}.skip_connection.weight"], sd[f"{p}.skip_connection.bias"])
+    return skip + x
+
+
+def _ref_attention(sd, p, x, ctx, heads):
+    q = F.linear(x, sd[f"{p}.to_q.weight"])
+    k = F.linear(ctx, sd[f"{p}.to_k.weight"])
+    v = F.linear(ctx, sd[f"{p}.to_v.weight"])
+    b, n, d = q.shape
+    dh = d // heads
+
+    def split(t):
+        return t.reshape(t.shape[0], t.shape[1], heads, dh).permute(0, 2, 1, 3)
+
+    q, k, v = split(q), split(k), split(v)
+    w = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(dh), dim=-1)
+    o = (w @ v).permute(0, 2, 1, 3).reshape(b, n, d)
+    return F.linear(o, sd[f"{p}.to_out.0.weight"], sd[f"{p}.to_out.0.bias"])
+
+
+def _ref_layer_norm(sd, p, x):
+    return F.layer_norm(x, x.shape[-1:], sd[f"{p}.weight"], sd[f"{p}.bias"], eps=1e-5)
+
+
+def _ref_spatial_transformer(sd, p, h, ctx, head_channels, groups, linear):
+    b, c, hh, ww = h.shape
+    x = F.group_norm(h, groups, sd[f"{p}.norm.weight"], sd[f"{p}.norm.bias"], eps=1e-6)
+    if not linear:
+        x = F.conv2d(x, sd[f"{p}.proj_in.weight"], sd[f"{p}.proj_in.bias"])
+    x = x.permute(0, 2, 3, 1).reshape(b, hh * ww, -1)
+    if linear:
+        x = F.linear(x, sd[f"{p}.proj_in.weight"], sd[f"{p}.proj_in.bias"])
+    heads = x.shape[-1] // head_channels
+    t = f"{p}.transformer_blocks.0"
+    x = _ref_attention(sd, f"{t}.attn1", _ref_layer_norm(sd, f"{t}.norm1", x), _ref_layer_norm(sd, f"{t}.norm1", x), heads) + x
+    x = _ref_attention(sd, f"{t}.attn2", _ref_layer_norm(sd, f"{t}.norm2", x), ctx, heads) + x
+    y = F.linear(_ref_layer_norm(sd, f"{t}.norm3", x), sd[f"{t}.ff.net.0.proj.weight"], sd[f"{t}.ff.net.0.proj.bias"])
+    val, gate = y.chunk(2, dim=-1)
+    x = F.linear(val * F.gelu(gate), sd[f"{t}.ff.net.2.weight"], sd[f"{t}.ff.net.2.bias"]) + x
+    if linear:
+        x = F.linear(x, sd[f"{p}.proj_out.weight"], sd[f"{p}.proj_out.bias"])
+    x = x.reshape(b, hh, ww, -1).permute(0, 3, 1, 2)
+    if not linear:
+        x = F.conv2d(x, sd[f"{p}.proj_out.weight"], sd[f"{p}.proj_out.bias"])
+    return x + h
+
+
+def reference_ircontrolnet(sd, cfg: LdmControlNetConfig, x, hint, t, ctx):
+    """The 1 + levels*(res blocks) + downsamples + 1 control residuals, in DiffBIR's order."""
+    g, hc, lin = cfg.norm_groups, cfg.num_head_channels, cfg.use_linear_in_transformer
+    emb = _ref_timestep_embedding(t, cfg.model_channels).to(x.dtype)
+    emb = F.linear(F.silu(F.linear(emb, sd["time_embed.0.weight"], sd["time_embed.0.bias"])),
+                   sd["time_embed.2.weight"], sd["time_embed.2.bias"])
+    h = F.conv2d(torch.cat([x, hint], dim=1), sd["input_blocks.0.0.weight"], sd["input_blocks.0.0.bias"], padding=1)
+    outs = [h]
+    i = 1
+    for level in range(len(cfg.channel_mult)):
+        for _ in range(cfg.num_res_blocks):
+            h = _ref_resblock(sd, f"input_blocks.{i}.0", h, emb, g)
+            if level in cfg.attention_levels:
+                h = _ref_spatial_transformer(sd, f"input_blocks.{i}.1", h, ctx, hc, g, lin)
+            outs.append(h)
+            i += 1
+        if level != len(cfg.channel_mult) - 1:
+            h = F.conv2d(h, sd[f"input_blocks.{i}.0.op.weight"], sd[f"input_blocks.{i}.0.op.bias"], stride=2, padding=1)
+            outs.append(h)
+            i += 1
+    controls = [F.conv2d(o, sd[f"zero_convs.{j}.0.weight"], sd[f"zero_convs.{j}.0.bias"]) for j, o in enumerate(outs)]
+    h = _ref_resblock(sd, "middle_block.0", h, emb, g)
+    h = _ref_spatial_transformer(sd, "middle_block.1", h, ctx, hc, g, lin)
+    h = _ref_resblock(sd, "middle_block.2", h, emb, g)
+    controls.append(F.conv2d(h, sd["middle_block_out.0.weight"], sd["middle_block_out.0.bias"]))
+    return controls
+
+
+# Tiny configurations: two down-block kinds, skip convs present and absent, several heads,
+# a context width different from every channel count (catches transposed projections).
+CONFIGS = {
+    "2lvl-2res-linear": LdmControlNetConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=2,
+                                            attention_levels=(0,), num_head_channels=16, context_dim=24),
+    "3lvl-1res-linear": LdmControlNetConfig(model_channels=32, channel_mult=(1, 1, 2), num_res_blocks=1,
+                                            attention_levels=(0, 1), num_head_channels=8, context_dim=40),
+    "2lvl-conv-proj": LdmControlNetConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
+                                          attention_levels=(0, 1), num_head_channels=32, context_dim=24,
+                                          use_linear_in_transformer=False),
+}
+
+
+def _ported(cfg, dtype, seed=0):
+    sd = random_ldm_ircontrolnet_state_dict(cfg, torch.Generator().manual_seed(seed), dtype=torch.float64)
+    model = make_ircontrolnet(cfg.diffusers_config()).to(dtype)  # load into the final dtype: no rounding
+    load_ircontrolnet_state_dict(model, sd)
+    return sd, model.eval()
+
+
+# float64 is held to the same 1e-5: diffusers computes the sinusoidal timestep features in float32
+# (an error of ~4e-6 at t=999); the time-independent first residual is then checked to 1e-12.
+@pytest.mark.parametrize("dtype,atol", [(torch.float64, 1e-5), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_port_matches_concatenated_input_reference(name, dtype, atol):
+    cfg = CONFIGS[name]
+    sd, model = _ported(cfg, dtype)
+    sd = {k: v.to(dtype) for k, v in sd.items()}
+    g = torch.Generator().manual_seed(1)
+    b, hh, ww = 2, 12, 10  # not square, odd after one down-sampling (6x5 -> 3x3)
+    x = torch.randn(b, 4, hh, ww, generator=g, dtype=torch.float64).to(dtype)
+    c = torch.randn(b, 4, hh, ww, generator=g, dtype=torch.float64).to(dtype)
+    ctx = torch.randn(b, 7, cfg.context_dim, generator=g, dtype=torch.float64).to(dtype)
+    t = torch.tensor([999, 17])
+    with torch.no_grad():
+        ref = reference_ircontrolnet(sd, cfg, x, c, t, ctx)
+        down, mid = model(x, t, encoder_hidden_states=ctx, controlnet_cond=c, return_dict=False)
+    got = list(down) + [mid]
+    assert len(got) == len(ref) == len({k.split(".")[1] for k in sd if k.startswith("zero_convs.")}) + 1
+    for j, (a, r) in enumerate(zip(got, ref)):
+        assert a.shape == r.shape, j
+        scale = max(1.0, r.abs().max().item())
+        print(j, (a - r).abs().max().item()/scale)
+        assert torch.allclose(a, r, rtol=0, atol=atol * scale), (j, (a - r).abs().max().item())
+        assert r.abs().max() > 1e-2  # the comparison is not vacuous (random zero convs)
+    if dtype == torch.float64:
+        assert torch.allclose(got[0], ref[0], rtol=0, atol=1e-12)
+
+
+def test_first_layer_split_is_exact():
+    cfg = CONFIGS["2lvl-2res-linear"]
+    sd, model = _ported(cfg, torch.float64)
+    w = sd["input_blocks.0.0.weight"]
+    assert torch.equal(model.conv_in.weight, w[:, :4])
+    assert torch.equal(model.controlnet_cond_embedding.conv_in.weight, w[:, 4:])
+    assert model.controlnet_cond_embedding.conv_in.bias is None
+    assert torch.equal(model.conv_in.bias, sd["input_blocks.0.0.bias"])
+    x, c = torch.randn(1, 4, 6, 6, dtype=torch.float64), torch.randn(1, 4, 6, 6, dtype=torch.float64)
+    split = model.conv_in(x) + model.controlnet_cond_embedding(c)
+    whole = F.conv2d(torch.cat([x, c], 1), w, sd["input_blocks.0.0.bias"], padding=1)
+    assert torch.allclose(split, whole, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_every_key_consumed_once_and_shapes_match(name):
+    cfg = CONFIGS[name]
+    sd = random_ldm_ircontrolnet_state_dict(cfg, torch.Generator().manual_seed(0))
+    model = make_ircontrolnet(cfg.diffusers_config())
+    converted = convert_ircontrolnet_checkpoint(sd, model.config)
+    expected = model.state_dict()
+    assert set(converted) == set(expected)
+    assert all(converted[k].shape == expected[k].shape for k in expected)
+    # One split key becomes two; every other source tensor lands in exactly one target.
+    assert len(converted) == len(sd) + 1
+    ids = [id(v) for v in converted.values()]
+    assert len(set(ids)) == len(ids)
+    assert sum(p.numel() for p in model.parameters()) == sum(v.numel() for v in sd.values())
+
+
+def test_checkpoint_wrappers_and_bad_checkpoints():
+    cfg = CONFIGS["2lvl-2res-linear"]
+    sd = random_ldm_ircontrolnet_state_dict(cfg, torch.Generator().manual_seed(0))
+    model = make_ircontrolnet(cfg.diffusers_config())
+    load_ircontrolnet_state_dict(model, {"state_dict": {f"control_model.{k}": v for k, v in sd.items()}})
+    with pytest.raises(ValueError, match="not one-to-one|lacks"):
+        load_ircontrolnet_state_dict(model, {k: v for k, v in sd.items() if k != "zero_convs.2.0.bias"})
+    with pytest.raises(ValueError, match="does not fit"):
+        load_ircontrolnet_state_dict(model, {**sd, "input_blocks.1.0.extra.weight": torch.zeros(1)})
+    with pytest.raises(ValueError, match="input_hint_block"):
+        load_ircontrolnet_state_dict(model, {**sd, "input_hint_block.0.weight": torch.zeros(16, 3, 3, 3)})
+    bad_first = dict(sd, **{"input_blocks.0.0.weight": torch.zeros(32, 4, 3, 3)})
+    with pytest.raises(ValueError, match="input channels"):
+        load_ircontrolnet_state_dict(model, bad_first)
+    wider = LdmControlNetConfig(model_channels=64, channel_mult=(1, 2), num_res_blocks=2, attention_levels=(0,),
+                                num_head_channels=16, context_dim=24)
+    with pytest.raises(ValueError, match="shape mismatch"):
+        load_ircontrolnet_state_dict(model, random_ldm_ircontrolnet_state_dict(wider, torch.Generator()))
+
+
+def test_sd21_shapes_port_to_the_sd21_controlnet():
+    """The full-size layout (DiffBIR v2's config) maps onto a ControlNet built from SD 2.1-base's UNet config,
+    checked on shapes only (meta tensors: no memory)."""
+    from sedic.restoration.ircontrolnet import controlnet_config_from_unet
+
+    sd21_unet_config = dict(  # stabilityai/stable-diffusion-2-1-base unet/config.json (architecture fields)
+        in_channels=4, flip_sin_to_cos=True, freq_shift=0,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        only_cross_attention=False, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
+        downsample_padding=1, mid_block_scale_factor=1, act_fn="silu", norm_num_groups=32, norm_eps=1e-5,
+        cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
+        upcast_attention=False,
+    )
+    cfg = LdmControlNetConfig()  # DiffBIR v2 defaults
+    assert cfg.diffusers_config()["attention_head_dim"] == sd21_unet_config["attention_head_dim"]
+    with torch.device("meta"):
+        model = make_ircontrolnet(controlnet_config_from_unet(sd21_unet_config))
+        sd = {k: torch.empty(s) for k, s in ldm_ircontrolnet_shapes(cfg).items()}
+    converted = convert_ircontrolnet_checkpoint(sd, model.config)
+    expected = model.state_dict()
+    assert set(converted) == set(expected)
+    assert all(converted[k].shape == expected[k].shape for k in expected)
+    assert len(model.controlnet_down_blocks) + 1 == 13  # 12 down residuals + middle
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny backbone
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Backbone:
+    return build_tiny_backbone(seed=0)
+
+
+def test_tiny_backbone_is_deterministic_and_small(tiny):
+    other = build_tiny_backbone(seed=0)
+    for a, b in zip(tiny.modules(), other.modules()):
+        for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+            assert ka == kb and torch.equal(va, vb), ka
+    different = build_tiny_backbone(seed=1)
+    assert not torch.equal(different.unet.conv_in.weight, tiny.unet.conv_in.weight)
+    n = sum(p.numel() for m in tiny.modules() for p in m.parameters())
+    assert n < 5_000_000
+    assert tiny.condition == "latent" and tiny.latent_scale == 0.18215
+    assert tiny.device.type == "cpu" and tiny.dtype == torch.float32
+
+
+def test_tiny_vae_factor_8_and_prompt(tiny):
+    img = torch.rand(2, 3, 48, 72) * 2 - 1
+    z = tiny.encode_image(img)
+    assert z.shape == (2, 4, 6, 9)
+    assert torch.equal(z, tiny.encode_image(img))  # posterior mode: deterministic
+    assert tiny.decode_latent(z).shape == img.shape
+    with pytest.raises(ValueError, match="multiples of 8"):
+        tiny.encode_image(torch.zeros(1, 3, 50, 64))
+    e = tiny.encode_prompt(["a red fox in the snow", ""])
+    assert e.shape == (2, 77, tiny.text_encoder.config.hidden_size)
+    assert tiny.unet.config.cross_attention_dim == e.shape[-1] == tiny.controlnet.config.cross_attention_dim
+
+
+def test_tiny_tokenizer_is_clips():
+    from sedic.restoration.backbone import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    ids = tok("a red fox, in the snow!").input_ids
+    # Token ids of CLIP's BPE (as OpenCLIP's SimpleTokenizer encodes the same text).
+    assert ids == [49406, 320, 736, 3240, 267, 530, 518, 2583, 0, 49407]
+    assert tok.pad_token_id == 0 and tok.model_max_length == 77 and len(tok) == 49408
+
+
+def test_tiny_controlnet_unet_step(tiny):
+    img = torch.rand(1, 3, 40, 56) * 2 - 1  # latent 5x7: odd sizes through the down/up path
+    z = tiny.encode_image(img)
+    cond = tiny.control_condition(img, z)
+    assert cond is z
+    e = tiny.encode_prompt(["a fox"])
+    noisy = torch.randn_like(z)
+    t = torch.tensor([500])
+    with torch.no_grad():
+        down, mid = tiny.controlnet(noisy, t, encoder_hidden_states=e, controlnet_cond=cond,
+                                    conditioning_scale=tiny.control_scale, return_dict=False)
+        eps = tiny.unet(noisy, t, encoder_hidden_states=e, down_block_additional_residuals=down,
+                        mid_block_additional_residual=mid).sample
+        eps0 = tiny.unet(noisy, t, encoder_hidden_states=e).sample
+    assert eps.shape == z.shape and torch.isfinite(eps).all()
+    assert (eps - eps0).abs().max() > 1e-4  # the control has an effect (non-zero random zero convs)
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler.from_config(tiny.scheduler_config)
+    assert sched.config.prediction_type == "epsilon" and sched.config.num_train_timesteps == 1000
+
+
+def test_load_backbone_tiny_and_dtype():
+    bb = load_backbone(DecoderSettings(backbone="tiny", base_model="", controlnet="", controlnet_file=""),
+                       dtype=torch.float64)
+    assert bb.dtype == torch.float64 and bb.vae.dtype == torch.float64 and bb.text_encoder.dtype == torch.float64
+    assert not any(p.requires_grad for m in bb.modules() for p in m.parameters())
+
+
+# ---------------------------------------------------------------------------------------------
+# Missing models
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache: nothing is found locally
+    # huggingface_hub reads the variables at import time; patch its constants too.
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True, raising=False)
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"), raising=False)
+    return tmp_path
+
+
+def test_missing_local_controlnet_checkpoint(offline):
+    s = DecoderSettings(controlnet=str(offline / "nope" / "v2.pth"))
+    with pytest.raises(ModelUnavailableError, match="nope"):
+        load_backbone(s)
+    s = DecoderSettings(controlnet=str(offline))  # a directory without the file
+    with pytest.raises(ModelUnavailableError, match="v2.pth"):
+        load_backbone(s)
+
+
+def test_offline_hub_ids_raise_model_unavailable(offline):
+    with pytest.raises(ModelUnavailableError, match="lxq007/DiffBIR-v2") as e:
+        load_backbone(DecoderSettings())
+    assert "sedic models download" in str(e.value)
+    # control checkpoint present locally, base model missing offline: names the base model
+    cfg = CONFIGS["2lvl-2res-linear"]
+    ckpt = offline / "v2.pth"
+    torch.save(random_ldm_ircontrolnet_state_dict(cfg, torch.Generator()), ckpt)
+    with pytest.raises(ModelUnavailableError, match="stabilityai/stable-diffusion-2-1-base"):
+        load_backbone(DecoderSettings(controlnet=str(ckpt)))
+    with pytest.raises(ModelUnavailableError, match="stable-diffusion-v1-5"):
+        load_backbone(DecoderSettings(backbone="controlnet", base_model="stable-diffusion-v1-5/stable-diffusion-v1-5",
+                                      controlnet="lllyasviel/control_v11f1e_sd15_tile"))
+    with pytest.raises(ModelUnavailableError, match="unknown decoder backbone"):
+        load_backbone(DecoderSettings(backbone="sdxl"))
