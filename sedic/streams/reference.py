@@ -397,6 +397,8 @@ class CompressAICodec(ReferenceCodec):
         return upsample(self.decode_reduced(payload, width, height), width, height)
 
 
+_COMPRESSAI_OPTIONS = ("model", "metric", "checkpoint", "nets", "qualities")
+
 # ------------------------------------------------------------ API
 
 
@@ -477,8 +479,11 @@ def decode_reference(payload: bytes, width: int, height: int, **codec_options) -
         raise BitstreamError("empty reference payload")
     cid = payload[0] >> 5
     if cid == CODEC_AVIF:
-        return AvifCodec(**codec_options).decode(bytes(payload), width, height)
+        # AVIF decoding takes no options (speed is an encoder setting); options meant for
+        # another codec are ignored so a caller can pass one set for any payload.
+        return AvifCodec().decode(bytes(payload), width, height)
     if cid == CODEC_COMPRESSAI:
+        codec_options = {k: v for k, v in codec_options.items() if k in _COMPRESSAI_OPTIONS}
         if "model" not in codec_options:
             # The payload names its model; the options only say where weights are.
             idx = (payload[0] >> 2) & 7
