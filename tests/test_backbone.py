@@ -280,9 +280,10 @@ def test_tiny_tokenizer_is_clips():
     from sedic.restoration.backbone import tiny_tokenizer
 
     tok = tiny_tokenizer()
-    ids = tok("a red fox, in the snow!").input_ids
-    # Token ids of CLIP's BPE (as OpenCLIP's SimpleTokenizer encodes the same text).
-    assert ids == [49406, 320, 736, 3240, 267, 530, 518, 2583, 0, 49407]
+    # CLIP's BPE ids: OpenCLIP's SimpleTokenizer encodes this text as 320 ... 2583.
+    assert tok("a red fox, in the snow").input_ids == [49406, 320, 736, 3240, 267, 530, 518, 2583, 49407]
+    # "!" is the pad token (as in SD 2's tokenizer), so it stays id 0 instead of OpenCLIP's "!</w>" (256).
+    assert tok("snow!").input_ids == [49406, 2583, 0, 49407]
     assert tok.pad_token_id == 0 and tok.model_max_length == 77 and len(tok) == 49408
 
 

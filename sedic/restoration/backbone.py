@@ -146,31 +146,12 @@ def _check_multiple_of_8(image: torch.Tensor) -> None:
 # Loading
 
 
-def resolve_dtype(name: str, device: str | torch.device) -> torch.dtype:
-    """DecoderSettings.dtype -> torch dtype; "auto" is bfloat16 on CUDA devices that support it, else float32."""
-    if name == "auto":
-        dev = torch.device(device)
-        if dev.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    try:
-        return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
-                "float64": torch.float64}[name]
-    except KeyError:
-        raise ModelUnavailableError(f"unknown decoder dtype {name!r} (auto, float32, float16, bfloat16)") from None
-
-
 def load_backbone(
     settings: DecoderSettings,
     device: str | torch.device = "cpu",
-    dtype: torch.dtype | None = torch.float32,
+    dtype: torch.dtype = torch.float32,
 ) -> Backbone:
-    """The backbone named by `settings.backbone`, on `device` in `dtype`, in eval mode, gradients off.
-
-    dtype=None takes `settings.dtype` (see resolve_dtype).
-    """
-    if dtype is None:
-        dtype = resolve_dtype(getattr(settings, "dtype", "auto"), device)
+    """The backbone named by `settings.backbone`, on `device` in `dtype`, in eval mode, gradients off."""
     kind = settings.backbone
     if kind == "tiny":
         bb = build_tiny_backbone()

