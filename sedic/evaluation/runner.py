@@ -1,0 +1,283 @@
+"""Running every method on every image at every rate, resumably.
+
+Layout of RESULTS_DIR (every file written atomically, so a killed run leaves only whole files):
+    files/<file_key>/bpp<rate>/<stem><ext>        the encoded file (the rate is measured from it)
+    files/<file_key>/bpp<rate>/<stem><ext>.json   encode seconds, device, codec settings
+    decoded/<method>/bpp<rate>/<stem>.png (+.json) the decoded image, decode seconds, device
+    features/<extractor>/<method|original>/...npy  Inception features of the 256-px patches
+    rows/<method>/bpp<rate>/<stem>.json            the finished row: rates and metrics
+A rerun reuses each of these, so a resumed run encodes, decodes and measures nothing twice; only
+FID/KID, cheap aggregates of the cached features, are recomputed from the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import SedicError
+from ..imageio import atomic_write_bytes, load_image
+from .baselines import RateUnmet
+from .methods import STREAMS, Method
+from .metrics import MetricSkipped, MetricSuite, frechet_distance, kernel_distance
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+
+
+def list_images(dataset_dir: str | Path, limit: int | None = None) -> list[Path]:
+    d = Path(dataset_dir)
+    if not d.is_dir():
+        from ..errors import InputError
+
+        raise InputError(f"{d}: not a directory of images")
+    files = sorted((p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+                   key=lambda p: p.name)
+    if not files:
+        from ..errors import InputError
+
+        raise InputError(f"{d}: no PNG, JPEG or WebP images")
+    return files[:limit] if limit else files
+
+
+def rate_tag(bpp: float) -> str:
+    return f"bpp{bpp:g}"
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode(), force=True)
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # missing or torn by a kill before the rename: redo that step
+
+
+def _png_bytes(img: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@dataclass
+class RunResult:
+    rows: list[dict] = field(default_factory=list)
+    set_metrics: dict = field(default_factory=dict)   # (method, bpp) -> {"fid": .., "kid": .., ...}
+    work: dict = field(default_factory=lambda: {"encode": 0, "decode": 0, "metrics": 0, "features": 0})
+
+
+class Evaluation:
+    def __init__(self, out_dir: str | Path, methods: list[Method], suite: MetricSuite, bpps: list[float],
+                 *, semantics_dir: str | Path | None = None, progress: bool = True):
+        self.out = Path(out_dir)
+        self.methods = methods
+        self.suite = suite
+        self.bpps = list(bpps)
+        self.semantics_dir = Path(semantics_dir) if semantics_dir else None
+        self.progress = progress
+        self.result = RunResult()
+
+    # ------------------------------------------------------------ paths
+    def _file(self, m: Method, bpp: float, stem: str) -> Path:
+        return self.out / "files" / m.file_key / rate_tag(bpp) / f"{stem}{m.ext}"
+
+    def _decoded(self, m: Method, bpp: float, stem: str) -> Path:
+        return self.out / "decoded" / m.name / rate_tag(bpp) / f"{stem}.png"
+
+    def _row(self, m: Method, bpp: float, stem: str) -> Path:
+        return self.out / "rows" / m.name / rate_tag(bpp) / f"{stem}.json"
+
+    def _features(self, who: str, bpp: float | None, stem: str) -> Path:
+        base = self.out / "features" / self.suite.patch_features.name / who
+        return (base / rate_tag(bpp) if bpp is not None else base) / f"{stem}.npy"
+
+    # ------------------------------------------------------------ steps
+    def _encoded(self, m: Method, image: np.ndarray, bpp: float, stem: str) -> tuple[bytes, dict]:
+        path = self._file(m, bpp, stem)
+        meta_path = path.with_name(path.name + ".json")
+        meta = _read_json(meta_path)
+        if meta is not None and path.is_file():
+            return path.read_bytes(), meta
+        t = time.perf_counter()
+        enc = m.encode(image, bpp, stem)
+        wall = time.perf_counter() - t
+        self.result.work["encode"] += 1
+        info = dict(enc.info)
+        meta = {"encode_s": info.pop("encode_s", wall), "search_s": wall, "device": m.device, "info": info}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, enc.data, force=True)
+        _write_json(meta_path, meta)  # written last: its presence means the file is complete
+        return enc.data, meta
+
+    def _decode(self, m: Method, data: bytes, size, info: dict, bpp: float, stem: str) -> tuple[np.ndarray, dict]:
+        path = self._decoded(m, bpp, stem)
+        meta_path = path.with_name(path.name + ".json")
+        meta = _read_json(meta_path)
+        if meta is not None and path.is_file():
+            return np.asarray(Image.open(path).convert("RGB")), meta
+        t = time.perf_counter()
+        img = np.asarray(m.decode(data, size, info), dtype=np.uint8)
+        meta = {"decode_s": time.perf_counter() - t, "device": m.device}
+        self.result.work["decode"] += 1
+        if img.shape[:2] != (size[1], size[0]):
+            raise RuntimeError(f"{m.name} decoded {img.shape[1]}x{img.shape[0]}, expected {size[0]}x{size[1]}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, _png_bytes(img), force=True)
+        _write_json(meta_path, meta)
+        return img, meta
+
+    def _patch_features(self, who: str, bpp, stem: str, img_fn) -> np.ndarray:
+        path = self._features(who, bpp, stem)
+        if path.is_file():
+            try:
+                return np.load(path)
+            except (OSError, ValueError):
+                pass
+        feats = self.suite.patch_features(img_fn())
+        self.result.work["features"] += 1
+        path.parent.mkdir(parents=True, exist_ok=True)
+        import io
+
+        buf = io.BytesIO()
+        np.save(buf, feats)
+        atomic_write_bytes(path, buf.getvalue(), force=True)
+        return feats
+
+    def _description(self, stem: str, bpp: float) -> str | None:
+        """Overall description for the CLIP score: the semantics cache, else what sedic's file carries."""
+        if self.semantics_dir is not None:
+            p = self.semantics_dir / f"{stem}.json"
+            if p.is_file():
+                obj = _read_json(p)
+                if obj and obj.get("overall"):
+                    return obj["overall"]
+        for m in self.methods:
+            if m.file_key == "sedic":
+                path = self._file(m, bpp, stem)
+                if path.is_file():
+                    try:
+                        return m.description(path.read_bytes())
+                    except SedicError:
+                        return None
+        return None
+
+    def _one(self, m: Method, stem: str, original: np.ndarray, bpp: float) -> dict:
+        row_path = self._row(m, bpp, stem)
+        row = _read_json(row_path) or {}
+        h, w = original.shape[:2]
+        wanted = list(self.suite.image)
+        if row.get("status") == "failed":
+            return row  # a rate that cannot be met stays unmet: do not retry on resume
+        done = row.get("status") == "ok" and all(k in row.get("metrics", {}) or k in row.get("skipped", {})
+                                                 for k in wanted)
+        if not done:
+            try:
+                data, emeta = self._encoded(m, original, bpp, stem)
+            except (RateUnmet, SedicError) as exc:
+                row = {"image": stem, "method": m.name, "target_bpp": bpp, "status": "failed",
+                       "error": f"{type(exc).__name__}: {exc}", "width": w, "height": h}
+                _write_json(row_path, row)
+                return row
+            decoded, dmeta = self._decode(m, data, (w, h), emeta.get("info", {}), bpp, stem)
+            row.update({"image": stem, "method": m.name, "target_bpp": bpp, "status": "ok", "width": w,
+                        "height": h, "bytes": len(data), "bpp": 8 * len(data) / (w * h),
+                        "encode_s": emeta["encode_s"], "search_s": emeta.get("search_s"),
+                        "decode_s": dmeta["decode_s"], "device": dmeta.get("device", m.device),
+                        "info": emeta.get("info", {})})
+            bits = m.stream_bits(data)
+            for s in STREAMS:
+                row[f"bpp_{s}"] = (bits[s] / (w * h)) if bits else None
+            metrics, skipped = row.setdefault("metrics", {}), row.setdefault("skipped", {})
+            text = None
+            for name, fn in self.suite.image.items():
+                if name in metrics:
+                    continue
+                if getattr(fn, "needs_text", False) and text is None:
+                    text = self._description(stem, bpp) or ""
+                try:
+                    metrics[name] = float(fn(original, decoded, text=text))
+                    skipped.pop(name, None)
+                    self.result.work["metrics"] += 1
+                except MetricSkipped as exc:
+                    skipped[name] = str(exc)
+            _write_json(row_path, row)
+        if self.suite.patch_features is not None and row.get("status") == "ok":
+            self._patch_features(m.name, bpp, stem,
+                                 lambda: np.asarray(Image.open(self._decoded(m, bpp, stem)).convert("RGB")))
+        return row
+
+    # ------------------------------------------------------------ the run
+    def run(self, images: list[Path]) -> RunResult:
+        from tqdm import tqdm
+
+        total = len(images) * len(self.methods) * len(self.bpps)
+        bar = tqdm(total=total, disable=not self.progress, unit="item", file=sys.stderr, dynamic_ncols=True)
+        originals_feats: dict[str, np.ndarray] = {}
+        try:
+            for path in images:  # deterministic: sorted images, then the methods and rates as given
+                stem = path.stem
+                original = load_image(path)
+                if self.suite.patch_features is not None:
+                    originals_feats[stem] = self._patch_features("original", None, stem, lambda: original)
+                for m in self.methods:
+                    for bpp in self.bpps:
+                        bar.set_description(f"{stem} {m.name} {bpp:g}bpp")
+                        self.result.rows.append(self._one(m, stem, original, bpp))
+                        bar.update(1)
+        finally:
+            bar.close()
+        if self.suite.patch_features is not None:
+            self._set_metrics(images, originals_feats)
+        return self.result
+
+    def _set_metrics(self, images, originals_feats) -> None:
+        ok = {(r["method"], r["target_bpp"], r["image"]) for r in self.result.rows if r.get("status") == "ok"}
+        for m in self.methods:
+            for bpp in self.bpps:
+                stems = [p.stem for p in images if (m.name, bpp, p.stem) in ok]
+                entry: dict = {"images": len(stems)}
+                if len(stems) < len(images):
+                    entry["note"] = f"{len(images) - len(stems)} image(s) failed; FID/KID over the rest"
+                ref = [originals_feats[s] for s in stems if originals_feats[s].size]
+                dec = [np.load(self._features(m.name, bpp, s)) for s in stems if originals_feats[s].size]
+                ref = np.concatenate(ref) if ref else np.zeros((0, 1))
+                dec = np.concatenate(dec) if dec else np.zeros((0, 1))
+                entry["patches"] = int(len(ref))
+                for name in self.suite.set_names:
+                    try:
+                        if name == "fid":
+                            entry["fid"] = frechet_distance(ref, dec)
+                        else:
+                            entry["kid"], entry["kid_std"] = kernel_distance(ref, dec, self.suite.kid_subsets)
+                    except MetricSkipped as exc:
+                        entry.setdefault("skipped", {})[name] = (
+                            f"{exc} (images smaller than {self.suite.patch_features.patch} px give no patch)")
+                self.result.set_metrics[(m.name, bpp)] = entry
+
+
+def machine_description(device: str) -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    parts = [f"{platform.system()} {platform.machine()}", f"{os.cpu_count()} CPU cores ({cpu})",
+             f"torch {torch.__version__}", f"device {device}"]
+    if device.startswith("cuda") and torch.cuda.is_available():
+        parts.append(torch.cuda.get_device_name(0))
+    return ", ".join(parts)
+
+
+def finite(x):
+    return x if isinstance(x, (int, float)) and math.isfinite(x) else None
