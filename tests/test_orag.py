@@ -120,7 +120,7 @@ def test_attention_mass_of_object_tokens_rises_inside_mask(bb, stage, range_mode
     try:
         state.range_mode = range_mode
         for w in (0.0, 0.4, 1.0):
-            state.weight = w
+            state.set_weight(w)
             den(z, 500, spec)
     finally:
         _remove(installed)

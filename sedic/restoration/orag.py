@@ -99,48 +99,60 @@ def object_token_mask(tokenizer, name: str, description: str, settings: OragSett
 
 
 class OragState:
-    """What the processors of one model read; set by the sampler before each network call."""
+    """What the processors of one model read; set by the sampler before each network call.
+
+    Kept compile-friendly: the per-step weight is a tensor (a Python float would be baked into a
+    compiled graph and force a recompile every step) and the per-level mask signs are computed
+    when the mask is set, outside the networks.
+    """
+
+    LEVELS = 4  # SD's UNet has 4 resolutions
 
     def __init__(self):
-        self.weight = 0.0            # w_i of the current step
+        self.guiding = False         # w_i != 0 this step (a bool: at most two compiled variants)
+        self.weight = torch.zeros(())  # w_i as a 0-dim tensor
         self.tokens: torch.Tensor | None = None   # (S,) float 0/1
         self.rows: torch.Tensor | None = None     # (B,) float: 1 = guided (conditional) row
         self.range_mode = "query"
         self.fixed_range = 8.0
         self.probe = None            # test hook: probe(name, query, key, bias, scale)
-        self._mask: torch.Tensor | None = None    # (1 or B, 1, h, w) float in [0, 1], latent grid
-        self._signs: dict = {}
+        self.level_signs: dict[int, torch.Tensor] | None = None  # queries -> (1|B, 1, N, 1)
 
     @property
     def active(self) -> bool:
-        return (self.tokens is not None and self._mask is not None and self.rows is not None
-                and (self.weight != 0.0 or self.probe is not None))
+        return (self.tokens is not None and self.level_signs is not None and self.rows is not None
+                and (self.guiding or self.probe is not None))
+
+    def set_weight(self, w: float) -> None:
+        self.guiding = w != 0.0
+        self.weight = torch.tensor(float(w))
 
     def set_mask(self, mask: torch.Tensor | None) -> None:
-        self._mask = mask
-        self._signs = {}
+        """mask: (1|B, 1, h, w) float in [0, 1] at the latent grid, or None."""
+        if mask is None:
+            self.level_signs = None
+            return
+        h, w = mask.shape[-2:]
+        signs = {}
+        for level in range(self.LEVELS):
+            lh, lw = -(-h // 2 ** level), -(-w // 2 ** level)  # the UNet halves the grid (ceil)
+            # Area rule: the fraction of the layer's cell covered by the mask, so cells on the
+            # boundary get a proportionally weaker bias instead of a hard, aliased edge.
+            a = F.adaptive_avg_pool2d(mask.float(), (lh, lw))
+            signs.setdefault(lh * lw, (2.0 * a - 1.0).flatten(2).transpose(1, 2).unsqueeze(1))
+        self.level_signs = signs
 
     def clear(self) -> None:
-        self.weight, self.tokens, self.rows = 0.0, None, None
+        self.set_weight(0.0)
+        self.tokens, self.rows = None, None
         self.set_mask(None)
 
     def signs(self, n_queries: int, device, dtype) -> torch.Tensor:
-        """s(q) = 2 a(q) - 1 at the resolution with n_queries positions, (1|B, 1, N, 1)."""
-        key = (n_queries, device, dtype)
-        if key not in self._signs:
-            m = self._mask
-            h, w = m.shape[-2:]
-            for level in range(8):  # the UNet halves the grid per level (ceil for odd sizes)
-                lh, lw = -(-h // 2 ** level), -(-w // 2 ** level)
-                if lh * lw == n_queries:
-                    break
-            else:
-                raise RuntimeError(f"ORAG: no mask level matches {n_queries} queries for a {h}x{w} latent")
-            # Area rule: the fraction of the layer's cell covered by the mask, so boundary cells get
-            # a proportionally weaker bias instead of a hard, aliased edge.
-            a = F.adaptive_avg_pool2d(m.float(), (lh, lw))
-            self._signs[key] = (2.0 * a - 1.0).flatten(2).transpose(1, 2).unsqueeze(1).to(device, dtype)
-        return self._signs[key]
+        """s(q) = 2 a(q) - 1 at the layer with n_queries positions, (1|B, 1, N, 1)."""
+        try:
+            return self.level_signs[n_queries].to(device, dtype)
+        except KeyError:
+            raise RuntimeError(f"ORAG: no mask level has {n_queries} positions") from None
 
 
 class OragAttnProcessor:
@@ -187,7 +199,7 @@ class OragAttnProcessor:
         # gate (B, 1, N, S): +/- per query, only the object's tokens, only the guided rows
         tokens = st.tokens.to(device, dtype)[:n_keys]
         rows = st.rows.to(device, dtype).view(-1, 1, 1, 1)
-        gate = (st.weight * rows) * st.signs(n_queries, device, dtype) * tokens.view(1, 1, 1, -1)
+        gate = (st.weight.to(device, dtype) * rows) * st.signs(n_queries, device, dtype) * tokens.view(1, 1, 1, -1)
         if st.range_mode == "query":
             # Q K^T against the few text keys only: (B, heads, N, S), no softmax
             logits = torch.matmul(query, key.transpose(-1, -2)) * attn.scale

@@ -10,6 +10,7 @@ authors' code does. See docs/orag.md.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -75,8 +76,10 @@ def get_backbone(settings, device: torch.device, dtype: torch.dtype):
     """The backbone for these settings, loaded once per process and (models, device, dtype)."""
     from .backbone import load_backbone
 
-    models = tuple(getattr(settings, k, None) for k in ("backbone", "base_model", "controlnet",
-                                                        "controlnet_file", "revision"))
+    # every field that can change the models (not steps, guidance scales, prompts, ORAG, pipeline)
+    not_models = {"object_steps", "object_cfg", "final_steps", "final_cfg", "negative_prompt", "orag", "pipeline"}
+    models = tuple((f.name, getattr(settings, f.name)) for f in dataclasses.fields(settings)
+                   if f.name not in not_models)
     key = (models, str(device), dtype)
     if key not in _BACKBONE_CACHE:
         _BACKBONE_CACHE[key] = load_backbone(settings, device=device, dtype=dtype)

@@ -167,7 +167,7 @@ def sample_stage(denoiser: Denoiser, scheduler_config: dict, spec: StageSpec, z_
     n = len(timesteps)
     for i, t in enumerate(timesteps):
         if denoiser.state is not None:
-            denoiser.state.weight = orag.step_weight(i, n) if guided else 0.0
+            denoiser.state.set_weight(orag.step_weight(i, n) if guided else 0.0)
         eps = denoiser(z, t, spec)
         # the generator is a CPU one; diffusers draws the variance noise on it and moves it
         z = scheduler.step(eps, t, z, generator=generator).prev_sample
