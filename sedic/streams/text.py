@@ -32,7 +32,10 @@ _DROP = ("Cc", "Cf", "Cs", "Co", "Cn")
 
 
 def _clean_once(text: str) -> str:
-    import ftfy  # the tokenizers call ftfy.fix_text first; we apply it so they see a fixed point
+    try:
+        import ftfy  # the tokenizers call ftfy.fix_text first; we apply it so they see a fixed point
+    except ImportError:
+        raise ModelUnavailableError("canonicalizing text needs the package ftfy") from None
 
     text = ftfy.fix_text(text)
     text = html.unescape(html.unescape(text))  # open_clip unescapes twice
@@ -177,11 +180,12 @@ def fit_prompt(text: str, window: int = WINDOW) -> str:
         raise InputError("window must be at least 2")
     text = canonicalize(text)
     budget = window - 2
-    while token_count(text) > budget:
+    while token_count(text) > window - 2:
         # A prefix of a canonical text is canonical in practice; re-canonicalise anyway so the
-        # result is a fixed point (this is what makes fit_prompt idempotent).
+        # result is a fixed point (this is what makes fit_prompt idempotent), and cut one token
+        # deeper in the unlikely case that this made it longer.
         text = canonicalize(_cut(text, budget))
-        budget -= 0 if token_count(text) <= window - 2 else 1
+        budget -= 1
     return text
 
 

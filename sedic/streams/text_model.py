@@ -328,7 +328,11 @@ def decode_list(data: bytes) -> list[str]:
     out = _decode_raw(data)
     # The range coder's read-ahead hides a few trailing bytes; re-encoding makes the check exact:
     # a stream is accepted only if it is byte for byte what the encoder produces.
-    if _encode_raw(out) != data:
+    try:
+        again = _encode_raw(out)
+    except InputError:  # e.g. the shorter re-encoding cannot carry this much text
+        again = None
+    if again != bytes(data):
         raise BitstreamError("text stream: trailing or non-canonical data")
     return out
 
@@ -355,7 +359,10 @@ def _decode_raw(data: bytes) -> list[str]:
         exhausted = dec.maybe_exhausted()
     except BitstreamError:
         raise
-    except Exception as e:  # constriction reports corrupt data with its own exception types
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # constriction reports corrupt data with its own types (a Rust
+        # panic arrives as pyo3's PanicException, which is not an Exception subclass)
         raise BitstreamError(f"text stream: corrupt data ({type(e).__name__})") from None
     if not exhausted:
         raise BitstreamError("text stream: trailing data")
