@@ -86,6 +86,8 @@ def _read_varint(data: bytes, pos: int, max_bytes: int = 3) -> tuple[int, int]:
         pos += 1
         v |= (b & 0x7F) << (7 * i)
         if not b & 0x80:
+            if i and not b:  # docs/bitstream.md: varints are minimal
+                raise BitstreamError("non-minimal varint in reference payload")
             return v, pos
     raise BitstreamError("reference payload varint too long")
 
@@ -420,7 +422,7 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
     import torch
     from pytorch_msssim import ms_ssim as _ms_ssim
 
-    ta, tb = (torch.from_numpy(np.ascontiguousarray(v)).permute(2, 0, 1)[None].double() for v in (a, b))
+    ta, tb = (torch.from_numpy(np.array(v)).permute(2, 0, 1)[None].double() for v in (a, b))
     return float(_ms_ssim(ta, tb, data_range=255))
 
 
