@@ -339,6 +339,55 @@ def test_load_backbone_tiny_and_dtype():
     assert not any(p.requires_grad for m in bb.modules() for p in m.parameters())
 
 
+def _save_diffusers_layout(bb: Backbone, root) -> str:
+    """The tiny backbone's SD parts written as a diffusers repository, as a local base_model."""
+    from diffusers import DDPMScheduler
+
+    bb.unet.save_pretrained(root / "unet")
+    bb.vae.save_pretrained(root / "vae")
+    bb.text_encoder.save_pretrained(root / "text_encoder")
+    bb.tokenizer.save_pretrained(root / "tokenizer")
+    DDPMScheduler.from_config(bb.scheduler_config).save_pretrained(root / "scheduler")
+    return str(root)
+
+
+def test_load_from_local_paths_offline(tiny, offline):
+    """The real loading code (from_pretrained per subfolder, checkpoint port) on local files."""
+    from diffusers import ControlNetModel
+
+    from sedic.restoration.backbone import TINY_CONTROLNET
+
+    base = _save_diffusers_layout(tiny, offline / "sd")
+    ckpt = offline / "ir" / "v2.pth"
+    ckpt.parent.mkdir()
+    # the tiny backbone's control checkpoint (build_tiny_backbone draws it from seed + 1)
+    torch.save(random_ldm_ircontrolnet_state_dict(TINY_CONTROLNET, torch.Generator().manual_seed(1)), ckpt)
+    for src in (str(ckpt), str(ckpt.parent)):  # a file, or a directory holding controlnet_file
+        bb = load_backbone(DecoderSettings(base_model=base, controlnet=src, control_scale=0.5))
+        assert bb.condition == "latent" and bb.control_scale == 0.5
+        for a, b in zip(bb.modules(), tiny.modules()):
+            sa, sb = a.state_dict(), b.state_dict()
+            assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+        assert bb.scheduler_config["beta_schedule"] == "scaled_linear" and not bb.scheduler_config["clip_sample"]
+        prompt = "a red fox, in the snow"
+        assert bb.tokenizer(prompt).input_ids == tiny.tokenizer(prompt).input_ids
+    # a pixel ControlNet in the diffusers layout
+    ControlNetModel.from_unet(tiny.unet, conditioning_embedding_out_channels=(8, 16, 16, 16)).save_pretrained(
+        offline / "cn")
+    bb = load_backbone(DecoderSettings(backbone="controlnet", base_model=base, controlnet=str(offline / "cn"),
+                                       controlnet_file=""))
+    assert bb.condition == "pixel"
+    img = torch.rand(1, 3, 32, 40) * 2 - 1
+    cond = bb.control_condition(img, bb.encode_image(img))
+    assert cond.shape == img.shape and cond.min() >= 0 and cond.max() <= 1
+    # a pixel ControlNet's LDM checkpoint is not an IRControlNet
+    bad = offline / "pixel.pth"
+    torch.save({"time_embed.0.weight": torch.zeros(1), "input_blocks.0.0.weight": torch.zeros(32, 4, 3, 3),
+                "input_hint_block.0.weight": torch.zeros(16, 3, 3, 3)}, bad)
+    with pytest.raises(ModelUnavailableError, match="not an IRControlNet"):
+        load_backbone(DecoderSettings(base_model=base, controlnet=str(bad)))
+
+
 # ---------------------------------------------------------------------------------------------
 # Missing models
 
