@@ -16,7 +16,9 @@ def bb():
     # One thread: on a loaded 2-core runner, OpenMP's spinning threads make tiny convolutions 50x slower.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield get_backbone(DecoderSettings(backbone="tiny"), torch.device("cpu"), torch.float32)
+    # the `test` profile's settings: the cached backbone is shared with the other test modules
+    settings = DecoderSettings(backbone="tiny", base_model="", controlnet="", controlnet_file="")
+    yield get_backbone(settings, torch.device("cpu"), torch.float32)
     torch.set_num_threads(threads)
 
 

@@ -123,12 +123,12 @@ class OragState:
         return (self.tokens is not None and self.level_signs is not None and self.rows is not None
                 and (self.guiding or self.probe is not None))
 
-    def set_weight(self, w: float) -> None:
+    def set_weight(self, w: float, device=None) -> None:
         self.guiding = w != 0.0
-        self.weight = torch.tensor(float(w))
+        self.weight = torch.tensor(float(w), device=device)
 
-    def set_mask(self, mask: torch.Tensor | None) -> None:
-        """mask: (1|B, 1, h, w) float in [0, 1] at the latent grid, or None."""
+    def set_mask(self, mask: torch.Tensor | None, dtype: torch.dtype | None = None) -> None:
+        """mask: (1|B, 1, h, w) float in [0, 1] at the latent grid, or None; signs kept in `dtype`."""
         if mask is None:
             self.level_signs = None
             return
@@ -139,7 +139,8 @@ class OragState:
             # Area rule: the fraction of the layer's cell covered by the mask, so cells on the
             # boundary get a proportionally weaker bias instead of a hard, aliased edge.
             a = F.adaptive_avg_pool2d(mask.float(), (lh, lw))
-            signs.setdefault(lh * lw, (2.0 * a - 1.0).flatten(2).transpose(1, 2).unsqueeze(1))
+            sign = (2.0 * a - 1.0).flatten(2).transpose(1, 2).unsqueeze(1)
+            signs.setdefault(lh * lw, sign if dtype is None else sign.to(dtype))
         self.level_signs = signs
 
     def clear(self) -> None:

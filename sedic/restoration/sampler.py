@@ -111,8 +111,9 @@ class Denoiser:
     def _predict(self, z, t, spec, control, mask):
         st = self.state
         if st is not None:
-            st.tokens = spec.orag_tokens.float() if spec.orag_tokens is not None else None
-            st.set_mask(mask)
+            # on the device once per call, not once per attention layer
+            st.tokens = spec.orag_tokens.to(self.device, self.dtype) if spec.orag_tokens is not None else None
+            st.set_mask(None if mask is None else mask.to(self.device), self.dtype)
         x = z.to(self.dtype)
         control = control.to(self.dtype)
         if spec.uncond is None or spec.cfg == 1.0:
@@ -129,7 +130,7 @@ class Denoiser:
 
     def _net(self, x, t, emb, control, rows):
         if self.state is not None:
-            self.state.rows = torch.tensor(rows)
+            self.state.rows = torch.tensor(rows, device=x.device, dtype=x.dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
@@ -167,7 +168,7 @@ def sample_stage(denoiser: Denoiser, scheduler_config: dict, spec: StageSpec, z_
     n = len(timesteps)
     for i, t in enumerate(timesteps):
         if denoiser.state is not None:
-            denoiser.state.set_weight(orag.step_weight(i, n) if guided else 0.0)
+            denoiser.state.set_weight(orag.step_weight(i, n) if guided else 0.0, denoiser.device)
         eps = denoiser(z, t, spec)
         # the generator is a CPU one; diffusers draws the variance noise on it and moves it
         z = scheduler.step(eps, t, z, generator=generator).prev_sample
