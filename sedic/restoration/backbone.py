@@ -18,6 +18,7 @@ import importlib.util
 import inspect
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -31,6 +32,10 @@ from .ircontrolnet import (
     read_checkpoint,
 )
 from .settings import DecoderSettings
+
+if TYPE_CHECKING:  # diffusers/transformers are imported lazily (slow imports)
+    import diffusers
+    import transformers
 
 # SD 1.x/2.x training schedule (the value of SD 2.1-base's scheduler/scheduler_config.json that
 # DDPMScheduler uses); DiffBIR's "linear" schedule 0.00085..0.0120 in sqrt space is the same.
@@ -48,11 +53,11 @@ BACKBONES = ("sd21-ircontrolnet", "controlnet", "tiny")
 
 @dataclass
 class Backbone:
-    unet: "diffusers.UNet2DConditionModel"  # noqa: F821
-    controlnet: "diffusers.ControlNetModel"  # noqa: F821
-    vae: "diffusers.AutoencoderKL"  # noqa: F821
-    tokenizer: "transformers.CLIPTokenizer"  # noqa: F821
-    text_encoder: "transformers.CLIPTextModel"  # noqa: F821
+    unet: "diffusers.UNet2DConditionModel"
+    controlnet: "diffusers.ControlNetModel"
+    vae: "diffusers.AutoencoderKL"
+    tokenizer: "transformers.CLIPTokenizer"
+    text_encoder: "transformers.CLIPTextModel"
     scheduler_config: dict  # for diffusers.DDPMScheduler.from_config
     latent_scale: float
     # "latent": controlnet_cond is the scaled VAE latent of the image being restored (IRControlNet);
@@ -210,7 +215,7 @@ def _load_sd_parts(settings: DecoderSettings, dtype: torch.dtype):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    base, rev = settings.base_model, settings.revision
+    base, rev = os.path.expanduser(settings.base_model), settings.revision  # "~/models/sd21" works too
     common = dict(revision=rev)
     unet = _from_pretrained(UNet2DConditionModel, base, "UNet", subfolder="unet", torch_dtype=dtype, **common)
     vae = _from_pretrained(AutoencoderKL, base, "VAE", subfolder="vae", torch_dtype=dtype, **common)
@@ -244,6 +249,7 @@ def _resolve_controlnet_file(settings: DecoderSettings) -> str:
     src, fname = settings.controlnet, settings.controlnet_file or "v2.pth"
     if not src:
         raise ModelUnavailableError("no control network configured (decoder.controlnet is empty)")
+    src = os.path.expanduser(src)
     if os.path.isfile(src):
         return src
     if os.path.isdir(src):
@@ -283,7 +289,8 @@ def _load_diffusers_controlnet(settings: DecoderSettings, dtype: torch.dtype) ->
     from diffusers import ControlNetModel
 
     unet, vae, text_encoder, tokenizer, scheduler_config, latent_scale = _load_sd_parts(settings, dtype)
-    controlnet = _from_pretrained(ControlNetModel, settings.controlnet, "ControlNet", torch_dtype=dtype,
+    controlnet = _from_pretrained(ControlNetModel, os.path.expanduser(settings.controlnet), "ControlNet",
+                                  torch_dtype=dtype,
                                   revision=getattr(settings, "controlnet_revision", None))
     return Backbone(
         unet=unet, controlnet=controlnet, vae=vae, tokenizer=tokenizer, text_encoder=text_encoder,
