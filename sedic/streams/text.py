@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import gzip
 import html
-import importlib.util
+import importlib.resources
 import os
 import unicodedata
 
@@ -68,20 +68,10 @@ def canonicalize(text: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # CLIP byte-level BPE (vocabulary bpe_simple_vocab_16e6, shared by SD 1.5 and SD 2.1).
 
-def _vocab_path() -> str:
-    """bpe_simple_vocab_16e6.txt.gz as shipped in open_clip_torch, found without importing it
-    (importing open_clip pulls in torch and timm)."""
-    override = os.environ.get("SEDIC_CLIP_BPE")
-    if override:
-        return override
-    spec = importlib.util.find_spec("open_clip")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelUnavailableError("the CLIP BPE vocabulary needs the package open_clip_torch")
-    for loc in spec.submodule_search_locations:
-        p = os.path.join(loc, "bpe_simple_vocab_16e6.txt.gz")
-        if os.path.exists(p):
-            return p
-    raise ModelUnavailableError("open_clip_torch does not contain bpe_simple_vocab_16e6.txt.gz")
+def clip_vocab_path() -> str:
+    """The CLIP BPE merges file shipped in this package (data/NOTICE.md): the window rule must not
+    depend on which tokenizer packages happen to be installed."""
+    return str(importlib.resources.files("sedic.streams") / "data" / "clip_bpe_16e6.txt.gz")
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -103,7 +93,7 @@ class ClipBPE:
     """Minimal CLIP tokenizer: pre-tokenise, byte-encode, merge by rank. Input must be canonical."""
 
     def __init__(self, path: str | None = None) -> None:
-        with gzip.open(path or _vocab_path(), "rt", encoding="utf-8") as f:
+        with gzip.open(path or clip_vocab_path(), "rt", encoding="utf-8") as f:
             lines = f.read().split("\n")
         merges = [tuple(m.split()) for m in lines[1:49152 - 256 - 2 + 1]]
         self.ranks = {m: i for i, m in enumerate(merges)}
