@@ -5,7 +5,7 @@ downscale factor the highest quality that fits the byte budget, the best full-re
 PSNR wins; the whole payload or file is counted. Results: mean bpp actually used, PSNR
 (RGB, 8 bit, full resolution) and MS-SSIM (pytorch_msssim, data_range 255).
 
-    python benchmarks/reference_rate.py [--limit N] [--workers 2] [--json out.json]
+    python benchmarks/reference_rate.py [--limit N] [--workers 2] [--json out.json] [--rows rows.jsonl]
 """
 
 from __future__ import annotations
@@ -163,17 +163,30 @@ def main(argv=None):
     ap.add_argument("--limit", type=int, default=24, help="first N Kodak images")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--json", help="write per-image rows here")
+    ap.add_argument("--rows", help="append per-image rows (JSON lines) as images finish; images already "
+                                   "there are not run again, so an interrupted run can be resumed")
     args = ap.parse_args(argv)
     paths = sorted(str(p) for p in Path(args.data).glob("kodim*.png"))[: args.limit]
     if not paths:
         sys.exit(f"no kodim*.png under {args.data}")
+    rows = []
+    if args.rows and Path(args.rows).exists():
+        rows = [json.loads(line) for line in Path(args.rows).read_text().splitlines() if line.strip()]
+        rows = [r for r in rows if r["image"] in {Path(p).stem for p in paths}]
+    done = {r["image"] for r in rows}
+    todo = [p for p in paths if Path(p).stem not in done]
     t = time.time()
     with Pool(args.workers) as pool:
-        rows = [r for rs in pool.map(run_image, paths, chunksize=1) for r in rs]
+        for rs in pool.imap_unordered(run_image, todo, chunksize=1):
+            rows.extend(rs)
+            if args.rows:
+                with open(args.rows, "a") as f:
+                    f.writelines(json.dumps(r) + "\n" for r in rs)
+            print(f"{rs[0]['image']} done ({time.time() - t:.0f} s)", file=sys.stderr, flush=True)
     wall = time.time() - t
     import PIL
 
-    print(f"{len(paths)} images from {args.data}; {wall:.0f} s wall with {args.workers} workers; "
+    print(f"{len(paths)} images from {args.data}; {wall:.0f} s wall for {len(todo)} with {args.workers} workers; "
           f"Pillow {PIL.__version__}; {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores")
     print(table(rows))
     # paired difference at each rate: ours minus the best whole-file codec
