@@ -353,9 +353,22 @@ def tiny_tokenizer():
     if "tok" not in _TOKENIZER_CACHE:
         vocab, merges = clip_bpe_vocabulary()
         # pad "!" (id 0) like SD 2.x's tokenizer and OpenCLIP's zero padding.
-        _TOKENIZER_CACHE["tok"] = CLIPTokenizer(
-            vocab=vocab, merges=[tuple(m.split()) for m in merges], pad_token="!", model_max_length=77
-        )
+        common = dict(pad_token="!", model_max_length=77)
+        if "vocab_file" in inspect.signature(CLIPTokenizer.__init__).parameters:
+            # transformers 4.x: the tokenizer reads vocab.json / merges.txt files
+            import json
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as d:
+                vpath, mpath = os.path.join(d, "vocab.json"), os.path.join(d, "merges.txt")
+                with open(vpath, "w", encoding="utf-8") as f:
+                    json.dump(vocab, f)
+                with open(mpath, "w", encoding="utf-8") as f:
+                    f.write("#version: 0.2\n" + "\n".join(merges) + "\n")
+                tok = CLIPTokenizer(vocab_file=vpath, merges_file=mpath, **common)
+        else:  # transformers 5: in memory
+            tok = CLIPTokenizer(vocab=vocab, merges=[tuple(m.split()) for m in merges], **common)
+        _TOKENIZER_CACHE["tok"] = tok
     return _TOKENIZER_CACHE["tok"]
 
 
