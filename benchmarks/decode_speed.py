@@ -99,6 +99,37 @@ def synthetic(width: int, height: int):
     return img.clip(0, 255).astype(np.uint8), Semantics("a lighthouse on rocks by the sea with a boat, photo", objs)
 
 
+def count_flops(width: int, height: int) -> dict:
+    """FLOPs of one batched-CFG step and of the VAE at this size, on the meta device (no arithmetic)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**SD21_UNET)
+        controlnet = ircontrolnet_from_unet(unet)
+        vae = AutoencoderKL(**SD21_VAE)
+        lh, lw = -(-height // 64) * 8, -(-width // 64) * 8
+        z = torch.zeros(1, 4, lh, lw)
+        emb = torch.zeros(1, 77, SD21_UNET["cross_attention_dim"])
+        img = torch.zeros(1, 3, lh * 8, lw * 8)
+    bb = Backbone(unet=unet, controlnet=controlnet, vae=vae, tokenizer=None, text_encoder=None,
+                  scheduler_config=dict(SD_SCHEDULER_CONFIG), latent_scale=SD_LATENT_SCALE, condition="latent")
+    out = {"size": f"{width}x{height}", "latent": f"{lw}x{lh}"}
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as fc:
+            Denoiser(bb)(z, 500, StageSpec(cond=emb, uncond=emb, cfg=7.0, control=z))
+        out["gflop_per_cfg_step"] = round(fc.get_total_flops() / 1e9, 1)
+        with FlopCounterMode(display=False) as fc:
+            vae.encode(img)
+        out["gflop_vae_encode"] = round(fc.get_total_flops() / 1e9, 1)
+        with FlopCounterMode(display=False) as fc:
+            vae.decode(z)
+        out["gflop_vae_decode"] = round(fc.get_total_flops() / 1e9, 1)
+    out["tflop_paper_schedule"] = round((50 * out["gflop_per_cfg_step"] + out["gflop_vae_encode"]
+                                         + out["gflop_vae_decode"]) / 1e3, 2)
+    return out
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -116,6 +147,8 @@ def main(argv=None):
     ap.add_argument("--no-orag", action="store_true", help="object stages without attention guidance")
     ap.add_argument("--warmup", type=int, default=None, help="untimed decodes first (default: 1 on CUDA, 0 on CPU)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--flops-only", action="store_true",
+                    help="count the FLOPs of one CFG step and of the VAE on the meta device (no timing, seconds)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
 
@@ -129,6 +162,11 @@ def main(argv=None):
     dtype = resolve_dtype(args.dtype, device)
     settings = BenchSettings(object_steps=args.object_steps, final_steps=args.final_steps, pipeline=pipe,
                              orag=OragSettings(enabled=not args.no_orag))
+    if args.flops_only:
+        result = count_flops(width, height)
+        print(json.dumps(result, indent=2))
+        return
+
     t0 = time.perf_counter()
     bb = build_full_backbone(device, dtype)
     build_s = time.perf_counter() - t0
