@@ -115,8 +115,9 @@ def max_new_tokens_for(settings: AnalysisSettings, k: int) -> int:
     """Generation budget: what the token windows can use, plus JSON syntax, plus a small margin.
 
     VLM tokenizers (Qwen's BPE) are about as fine as CLIP's on English prose; 1.25x covers the
-    difference, 16 tokens per object cover `{"name": "...", "description": "..."}`."""
-    text_tokens = k * (settings.description_tokens + 8) + settings.overall_tokens
+    difference, 16 tokens per object cover `{"name": "", "description": ""}`. The name is part
+    of the object's budget ("name, description")."""
+    text_tokens = k * settings.description_tokens + settings.overall_tokens
     return int(1.25 * text_tokens) + 16 * k + 24
 
 
@@ -125,7 +126,7 @@ def max_new_tokens_for(settings: AnalysisSettings, k: int) -> int:
 
 def build_prompt(k: int, settings: AnalysisSettings) -> str:
     """The paper's template: K key objects with shape, colour, texture; then the whole image."""
-    # Words ~ 0.75 tokens of English; asking in words is what models follow best.
+    # An English word is ~1.3 CLIP tokens; models follow word counts better than token counts.
     obj_words = max(5, int(settings.description_tokens * 0.7))
     all_words = max(5, int(settings.overall_tokens * 0.7))
     if k > 0:
