@@ -219,21 +219,8 @@ def test_template_description_is_deterministic_and_valid(image):
 # -------------------------------------------------------------------------------------- CLI
 
 def _main(argv):
-    try:
-        from sedic.cli import main
-    except ImportError:  # the CLI core lands separately; run our commands through our own parser
-        import argparse
+    from sedic.cli import main
 
-        from sedic.cli.analyze import register
-
-        def main(argv):
-            parser = argparse.ArgumentParser(prog="sedic")
-            register(parser.add_subparsers(dest="command", required=True))
-            args = parser.parse_args(argv)
-            try:
-                return args.func(args)
-            except SedicError:
-                return 2
     return main(argv)
 
 
@@ -273,3 +260,19 @@ def test_model_registry_local_paths(tmp_path):
     assert not is_cached(ModelRef("r", "sedic-test/surely-not-cached-anywhere", None, "transformers"))
     roles = [r.role for r in profile_models(get_profile("sd15-tile"))]
     assert len(roles) == 5 and profile_models(get_profile("test")) == []
+
+
+def test_cli_compress_without_semantics_runs_the_analysis(tmp_path):
+    """`sedic compress` without --semantics, profile test: the analysis runs offline, and
+    --save-semantics keeps what it computed."""
+    from PIL import Image
+
+    img = np.random.default_rng(3).integers(0, 256, (128, 192, 3), dtype=np.uint8)
+    img[:60] = (40, 70, 200)
+    Image.fromarray(img).save(tmp_path / "in.png")
+    out, sem = tmp_path / "out.sedic", tmp_path / "sem.json"
+    assert _main(["compress", str(tmp_path / "in.png"), "-o", str(out), "--profile", "test", "--bpp", "0.2",
+                  "--save-semantics", str(sem)]) == 0
+    assert out.stat().st_size > 0
+    saved = Semantics.load(sem)
+    assert saved.overall and all(o.mask.shape == (128, 192) for o in saved.objects)

@@ -86,7 +86,7 @@ def download(ref: ModelRef) -> str:
 
 
 def unavailable(repo_id: str, profile: str | None, reason: str = "") -> ModelUnavailableError:
-    which = profile or "<profile>"
+    which = profile or "PROFILE"  # the caller did not say which profile it runs
     extra = f" ({reason})" if reason else ""
     return ModelUnavailableError(
         f"model {repo_id} is not available locally and could not be fetched{extra}; "
