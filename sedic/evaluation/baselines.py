@@ -184,7 +184,8 @@ class SearchedBaseline:
 class CompressAICodec:
     """A CompressAI zoo architecture; one quality level per available checkpoint.
 
-    File layout we count in full: uint8 quality index, uint16 x2 latent shape, then per string
+    File layout we count in full: uint8 quality index, uint16 x2 coded size, uint16 x2 latent
+    shape, then per string
     group a uint8 count and per string a uint32 length + bytes. The padded size is recomputed
     from the coded size by the decoder (pad to a multiple of 64, crop after decoding).
     """
@@ -230,7 +231,8 @@ class CompressAICodec:
         x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         with torch.no_grad():
             out = self._model(idx).compress(x)
-        parts = [struct.pack(">BHH", idx, w, h)]
+        shape = tuple(out["shape"])  # latent grid the decoder starts from (stride differs per model)
+        parts = [struct.pack(">BHHHH", idx, w, h, shape[0], shape[1])]
         parts.append(struct.pack(">B", len(out["strings"])))
         for group in out["strings"]:
             parts.append(struct.pack(">B", len(group)))
@@ -241,8 +243,8 @@ class CompressAICodec:
     def decode_raw(self, data: bytes) -> Image.Image:
         import torch
 
-        idx, w, h = struct.unpack(">BHH", data[:5])
-        pos = 5
+        idx, w, h, s0, s1 = struct.unpack(">BHHHH", data[:9])
+        pos = 9
         (ngroups,) = struct.unpack(">B", data[pos:pos + 1])
         pos += 1
         strings = []
@@ -255,11 +257,9 @@ class CompressAICodec:
                 group.append(data[pos + 4:pos + 4 + ln])
                 pos += 4 + ln
             strings.append(group)
-        ph, pw = h + (64 - h % 64) % 64, w + (64 - w % 64) % 64
-        shape = (ph // 64, pw // 64)  # latent of the hyperprior: stride 64 for every zoo model
         with torch.no_grad():
-            out = self._model(idx).decompress(strings, shape)
-        x = out["x_hat"][0, :, :h, :w].clamp(0, 1)
+            out = self._model(idx).decompress(strings, (s0, s1))
+        x = torch.nan_to_num(out["x_hat"][0, :, :h, :w]).clamp(0, 1)
         arr = (x.permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
         return Image.fromarray(arr)
 

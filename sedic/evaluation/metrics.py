@@ -94,7 +94,7 @@ def ms_ssim(ref: np.ndarray, dec: np.ndarray) -> float:
     _check_pair(ref, dec)
     win = msssim_window(ref.shape[0], ref.shape[1])
     with torch.no_grad():
-        val = _ms_ssim(_to_tensor(ref).double(), _to_tensor(dec).double(), data_range=255.0, win_size=win)
+        val = _ms_ssim(_to_tensor(ref), _to_tensor(dec), data_range=255.0, win_size=win)
     return float(val)
 
 
@@ -144,17 +144,45 @@ def _make_lpips_module(features, lins, taps):
     return _LPIPS()
 
 
+def _conv_stack(spec) -> "torch.nn.Sequential":
+    """torchvision's AlexNet/VGG16 `features` layout, built without the classifier (whose 100M+
+    parameters would only be initialised to be thrown away)."""
+    from torch import nn
+
+    layers = []
+    for item in spec:
+        if item[0] == "M":
+            layers.append(nn.MaxPool2d(kernel_size=item[1], stride=2))
+        else:
+            cin, cout, k, stride, pad = item
+            layers += [nn.Conv2d(cin, cout, k, stride, pad), nn.ReLU(inplace=False)]
+    return nn.Sequential(*layers)
+
+
+ALEXNET_SPEC = [(3, 64, 11, 4, 2), ("M", 3), (64, 192, 5, 1, 2), ("M", 3), (192, 384, 3, 1, 1),
+                (384, 256, 3, 1, 1), (256, 256, 3, 1, 1), ("M", 3)]
+VGG16_SPEC = [(3, 64, 3, 1, 1), (64, 64, 3, 1, 1), ("M", 2), (64, 128, 3, 1, 1), (128, 128, 3, 1, 1), ("M", 2),
+              (128, 256, 3, 1, 1), (256, 256, 3, 1, 1), (256, 256, 3, 1, 1), ("M", 2),
+              (256, 512, 3, 1, 1), (512, 512, 3, 1, 1), (512, 512, 3, 1, 1), ("M", 2),
+              (512, 512, 3, 1, 1), (512, 512, 3, 1, 1), (512, 512, 3, 1, 1), ("M", 2)]
+
+
+def backbone_features(net: str, state: dict | None = None):
+    """AlexNet or VGG16 `features`; `state` is a torchvision state dict (the classifier is ignored)."""
+    feats = _conv_stack(ALEXNET_SPEC if net == "alex" else VGG16_SPEC)
+    if state is not None:
+        sub = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+        feats.load_state_dict(sub)
+    return feats
+
+
 def build_lpips(net: str, backbone_state: dict | None = None, lin_state: dict | None = None, seed: int = 0):
     """LPIPS module; random backbone/linear weights where a state dict is not given (tests)."""
     import torch
-    import torchvision
     from torch import nn
 
     torch.manual_seed(seed)
-    model = torchvision.models.alexnet() if net == "alex" else torchvision.models.vgg16()
-    if backbone_state is not None:
-        model.load_state_dict(backbone_state)
-    features = model.features[: LPIPS_TAPS[net][-1]]
+    features = backbone_features(net, backbone_state)[: LPIPS_TAPS[net][-1]]
     lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in LPIPS_CHANNELS[net])
     if lin_state is not None:
         for k, lin in enumerate(lins):
@@ -186,15 +214,11 @@ def build_dists(vgg_state: dict | None = None, alpha_beta: dict | None = None, s
     """DISTS (Ding et al. 2020): VGG16 with L2 pooling instead of max pooling; per-channel structure
     and texture similarities of the input and the five stages, weighted by learned alpha/beta."""
     import torch
-    import torchvision
     from torch import nn
     import torch.nn.functional as F
 
     torch.manual_seed(seed)
-    vgg = torchvision.models.vgg16()
-    if vgg_state is not None:
-        vgg.load_state_dict(vgg_state)
-    feats = vgg.features
+    feats = backbone_features("vgg", vgg_state)
 
     class L2Pool(nn.Module):
         def __init__(self, channels):
@@ -297,7 +321,13 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
     mu_a, mu_b = feats_a.mean(0), feats_b.mean(0)
     sig_a = np.cov(feats_a.astype(np.float64), rowvar=False)
     sig_b = np.cov(feats_b.astype(np.float64), rowvar=False)
-    covmean, _ = linalg.sqrtm(sig_a @ sig_b, disp=False)
+    import warnings
+
+    with warnings.catch_warnings():
+        # Few patches in many dimensions give a singular product; the result is still usable, and
+        # the regularised retry below handles a non-finite one.
+        warnings.simplefilter("ignore")
+        covmean = linalg.sqrtm(sig_a @ sig_b)
     if not np.isfinite(covmean).all():
         # Near-singular product (few patches, 2048 dims): regularise as the reference FID code does.
         eps = np.eye(sig_a.shape[0]) * 1e-6

@@ -23,7 +23,7 @@ def _fmt(x):
     if x is None:
         return ""
     if isinstance(x, float):
-        return "inf" if math.isinf(x) else f"{x:.6g}"
+        return "inf" if math.isinf(x) else f"{x:.10g}"
     return str(x)
 
 

@@ -1,0 +1,279 @@
+"""Runner, baselines and reports of `sedic evaluate`: resumption does no work twice."""
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sedic.evaluation import baselines as B
+from sedic.evaluation.baselines import Encoded, RateUnmet
+from sedic.evaluation.methods import Method
+from sedic.evaluation.metrics import MetricSuite, psnr
+from sedic.evaluation.runner import Evaluation, list_images
+
+
+def _smooth(h, w, seed=0):
+    y, x = np.mgrid[0:h, 0:w]
+    base = 128 + 60 * np.sin(x / 9.0 + seed) + 50 * np.cos(y / 13.0 + seed)
+    return np.clip(np.stack([base, base * 0.8 + 20, 255 - base], -1), 0, 255).astype(np.uint8)
+
+
+class Counting(Method):
+    """A fake codec (coarse quantisation) that counts its calls."""
+
+    def __init__(self, name, file_key=None, fail_at=None):
+        self.name, self.ext, self.file_key = name, ".raw", file_key or name
+        self.calls = {"encode": 0, "decode": 0}
+        self.fail_at = fail_at
+
+    def encode(self, image, target_bpp, stem):
+        self.calls["encode"] += 1
+        if target_bpp == self.fail_at:
+            raise RateUnmet("too small")
+        step = 64 if target_bpp < 0.1 else 16
+        return Encoded((image // step * step).tobytes() + bytes([step]), {"step": step})
+
+    def decode(self, data, size, info):
+        self.calls["decode"] += 1
+        w, h = size
+        return np.frombuffer(data[:-1], np.uint8).reshape(h, w, 3)
+
+
+class CountingMetric:
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, ref, dec, text=None):
+        self.calls += 1
+        return psnr(ref, dec)
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    for i, name in enumerate(["b.png", "a.png", "c.png"]):
+        Image.fromarray(_smooth(40, 56, seed=i)).save(d / name)
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+def _run(out, methods, metric, images, bpps=(0.05, 0.2)):
+    ev = Evaluation(out, methods, MetricSuite(image={"psnr": metric}), list(bpps), progress=False)
+    return ev.run(images)
+
+
+def test_list_images_sorted_and_limited(dataset):
+    assert [p.name for p in list_images(dataset)] == ["a.png", "b.png", "c.png"]
+    assert [p.name for p in list_images(dataset, 2)] == ["a.png", "b.png"]
+
+
+def test_resumed_run_does_no_work_twice(dataset, tmp_path):
+    out = tmp_path / "out"
+    images = list_images(dataset)
+    first, shared, metric = Counting("m1"), Counting("m1-view", file_key="m1"), CountingMetric()
+    res = _run(out, [first, shared], metric, images)
+    assert first.calls == {"encode": 6, "decode": 6}
+    assert shared.calls == {"encode": 0, "decode": 6}  # decodes m1's files, never encodes
+    assert metric.calls == 12
+    assert res.work == {"encode": 6, "decode": 12, "metrics": 12, "features": 0}
+    rows = {(r["method"], r["image"], r["target_bpp"]): r for r in res.rows}
+    assert rows[("m1", "a", 0.05)]["bpp"] == pytest.approx(8 * (40 * 56 * 3 + 1) / (40 * 56))
+    assert [(r["image"], r["method"], r["target_bpp"]) for r in res.rows][:4] == [
+        ("a", "m1", 0.05), ("a", "m1", 0.2), ("a", "m1-view", 0.05), ("a", "m1-view", 0.2)]
+
+    # A second run with fresh objects: nothing is encoded, decoded or measured again.
+    m1, view, metric2 = Counting("m1"), Counting("m1-view", file_key="m1"), CountingMetric()
+    res2 = _run(out, [m1, view], metric2, images)
+    assert m1.calls == view.calls == {"encode": 0, "decode": 0} and metric2.calls == 0
+    assert res2.work == {"encode": 0, "decode": 0, "metrics": 0, "features": 0}
+    assert [r["metrics"] for r in res2.rows] == [r["metrics"] for r in res.rows]
+
+    # Killed between decoding and measuring: only the metric is redone.
+    (out / "rows" / "m1" / "bpp0.2" / "b.json").unlink()
+    m1, metric3 = Counting("m1"), CountingMetric()
+    _run(out, [m1], metric3, images)
+    assert m1.calls == {"encode": 0, "decode": 0} and metric3.calls == 1
+
+    # Killed before the decoded image was complete (no meta file): decode again, no encode.
+    (out / "rows" / "m1" / "bpp0.2" / "c.json").unlink()
+    (out / "decoded" / "m1" / "bpp0.2" / "c.png.json").unlink()
+    m1 = Counting("m1")
+    _run(out, [m1], CountingMetric(), images)
+    assert m1.calls == {"encode": 0, "decode": 1}
+
+    # A torn encode record is redone.
+    (out / "rows" / "m1" / "bpp0.05" / "a.json").unlink()
+    (out / "decoded" / "m1" / "bpp0.05" / "a.png.json").unlink()
+    (out / "files" / "m1" / "bpp0.05" / "a.raw.json").write_text("{trunc")
+    m1 = Counting("m1")
+    _run(out, [m1], CountingMetric(), images)
+    assert m1.calls == {"encode": 1, "decode": 1}
+
+
+def test_new_metric_on_resume_reuses_decoded_images(dataset, tmp_path):
+    out = tmp_path / "out"
+    images = list_images(dataset, 1)
+    _run(out, [Counting("m")], CountingMetric(), images)
+    m, extra = Counting("m"), CountingMetric()
+    ev = Evaluation(out, [m], MetricSuite(image={"psnr": CountingMetric(), "other": extra}), [0.05, 0.2],
+                    progress=False)
+    ev.run(images)
+    assert m.calls == {"encode": 0, "decode": 0} and extra.calls == 2
+
+
+def test_unmet_rate_is_recorded_and_not_retried(dataset, tmp_path):
+    out = tmp_path / "out"
+    images = list_images(dataset, 1)
+    m = Counting("m", fail_at=0.05)
+    res = _run(out, [m], CountingMetric(), images)
+    failed = [r for r in res.rows if r["status"] == "failed"]
+    assert len(failed) == 1 and "too small" in failed[0]["error"]
+    m2 = Counting("m", fail_at=0.05)
+    _run(out, [m2], CountingMetric(), images)
+    assert m2.calls == {"encode": 0, "decode": 0}
+
+
+# ------------------------------------------------------------------ baselines
+
+def test_jpeg_search_fits_target_with_largest_quality():
+    img = _smooth(128, 192)
+    base = B.build_baseline("jpeg")
+    target = 0.5
+    enc = base.encode(img, target)
+    assert len(enc.data) * 8 / (128 * 192) <= target
+    out = base.decode(enc.data, (192, 128), enc.info)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    f, q = enc.info["factor"], enc.info["quality"]
+    # At the chosen factor the next quality would not fit (it is the largest that fits).
+    if q < base.codec.qmax:
+        small = Image.fromarray(img).resize((enc.info["coded_width"], enc.info["coded_height"]), Image.LANCZOS)
+        side = B.SIZE_SIDE_BYTES if f != 1.0 else 0
+        assert len(base.codec.encode_at(small, q + 1)) + side > int(target * 128 * 192 / 8)
+    # Downscaled files carry the original size in front (counted in the rate).
+    if f != 1.0:
+        assert enc.data[:4] == bytes([0, 192, 0, 128])
+
+
+def test_baseline_rate_unmet():
+    with pytest.raises(RateUnmet):
+        B.build_baseline("jpeg").encode(_smooth(64, 64), 0.01)
+
+
+@pytest.mark.parametrize("name", ["webp", "avif", "jxl", "heic"])
+def test_other_classical_baselines_or_clean_skip(name):
+    try:
+        base = B.build_baseline(name)
+    except B.BaselineUnavailable as exc:
+        pytest.skip(str(exc))
+    img = _smooth(96, 128)
+    enc = base.encode(img, 0.6)
+    assert len(enc.data) * 8 / (96 * 128) <= 0.6
+    assert base.decode(enc.data, (128, 96), enc.info).shape == img.shape
+
+
+def test_compressai_skipped_without_checkpoints(tmp_path, monkeypatch):
+    import torch
+
+    pytest.importorskip("compressai")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(B.BaselineUnavailable, match="--compressai-checkpoint"):
+        B.build_baseline("compressai-cheng2020-attn")
+
+
+def test_compressai_with_a_checkpoint_file(tmp_path):
+    import torch
+
+    pytest.importorskip("compressai")
+    from compressai.zoo import image_models
+
+    torch.manual_seed(0)
+    model = image_models["bmshj2018-factorized"](quality=1, pretrained=False)
+    path = tmp_path / "ckpt.pth"
+    torch.save(model.state_dict(), path)
+    base = B.build_baseline("compressai-bmshj2018-factorized",
+                            compressai_ckpts={"bmshj2018-factorized": {1: str(path)}}, factors=(1.0,))
+    img = Image.fromarray(_smooth(48, 80))
+    data = base.codec.encode_at(img, 0)
+    out = base.codec.decode_raw(data)
+    assert out.size == (80, 48)
+
+
+# ------------------------------------------------------------------ the command, end to end
+
+def test_evaluate_command_writes_csv_json_table_plots_and_resumes(tmp_path, capsys):
+    """Profile test, weight-free metrics, classical baselines, on 192x128 crops of Kodak."""
+    from pathlib import Path
+
+    kodak = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "kodak"
+    srcs = sorted(kodak.glob("kodim0*.png"))[:3]
+    if not srcs:
+        srcs = None
+    data = tmp_path / "kodak-crops"
+    data.mkdir()
+    for i in range(3):
+        img = (Image.open(srcs[i]).convert("RGB").crop((256, 192, 448, 320)) if srcs
+               else Image.fromarray(_smooth(128, 192, seed=i)))
+        img.save(data / f"img{i}.png")
+    out = tmp_path / "results"
+    from sedic.cli import main
+
+    argv = ["evaluate", str(data), "--out", str(out), "--bpp", "0.1", "0.3", "--profile", "test",
+            "--metrics", "psnr,ms-ssim", "--methods", "sedic-preview", "--baselines", "jpeg,webp", "--limit", "2", "--no-analyze", "--no-progress", "--device", "cpu"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| method | target bpp |" in printed and "work this run" in printed
+
+    with open(out / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2 * 3 * 2  # images x methods x rates
+    assert {r["method"] for r in rows} == {"sedic-preview", "jpeg", "webp"}
+    assert {r["image"] for r in rows} == {"img0", "img1"}
+    for col in ("target_bpp", "bpp", "bpp_reference", "bpp_text", "bpp_masks", "bpp_header", "encode_s",
+                "decode_s", "device", "psnr", "ms-ssim"):
+        assert col in rows[0]
+    for r in rows:
+        if r["status"] == "ok":
+            assert float(r["bpp"]) <= float(r["target_bpp"]) + 1e-9
+            assert 5 < float(r["psnr"]) < 60 and 0 < float(r["ms-ssim"]) <= 1
+            assert r["device"] == "cpu"
+    prev = [r for r in rows if r["method"] == "sedic-preview" and r["status"] == "ok"]
+    assert prev, "sedic-preview produced no row"
+    for r in prev:  # the streams add up to the file
+        total = sum(float(r[f"bpp_{s}"]) for s in ("reference", "text", "masks", "header"))
+        assert total == pytest.approx(float(r["bpp"]), rel=1e-6)
+        size = Path(out / "files" / "sedic" / f"bpp{float(r['target_bpp']):g}" / f"{r['image']}.sedic").stat().st_size
+        assert float(r["bpp"]) == pytest.approx(8 * size / (192 * 128))
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metrics"] == ["psnr", "ms-ssim"] and summary["images"] == ["img0.png", "img1.png"]
+    assert {(m["method"], m["target_bpp"]) for m in summary["means"]} == {
+        (m, b) for m in ("sedic-preview", "jpeg", "webp") for b in (0.1, 0.3)}
+    assert summary["work_done_this_run"]["encode"] > 0
+
+    table = (out / "table.md").read_text()
+    assert "| sedic-preview | 0.1 |" in table and "psnr ↑" in table and "ms-ssim ↑" in table
+    for name in ("psnr", "ms-ssim"):
+        png = (out / "plots" / f"{name}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        assert Image.open(io.BytesIO(png)).size[0] > 300
+
+    # Resume: the same command again does no codec or metric work and writes the same results.
+    assert main(argv) == 0
+    again = json.loads((out / "summary.json").read_text())
+    assert again["work_done_this_run"] == {"encode": 0, "decode": 0, "metrics": 0, "features": 0}
+    assert again["means"] == summary["means"]
+
+
+def test_evaluate_rejects_bad_options(tmp_path, capsys):
+    from sedic.cli import main
+
+    (tmp_path / "d").mkdir()
+    Image.fromarray(_smooth(32, 32)).save(tmp_path / "d" / "x.png")
+    assert main(["evaluate", str(tmp_path / "d"), "--out", str(tmp_path / "o"), "--metrics", "psnr,nope"]) == 2
+    assert "unknown metric" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
+    assert main(["evaluate", str(tmp_path / "d"), "--out", str(tmp_path / "o"), "--baselines", "gif"]) == 2
