@@ -95,6 +95,11 @@ def test_real_grounder_boxes_and_masks_are_in_image(image):
     assert masks.shape == (sum(map(len, boxes)), 90, 140) and masks.dtype == bool
 
 
+def test_sam2_variant(image):
+    sem = analyze(image, replace(TINY, sam_variant="sam2", num_objects=2), device="cpu")
+    assert sem.objects and all(o.mask.shape == image.shape[:2] and o.mask.dtype == bool for o in sem.objects)
+
+
 def test_local_backend_runs_generation_and_rejects_garbage(image):
     """The local-VLM class with the tiny random model: chat template, generate, decode; its
     garbage replies are rejected after the bounded retries with a clear error."""

@@ -93,9 +93,10 @@ def _grounder(settings: AnalysisSettings, device: str, profile: str | None):
     from .grounding import Grounder
 
     if settings.backend == "tiny":
-        from .tiny import tiny_grounding, tiny_sam
+        from .tiny import tiny_grounding, tiny_sam, tiny_sam2
 
-        return Grounder(*tiny_grounding(), *tiny_sam(), settings)
+        return Grounder(*tiny_grounding(), *(tiny_sam2() if settings.sam_variant == "sam2" else tiny_sam()),
+                        settings)
     from transformers import AutoProcessor, GroundingDinoForObjectDetection
 
     from .models import load_pretrained

@@ -155,3 +155,23 @@ def tiny_sam():
     ip = SamImageProcessor(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64},
                            mask_size={"longest_edge": 16}, mask_pad_size={"height": 16, "width": 16})
     return model, SamProcessor(image_processor=ip)
+
+
+@lru_cache(maxsize=1)
+def tiny_sam2():
+    """(model, processor) of a toy SAM 2 (Hiera backbone) on 128x128 inputs."""
+    from transformers import Sam2Config, Sam2HieraDetConfig, Sam2ImageProcessor, Sam2Model, Sam2Processor
+
+    # A global-attention block must not open a stage (stage openers pool their queries by the
+    # window size, which global blocks set to 0).
+    hiera = Sam2HieraDetConfig(hidden_size=8, blocks_per_stage=[1, 1, 2, 1], embed_dim_per_stage=[8, 16, 32, 64],
+                               num_attention_heads_per_stage=[1, 1, 1, 1], window_size_per_stage=[4, 4, 4, 4],
+                               global_attention_blocks=[3], image_size=[128, 128])
+    cfg = Sam2Config(
+        vision_config=dict(backbone_config=hiera, backbone_channel_list=[64, 32, 16, 8],
+                           backbone_feature_sizes=[[32, 32], [16, 16], [8, 8]], fpn_hidden_size=32),
+        prompt_encoder_config=dict(hidden_size=32, image_size=128, patch_size=16),
+        mask_decoder_config=dict(hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32))
+    with _seeded(3):
+        model = Sam2Model(cfg).eval()
+    return model, Sam2Processor(image_processor=Sam2ImageProcessor(size={"height": 128, "width": 128}))
