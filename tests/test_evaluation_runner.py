@@ -277,3 +277,72 @@ def test_evaluate_rejects_bad_options(tmp_path, capsys):
     assert "unknown metric" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
     assert main(["evaluate", str(tmp_path / "d"), "--out", str(tmp_path / "o"), "--baselines", "gif"]) == 2
+
+
+def test_sedic_methods_share_one_file_and_pass_options(dataset, tmp_path, monkeypatch):
+    """sedic and sedic-preview: one encode, decoded with all stages / with stages=0; semantics cache used."""
+    import sedic
+    from sedic.evaluation.methods import SedicMethod
+
+    calls = []
+
+    def compress(image, *, bpp=None, semantics=None, analyze=True, profile=None, seed=0, device=None, **kw):
+        calls.append(("compress", semantics, analyze, profile, device))
+        return b"S" * 10
+
+    def decompress(data, *, profile=None, stages=None, device=None, progress=None):
+        calls.append(("decompress", stages, profile, device))
+        return np.zeros((40, 56, 3), np.uint8)
+
+    def inspect(data):
+        return {"streams": {"reference": 56, "text": 8, "masks": 8, "header": 8},
+                "semantics": {"overall": "a test", "objects": []}}
+
+    monkeypatch.setattr(sedic, "compress", compress)
+    monkeypatch.setattr(sedic, "decompress", decompress)
+    monkeypatch.setattr(sedic, "inspect", inspect)
+    sem = tmp_path / "sem"
+    sem.mkdir()
+    (sem / "a.json").write_text('{"overall": "x", "objects": []}')
+    methods = [SedicMethod(profile="test", semantics_dir=sem, device="cpu", stages=2),
+               SedicMethod(profile="test", semantics_dir=sem, device="cpu", preview=True)]
+    ev = Evaluation(tmp_path / "out", methods, MetricSuite(image={"psnr": CountingMetric()}), [0.02],
+                    semantics_dir=sem, progress=False)
+    res = ev.run(list_images(dataset, 2))
+    enc = [c for c in calls if c[0] == "compress"]
+    assert len(enc) == 2  # one per image, shared by both methods
+    assert enc[0][1] == sem / "a.json" and enc[1][1] is None and enc[0][3] == "test"
+    assert sorted(c[1] for c in calls if c[0] == "decompress") == [0, 0, 2, 2]
+    row = res.rows[0]
+    assert row["bpp_reference"] == pytest.approx(56 / (40 * 56)) and row["bytes"] == 10
+    assert sum(row[f"bpp_{s}"] for s in ("reference", "text", "masks", "header")) == pytest.approx(row["bpp"])
+
+
+def test_changed_options_are_not_served_from_the_cache(dataset, tmp_path):
+    """A cached file or decode made with other options (profile, stages, search...) is redone."""
+    out = tmp_path / "out"
+    images = list_images(dataset, 1)
+
+    class Configured(Counting):
+        def __init__(self, enc, dec):
+            super().__init__("m")
+            self.enc, self.dec = enc, dec
+
+        def encode_config(self):
+            return {"q": self.enc}
+
+        def decode_config(self):
+            return {"stages": self.dec}
+
+    _run(out, [Configured(1, 1)], CountingMetric(), images)
+    same = Configured(1, 1)
+    _run(out, [same], CountingMetric(), images)
+    assert same.calls == {"encode": 0, "decode": 0}
+    other_decode = Configured(1, 2)
+    _run(out, [other_decode], CountingMetric(), images)
+    assert other_decode.calls == {"encode": 0, "decode": 2}
+    other_encode = Configured(2, 2)
+    _run(out, [other_encode], CountingMetric(), images)
+    # Re-encoded; this fake codec wrote the same bytes again, so the decodes (keyed by the
+    # file's hash) are still valid and reused.
+    assert other_encode.calls == {"encode": 2, "decode": 0}

@@ -30,6 +30,14 @@ class Method:
     def decode(self, data: bytes, size: tuple[int, int], info: dict) -> np.ndarray:
         raise NotImplementedError
 
+    def encode_config(self) -> dict:
+        """Everything that changes the encoded file; a cached file made otherwise is redone."""
+        return {}
+
+    def decode_config(self) -> dict:
+        """Everything that changes the decoded image (beyond the file)."""
+        return {}
+
     def stream_bits(self, data: bytes) -> dict[str, int] | None:
         """Bits per stream where the format has streams (sedic); None for single-stream files."""
         return None
@@ -54,6 +62,13 @@ class SedicMethod(Method):
         if self.semantics_dir is not None and (self.semantics_dir / f"{stem}.json").is_file():
             return self.semantics_dir / f"{stem}.json"
         return None
+
+    def encode_config(self):
+        return {"profile": self.profile, "analyze": self.analyze, "seed": self.seed,
+                "semantics_dir": str(self.semantics_dir) if self.semantics_dir else None}
+
+    def decode_config(self):
+        return {"profile": self.profile, "stages": self.stages}
 
     def encode(self, image, target_bpp, stem):
         import sedic
@@ -90,6 +105,14 @@ class BaselineMethod(Method):
         self.ext = baseline.ext
         self.file_key = baseline.name
         self.device = device if baseline.name.startswith("compressai-") else "cpu"
+
+    def encode_config(self):
+        codec = self.baseline.codec
+        cfg = {"factors": list(self.baseline.factors), "quality": [codec.qmin, codec.qmax]}
+        cfg.update({k: v for k, v in getattr(codec, "options", {}).items()})
+        if hasattr(codec, "checkpoints"):
+            cfg["checkpoints"] = {str(k): v for k, v in codec.checkpoints.items()}
+        return cfg
 
     def encode(self, image, target_bpp, stem):
         return self.baseline.encode(image, target_bpp)

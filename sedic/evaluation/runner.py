@@ -12,6 +12,7 @@ FID/KID, cheap aggregates of the cached features, are recomputed from the cache.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -109,14 +110,15 @@ class Evaluation:
         path = self._file(m, bpp, stem)
         meta_path = path.with_name(path.name + ".json")
         meta = _read_json(meta_path)
-        if meta is not None and path.is_file():
+        if meta is not None and path.is_file() and meta.get("config") == m.encode_config():
             return path.read_bytes(), meta
         t = time.perf_counter()
         enc = m.encode(image, bpp, stem)
         wall = time.perf_counter() - t
         self.result.work["encode"] += 1
         info = dict(enc.info)
-        meta = {"encode_s": info.pop("encode_s", wall), "search_s": wall, "device": m.device, "info": info}
+        meta = {"encode_s": info.pop("encode_s", wall), "search_s": wall, "device": m.device, "info": info,
+                "config": m.encode_config()}
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, enc.data, force=True)
         _write_json(meta_path, meta)  # written last: its presence means the file is complete
@@ -125,12 +127,13 @@ class Evaluation:
     def _decode(self, m: Method, data: bytes, size, info: dict, bpp: float, stem: str) -> tuple[np.ndarray, dict]:
         path = self._decoded(m, bpp, stem)
         meta_path = path.with_name(path.name + ".json")
+        config = {"file_sha256": hashlib.sha256(data).hexdigest(), **m.decode_config()}
         meta = _read_json(meta_path)
-        if meta is not None and path.is_file():
+        if meta is not None and path.is_file() and meta.get("config") == config:
             return np.asarray(Image.open(path).convert("RGB")), meta
         t = time.perf_counter()
         img = np.asarray(m.decode(data, size, info), dtype=np.uint8)
-        meta = {"decode_s": time.perf_counter() - t, "device": m.device}
+        meta = {"decode_s": time.perf_counter() - t, "device": m.device, "config": config}
         self.result.work["decode"] += 1
         if img.shape[:2] != (size[1], size[0]):
             raise RuntimeError(f"{m.name} decoded {img.shape[1]}x{img.shape[0]}, expected {size[0]}x{size[1]}")
@@ -179,6 +182,9 @@ class Evaluation:
         row = _read_json(row_path) or {}
         h, w = original.shape[:2]
         wanted = list(self.suite.image)
+        config = {"encode": m.encode_config(), "decode": m.decode_config()}
+        if row.get("config") != config:
+            row = {}  # made with other options (profile, stages, seed, search...): redo it
         if row.get("status") == "failed":
             return row  # a rate that cannot be met stays unmet: do not retry on resume
         done = row.get("status") == "ok" and all(k in row.get("metrics", {}) or k in row.get("skipped", {})
@@ -188,7 +194,7 @@ class Evaluation:
                 data, emeta = self._encoded(m, original, bpp, stem)
             except (RateUnmet, SedicError) as exc:
                 row = {"image": stem, "method": m.name, "target_bpp": bpp, "status": "failed",
-                       "error": f"{type(exc).__name__}: {exc}", "width": w, "height": h}
+                       "error": f"{type(exc).__name__}: {exc}", "width": w, "height": h, "config": config}
                 _write_json(row_path, row)
                 return row
             decoded, dmeta = self._decode(m, data, (w, h), emeta.get("info", {}), bpp, stem)
@@ -196,7 +202,7 @@ class Evaluation:
                         "height": h, "bytes": len(data), "bpp": 8 * len(data) / (w * h),
                         "encode_s": emeta["encode_s"], "search_s": emeta.get("search_s"),
                         "decode_s": dmeta["decode_s"], "device": dmeta.get("device", m.device),
-                        "info": emeta.get("info", {})})
+                        "info": emeta.get("info", {}), "config": config})
             bits = m.stream_bits(data)
             for s in STREAMS:
                 row[f"bpp_{s}"] = (bits[s] / (w * h)) if bits else None
