@@ -155,3 +155,20 @@ def test_color_fix_matches_reference_low_frequencies():
         fixed = color_fix(out, ref, mode)
         assert (fixed.mean((-2, -1)) - ref.mean((-2, -1))).abs().max() < 0.02, mode
     assert torch.equal(color_fix(out, ref, "none"), out)
+
+
+def test_pixel_controlnet_backbone_untiled_and_tiled(bb):
+    # A diffusers ControlNet conditioned on the image (the "controlnet" backbone kind, e.g. SD 1.5 tile):
+    # the stage input is decoded for the condition, and tiles crop the condition at 8x.
+    import dataclasses
+
+    from diffusers import ControlNetModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        cn = ControlNetModel.from_unet(bb.unet, conditioning_embedding_out_channels=(8, 8, 16, 16)).eval()
+    pixel_bb = dataclasses.replace(bb, controlnet=cn, condition="pixel")
+    h, w = 72, 136
+    for pipe in (PipelineSettings(), PipelineSettings(max_pixels=32 * 32, tile=16, tile_overlap=8)):
+        out = restore(_image(h, w), _semantics(h, w), Settings(**FAST, pipeline=pipe), seed=4, backbone=pixel_bb)
+        assert out.shape == (h, w, 3)
