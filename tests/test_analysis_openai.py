@@ -178,7 +178,8 @@ def test_timeout(server, monkeypatch, image):
 @pytest.mark.parametrize("status", [401, 404, 500])
 def test_http_errors(server, monkeypatch, image, status, caplog):
     caplog.set_level(logging.DEBUG)
-    server.replies.append((status, b'{"error": {"message": "nope"}}', 0))
+    # A hostile server echoing the key in its error text: it must not reach our message.
+    server.replies.append((status, json.dumps({"error": {"message": f"nope, bad key {KEY}"}}).encode(), 0))
     with pytest.raises(ModelUnavailableError, match=f"HTTP {status}") as info:
         make(server, monkeypatch).describe(image, 3)
     assert KEY not in str(info.value) and KEY not in caplog.text

@@ -328,6 +328,7 @@ class OpenAIVLM:
             # Local servers (vLLM, Ollama, LM Studio) accept any key; OpenAI itself will answer 401.
             log.info("no API key in %s; sending a placeholder", " / ".join(settings.api_key_env))
             key = "sedic-no-key"
+        self._key = key  # kept only to redact it from server-supplied error text
         self.client = openai.OpenAI(api_key=key, base_url=settings.openai_base_url,
                                     timeout=settings.timeout_s, max_retries=settings.http_retries,
                                     http_client=http_client)
@@ -364,7 +365,8 @@ class OpenAIVLM:
                 f"{self.label} did not answer within {self.settings.timeout_s:g} s") from None
         except openai.APIStatusError as exc:
             raise ModelUnavailableError(
-                f"{self.label} answered HTTP {exc.status_code}: {_short(exc.message)}") from None
+                f"{self.label} answered HTTP {exc.status_code}: "
+                f"{_short(str(exc.message).replace(self._key, '***'))}") from None
         except openai.APIConnectionError:
             raise ModelUnavailableError(f"cannot connect to {self.label}") from None
         return self._content(bytes(body))
