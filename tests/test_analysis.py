@@ -4,7 +4,6 @@ reply contract, the CLI commands and the model registry."""
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import replace
 
 import numpy as np
