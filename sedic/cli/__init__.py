@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 import warnings
 
@@ -22,8 +21,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
-        if importlib.util.find_spec(name) is None:  # INTEGRATION: remove once all command modules landed
-            continue
         importlib.import_module(name).register(sub)
     return parser
 
