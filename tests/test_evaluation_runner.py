@@ -346,3 +346,34 @@ def test_changed_options_are_not_served_from_the_cache(dataset, tmp_path):
     # Re-encoded; this fake codec wrote the same bytes again, so the decodes (keyed by the
     # file's hash) are still valid and reused.
     assert other_encode.calls == {"encode": 2, "decode": 0}
+
+
+def test_fid_kid_through_the_runner_with_cached_features(dataset, tmp_path):
+    import torch
+
+    from sedic.evaluation.metrics import PatchFeatures
+
+    class Extractor(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv = torch.nn.Conv2d(3, 8, 3)
+
+        def forward(self, x):
+            return self.conv((x.float() - 128) / 128).mean((2, 3))
+
+    def suite():
+        return MetricSuite(image={"psnr": CountingMetric()}, patch_features=PatchFeatures(Extractor(), "rand", 16),
+                           set_names=["fid", "kid"], kid_subsets=5)
+
+    out = tmp_path / "out"
+    images = list_images(dataset)
+    res = Evaluation(out, [Counting("m")], suite(), [0.05, 0.2], progress=False).run(images)
+    assert res.work["features"] == 3 + 6  # originals once, then each decoded image
+    fid_lo, fid_hi = res.set_metrics[("m", 0.2)]["fid"], res.set_metrics[("m", 0.05)]["fid"]
+    assert res.set_metrics[("m", 0.2)]["patches"] == 3 * (6 + 6)  # 40x56 at 16 px: 2x3, then 2x3 on 32x48
+    assert 0 <= fid_lo < fid_hi  # coarser quantisation is further from the originals
+    assert "kid" in res.set_metrics[("m", 0.05)]
+    res2 = Evaluation(out, [Counting("m")], suite(), [0.05, 0.2], progress=False).run(images)
+    assert res2.work["features"] == 0
+    assert res2.set_metrics[("m", 0.2)]["fid"] == pytest.approx(fid_lo)
