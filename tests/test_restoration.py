@@ -172,3 +172,22 @@ def test_pixel_controlnet_backbone_untiled_and_tiled(bb):
     for pipe in (PipelineSettings(), PipelineSettings(max_pixels=32 * 32, tile=16, tile_overlap=8)):
         out = restore(_image(h, w), _semantics(h, w), Settings(**FAST, pipeline=pipe), seed=4, backbone=pixel_bb)
         assert out.shape == (h, w, 3)
+
+
+def test_end_to_end_decompress_with_profile_test(bb):
+    import sedic
+
+    h, w = 61, 83
+    img = _image(h, w, seed=3)
+    masks = np.zeros((2, h, w), bool)
+    masks[0, 5:40, 10:50] = True
+    masks[1, 30:60, 40:80] = True
+    sem = Semantics("a photo of a dog with a ball", [SemanticObject("dog", "a brown dog", masks[0]),
+                                                     SemanticObject("ball", "a red ball", masks[1])])
+    data = sedic.compress(img, bpp=0.5, semantics=sem, profile="test", seed=9)
+    labels = []
+    full = sedic.decompress(data, progress=lambda i, n, label: labels.append(label))
+    again = sedic.decompress(data)
+    assert full.shape == (h, w, 3) and np.array_equal(full, again)
+    assert labels == ["object 1/2: dog", "object 2/2: ball", "overall"]
+    assert sedic.decompress(data, stages=1).shape == (h, w, 3)

@@ -145,7 +145,7 @@ def _object_mask(obj, lh: int, lw: int, grid: tuple[int, int], device) -> torch.
         raise InputError(f"mask of object {obj.name!r} is {m.shape[1]}x{m.shape[0]} cells, the latent grid "
                          f"of the image is {grid[1]}x{grid[0]}")
     t = torch.zeros((1, 1, lh, lw), dtype=torch.bool)
-    t[0, 0, :grid[0], :grid[1]] = torch.from_numpy(m)  # padding cells are outside every object
+    t[0, 0, :grid[0], :grid[1]] = torch.from_numpy(m.copy())  # padding cells are outside every object
     return t.to(device)
 
 
@@ -176,7 +176,7 @@ def restore(preview: np.ndarray, semantics, settings, seed: int, stages: int | N
     H, W = preview.shape[:2]
     grid = (math.ceil(H / 8), math.ceil(W / 8))
 
-    x = torch.from_numpy(np.ascontiguousarray(preview)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    x = torch.from_numpy(np.array(preview, dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1.0  # a copy: preview may be read-only
     xp = pad_image(x, UNET_MULTIPLE, st.pad_mode).to(dev)
     lh, lw = xp.shape[-2] // 8, xp.shape[-1] // 8
     tiled = H * W > st.max_pixels
