@@ -22,7 +22,6 @@ import platform
 import resource
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sedic.restoration.backbone import SD_LATENT_SCALE, SD_SCHEDULER_CONFIG, Backbone, tiny_tokenizer  # noqa: E402
 from sedic.restoration.ircontrolnet import ircontrolnet_from_unet  # noqa: E402
-from sedic.restoration.orag import OragSettings  # noqa: E402
-from sedic.restoration.pipeline import PipelineSettings, restore  # noqa: E402
+from sedic.restoration.settings import OragSettings, PipelineSettings  # noqa: E402
+from sedic.restoration.pipeline import restore  # noqa: E402
 from sedic.restoration.sampler import Denoiser, StageSpec  # noqa: E402
 from sedic.restoration.settings import DecoderSettings  # noqa: E402
 from sedic.semantics import SemanticObject, Semantics  # noqa: E402
@@ -59,12 +58,6 @@ SD21_TEXT = dict(
     max_position_embeddings=77, hidden_act="gelu", projection_dim=512, bos_token_id=49406, eos_token_id=49407,
     pad_token_id=1,
 )
-
-
-@dataclass(frozen=True)
-class BenchSettings(DecoderSettings):
-    orag: OragSettings = field(default_factory=OragSettings)
-    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
 
 
 def build_full_backbone(device, dtype) -> Backbone:
@@ -160,7 +153,7 @@ def main(argv=None):
     from sedic.restoration.pipeline import resolve_dtype
 
     dtype = resolve_dtype(args.dtype, device)
-    settings = BenchSettings(object_steps=args.object_steps, final_steps=args.final_steps, pipeline=pipe,
+    settings = DecoderSettings(object_steps=args.object_steps, final_steps=args.final_steps, pipeline=pipe,
                              orag=OragSettings(enabled=not args.no_orag))
     if args.flops_only:
         result = count_flops(width, height)

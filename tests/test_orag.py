@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from sedic.restoration.orag import OragSettings, OragState, install, object_token_mask, uninstall
+from sedic.restoration.orag import OragState, install, object_token_mask, uninstall
+from sedic.restoration.settings import OragSettings
 from sedic.restoration.pipeline import get_backbone
 from sedic.restoration.sampler import Denoiser, StageSpec, sample_stage, spaced_timesteps
 from sedic.restoration.settings import DecoderSettings

@@ -1,28 +1,19 @@
 """The multistage decoder `restore()` on the tiny random backbone (pictures are meaningless)."""
 
 import math
-from dataclasses import dataclass, field
-
 import numpy as np
 import pytest
 import torch
 
 from sedic.errors import InputError
 from sedic.restoration import restore
-from sedic.restoration.orag import OragSettings
-from sedic.restoration.pipeline import PipelineSettings, color_fix, get_backbone, pad_image
+from sedic.restoration.pipeline import color_fix, get_backbone, pad_image
 from sedic.restoration.sampler import tile_starts, tile_weight
-from sedic.restoration.settings import DecoderSettings
+from sedic.restoration.settings import DecoderSettings, OragSettings, PipelineSettings
 from sedic.semantics import SemanticObject, Semantics
 
 
-@dataclass(frozen=True)
-class Settings(DecoderSettings):
-    # The decoder settings with the restoration parts (works before and after DecoderSettings has them).
-    orag: OragSettings = field(default_factory=OragSettings)
-    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
-
-
+Settings = DecoderSettings
 FAST = dict(backbone="tiny", base_model="", controlnet="", controlnet_file="", object_steps=2, final_steps=3)
 
 

@@ -21,52 +21,10 @@ run is bit-identical to a run without them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class OragSettings:
-    """ORAG parameters (defaults are a reasoned starting point, not tuned on real weights)."""
-
-    enabled: bool = True           # master switch: off = object stages run the plain sampler
-    strength: float = 0.4          # w_0, bias at the stage's first step in units of the logit range
-    decay: float = 1.0             # p in w_i = strength * (1 - i/n)^p (0 = constant)
-    stop_fraction: float = 1.0     # guide only the first fraction of the stage's steps
-    range_mode: str = "query"      # "query": R per query and head; "fixed": R = fixed_range
-    fixed_range: float = 8.0       # R used by range_mode="fixed" (skips the Q K^T for R)
-    tokens: str = "name+description"  # or "description": which prompt tokens are the object's
-    include_eos: bool = False      # also modulate the EOS token (it summarises the whole prompt)
-    unet_blocks: tuple[str, ...] = ("down", "mid", "up")  # UNet blocks whose cross-attention is guided
-    controlnet: bool = True        # guide the ControlNet's cross-attention too
-    blend: bool = True             # latent blending outside the mask
-
-    def __post_init__(self):
-        if self.range_mode not in ("query", "fixed"):
-            raise ValueError(f"OragSettings.range_mode must be 'query' or 'fixed', got {self.range_mode!r}")
-        if self.tokens not in ("name+description", "description"):
-            raise ValueError(f"OragSettings.tokens must be 'name+description' or 'description', got {self.tokens!r}")
-        for b in self.unet_blocks:
-            if b not in _BLOCK_PREFIX:
-                raise ValueError(f"OragSettings.unet_blocks: unknown block {b!r} (known: down, mid, up)")
-        if not 0.0 <= self.stop_fraction <= 1.0:
-            raise ValueError("OragSettings.stop_fraction must be in [0, 1]")
-
-    @property
-    def attention_on(self) -> bool:
-        return self.enabled and self.strength != 0.0
-
-    @property
-    def blend_on(self) -> bool:
-        return self.enabled and self.blend
-
-    def step_weight(self, i: int, n: int) -> float:
-        """w_i for step i of n (0-based)."""
-        if not self.attention_on or i >= self.stop_fraction * n:
-            return 0.0
-        return float(self.strength * (1.0 - i / n) ** self.decay)
+from .settings import OragSettings
 
 
 _BLOCK_PREFIX = {"down": "down_blocks.", "mid": "mid_block.", "up": "up_blocks."}

@@ -12,43 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from .orag import OragSettings, OragState, install, object_token_mask, uninstall
+from .settings import OragSettings, PipelineSettings
+from .orag import OragState, install, object_token_mask, uninstall
 from .sampler import Denoiser, StageSpec, sample_stage
-
-
-@dataclass(frozen=True)
-class PipelineSettings:
-    """Multistage-decoder parameters beyond DecoderSettings' steps/CFG (defaults documented in docs/orag.md)."""
-
-    object_start_strength: float = 0.6   # object stages start from the stage input noised to 0.6*(T-1)
-    final_start_strength: float = 1.0    # final stage starts at T-1 (DiffBIR's start, ~7% signal left)
-    final_condition: str = "restored"    # "restored" (paper's figure) or "reference" (authors' code)
-    max_pixels: int = 1024 * 1024        # above this many pixels the UNet runs in latent tiles, VAE tiled
-    tile: int = 96                       # latent tile side (768 px), a multiple of 8
-    tile_overlap: int = 16               # latent cells of overlap between tiles
-    color_fix: str = "wavelet"           # "wavelet" (low-frequency swap), "adain" or "none"
-    pad_mode: str = "reflect"            # how the image is padded to the UNet's multiple of 64 px
-    dtype: str = "auto"                  # "auto" (bf16 on CUDA, fp32 on CPU), "float32", "bfloat16", "float16"
-    batched_cfg: bool = True             # unconditional + conditional rows in one network call
-    channels_last: bool = True           # on CUDA only
-    compile: str = "none"                # "none", "default", "reduce-overhead" (CUDA graphs), "max-autotune"
-
-    def __post_init__(self):
-        if self.final_condition not in ("restored", "reference"):
-            raise ValueError(f"final_condition must be 'restored' or 'reference', got {self.final_condition!r}")
-        if self.color_fix not in ("wavelet", "adain", "none"):
-            raise ValueError(f"color_fix must be 'wavelet', 'adain' or 'none', got {self.color_fix!r}")
-        if self.tile % 8 or self.tile < 16 or not 0 <= self.tile_overlap < self.tile:
-            raise ValueError("tile must be a multiple of 8 (>= 16) and tile_overlap in [0, tile)")
-        if self.compile not in ("none", "default", "reduce-overhead", "max-autotune"):
-            raise ValueError(f"unknown compile mode {self.compile!r}")
 
 
 UNET_MULTIPLE = 64  # VAE factor 8 x three 2x down-samplings in SD's UNet
@@ -166,8 +138,8 @@ def restore(preview: np.ndarray, semantics, settings, seed: int, stages: int | N
         raise InputError(f"stages must be between 0 and {n_obj + 1} for this file, got {stages}")
     if n_stages == 0:
         return preview.copy()
-    orag = getattr(settings, "orag", None) or OragSettings()
-    st = getattr(settings, "pipeline", None) or PipelineSettings()
+    orag = settings.orag
+    st = settings.pipeline
 
     if backbone is None:
         dev = resolve_device(device)

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from diffusers import DDPMScheduler
 
-from .orag import OragSettings, OragState
+from .orag import OragState
+from .settings import OragSettings
 
 
 def spaced_timesteps(steps: int, start_strength: float, num_train_timesteps: int = 1000) -> list[int]:
