@@ -315,44 +315,20 @@ TINY_CONTROLNET = LdmControlNetConfig(
 )
 
 
-def _clip_bpe_path() -> str:
-    # The copy shipped with sedic for the text stream (sedic/streams/data/NOTICE.md); else the same
-    # file inside open_clip_torch, located without importing open_clip (its import is slow).
-    from importlib import resources
-
-    shipped = resources.files("sedic.streams") / "data" / "clip_bpe_16e6.txt.gz"
-    if shipped.is_file():
-        return str(shipped)
-    spec = importlib.util.find_spec("open_clip")
-    if spec is not None and spec.submodule_search_locations:
-        path = os.path.join(list(spec.submodule_search_locations)[0], "bpe_simple_vocab_16e6.txt.gz")
-        if os.path.isfile(path):
-            return path
-    raise ModelUnavailableError(
-        "the tiny backbone's tokenizer needs CLIP's BPE vocabulary (sedic/streams/data/clip_bpe_16e6.txt.gz "
-        "or the package open_clip_torch)"
-    )
-
-
 def clip_bpe_vocabulary() -> tuple[dict[str, int], list[str]]:
     """CLIP's BPE vocabulary (the one OpenCLIP and SD use), without any download.
 
     Built the way CLIP's tokenizer builds it: 256 byte symbols, the same with '</w>', the
     48 894 merges, then the two special tokens: 49 408 entries.
     """
-    path = _clip_bpe_path()
-    with gzip.open(path, "rt", encoding="utf-8") as f:
+    from ..streams.text import byte_alphabet, clip_vocab_path
+
+    with gzip.open(clip_vocab_path(), "rt", encoding="utf-8") as f:
         lines = f.read().split("\n")
     merges = lines[1 : 49152 - 256 - 2 + 1]  # line 0 is a version header
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):  # GPT-2/CLIP byte -> printable unicode map
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    symbols = [chr(c) for c in cs]
+    alphabet = byte_alphabet()
+    # CLIP orders the byte symbols: printable latin-1 first (in byte order), then the shifted rest
+    symbols = sorted(alphabet.values(), key=ord)
     tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
     return {t: i for i, t in enumerate(tokens)}, merges

@@ -74,7 +74,7 @@ def clip_vocab_path() -> str:
     return str(importlib.resources.files("sedic.streams") / "data" / "clip_bpe_16e6.txt.gz")
 
 
-def _bytes_to_unicode() -> dict[int, str]:
+def byte_alphabet() -> dict[int, str]:
     # GPT-2/CLIP byte alphabet: printable latin-1 bytes stand for themselves, the rest are
     # shifted to 256+ so every byte has a visible, non-space character.
     keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
@@ -97,7 +97,7 @@ class ClipBPE:
             lines = f.read().split("\n")
         merges = [tuple(m.split()) for m in lines[1:49152 - 256 - 2 + 1]]
         self.ranks = {m: i for i, m in enumerate(merges)}
-        self.byte_enc = _bytes_to_unicode()
+        self.byte_enc = byte_alphabet()
         chars = list(self.byte_enc.values())
         vocab = chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges]
         vocab += ["<|startoftext|>", "<|endoftext|>"]
