@@ -7,8 +7,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sedic import bitstream as bs
 from sedic import codec
-from sedic.errors import BitstreamError
+from sedic.errors import BitstreamError, ModelUnavailableError
+from sedic.streams.reference import CODEC_COMPRESSAI
 from sedic.semantics import SemanticObject, Semantics
 
 
@@ -30,7 +32,13 @@ def valid_file() -> bytes:
 def decode_all(data: bytes) -> None:
     parsed = codec.parse(data)
     codec.inspect(data)
-    preview = codec.decode_preview(parsed)
+    try:
+        preview = codec.decode_preview(parsed)
+    except ModelUnavailableError:
+        # A mutation that turns the reference into a well-formed CompressAI payload names weights
+        # this machine lacks: a clean environment error, not a parsing failure.
+        assert parsed.container.sections[bs.REFERENCE][0] >> 5 == CODEC_COMPRESSAI
+        return
     assert preview.shape == (parsed.height, parsed.width, 3)
 
 
