@@ -137,8 +137,8 @@ def evaluate(dataset_dir, out_dir, *, bpps=DEFAULT_BPPS, profile: str | None = N
     write_json(out / "summary.json", summary)
     if log:
         log(f"\n{header}{table}")
-        log(f"work this run: {result.work['encode']} encodes, {result.work['decode']} decodes, "
-            f"{result.work['metrics']} metric values, {result.work['features']} feature sets "
+        log(f"work this run: encodes {result.work['encode']}, decodes {result.work['decode']}, "
+            f"metric values {result.work['metrics']}, patch-feature sets {result.work['features']} "
             "(the rest reused from the results folder)")
         log(f"wrote {out / 'results.csv'}, {out / 'summary.json'}, {out / 'table.md'}, "
             f"{len(plots)} plot(s) in {out / 'plots'}")
