@@ -73,7 +73,9 @@ def _pillow_codecs() -> dict[str, Callable[[], PillowCodec]]:
     def avif():
         if not features.check("avif"):
             raise BaselineUnavailable("Pillow was built without AVIF (Pillow >= 11.2 with libavif)")
-        return PillowCodec("avif", "AVIF", 0, 100, ".avif", speed=6)
+        # the same aom settings as sedic's own reference (tune=psnr), so the baseline differs only
+        # by its container
+        return PillowCodec("avif", "AVIF", 0, 100, ".avif", speed=6, advanced={"tune": "psnr"})
 
     def jxl():
         try:
