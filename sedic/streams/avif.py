@@ -23,6 +23,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from sedic.bitstream import write_varint  # AV1 OBU sizes are the same unsigned LEB128
 from sedic.errors import SedicError
 
 
@@ -148,16 +149,6 @@ def parse_sequence_header(data: bytes) -> SequenceHeader:
 OBU_SEQUENCE_HEADER, OBU_TEMPORAL_DELIMITER, OBU_FRAME = 1, 2, 6
 
 
-def leb128(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def _read_leb128(data: bytes, pos: int) -> tuple[int, int]:
     v = 0
     for i in range(8):
@@ -173,7 +164,7 @@ def _read_leb128(data: bytes, pos: int) -> tuple[int, int]:
 
 def _obu(obu_type: int, payload: bytes) -> bytes:
     # forbidden=0, type, extension=0, has_size_field=1, reserved=0
-    return bytes([(obu_type << 3) | 0x02]) + leb128(len(payload)) + payload
+    return bytes([(obu_type << 3) | 0x02]) + write_varint(len(payload)) + payload
 
 
 def split_obus(data: bytes) -> list[tuple[int, bytes]]:

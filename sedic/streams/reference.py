@@ -24,6 +24,7 @@ from fractions import Fraction
 import numpy as np
 from PIL import Image
 
+from sedic.bitstream import read_varint, write_varint
 from sedic.errors import BitstreamError, InputError, ModelUnavailableError, RateError
 from sedic.streams import avif as _avif
 
@@ -67,31 +68,6 @@ class ReferenceSetting:
 # ------------------------------------------------------------ helpers
 
 
-def _write_varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _read_varint(data: bytes, pos: int, max_bytes: int = 3) -> tuple[int, int]:
-    v = 0
-    for i in range(max_bytes):
-        if pos >= len(data):
-            raise BitstreamError("reference payload truncated inside a varint")
-        b = data[pos]
-        pos += 1
-        v |= (b & 0x7F) << (7 * i)
-        if not b & 0x80:
-            if i and not b:  # docs/bitstream.md: varints are minimal
-                raise BitstreamError("non-minimal varint in reference payload")
-            return v, pos
-    raise BitstreamError("reference payload varint too long")
-
-
 def _check_image(image) -> np.ndarray:
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise InputError("reference image must be a uint8 numpy array of shape (H, W, 3)")
@@ -119,13 +95,13 @@ def upsample(reduced: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def _size_header(factor_index: int, rw: int, rh: int) -> bytes:
-    return b"" if factor_index != EXPLICIT_SIZE else _write_varint(rw - 1) + _write_varint(rh - 1)
+    return b"" if factor_index != EXPLICIT_SIZE else write_varint(rw - 1) + write_varint(rh - 1)
 
 
 def _read_size(data: bytes, pos: int, factor_index: int, width: int, height: int) -> tuple[int, int, int]:
     if factor_index == EXPLICIT_SIZE:
-        rw, pos = _read_varint(data, pos)
-        rh, pos = _read_varint(data, pos)
+        rw, pos = read_varint(data, pos, "reference width", width - 1)
+        rh, pos = read_varint(data, pos, "reference height", height - 1)
         rw, rh = rw + 1, rh + 1
         # Checked before anything is allocated or decoded.
         if rw > width or rh > height:
@@ -362,7 +338,7 @@ class CompressAICodec(ReferenceCodec):
         if tuple(out["shape"]) != self._shape(rw, rh) or len(out["strings"]) != self._num_strings():
             raise InputError(f"{self.model} produced an unexpected latent layout")
         strings = [s[0] for s in out["strings"]]
-        body = b"".join(_write_varint(len(s)) + s for s in strings[:-1]) + strings[-1]
+        body = b"".join(write_varint(len(s)) + s for s in strings[:-1]) + strings[-1]
         header = bytes([(CODEC_COMPRESSAI << 5) | (COMPRESSAI_MODELS.index(self.model) << 2),
                         (setting.factor_index << 4) | (setting.quality - 1)])
         return header + _size_header(setting.factor_index, rw, rh) + body
@@ -384,7 +360,7 @@ class CompressAICodec(ReferenceCodec):
         rw, rh, pos = _read_size(payload, 2, factor_index, width, height)
         strings = []
         for _ in range(self._num_strings() - 1):
-            n, pos = _read_varint(payload, pos, 4)
+            n, pos = read_varint(payload, pos, "CompressAI string length", len(payload))
             if pos + n > len(payload):
                 raise BitstreamError("CompressAI string runs past the end of the payload")
             strings.append(payload[pos:pos + n])
