@@ -193,19 +193,31 @@ def build_lpips(net: str, backbone_state: dict | None = None, lin_state: dict | 
     return _make_lpips_module(features, lins, LPIPS_TAPS[net]).eval().requires_grad_(False)
 
 
-class LPIPSMetric:
-    def __init__(self, module, device="cpu"):
+class PairMetric:
+    """A learned full-reference metric: `module(a, b)` on uint8 images mapped to [low, high]."""
+
+    def __init__(self, module, device="cpu", low: float = 0.0, high: float = 1.0):
         self.module = module.to(device)
         self.device = device
+        self.low, self.high = low, high
 
     def __call__(self, ref, dec, text=None) -> float:
         import torch
 
         _check_pair(ref, dec)
+        scale = (self.high - self.low) / 255.0
         with torch.no_grad():
-            a = _to_tensor(ref, self.device) / 127.5 - 1.0
-            b = _to_tensor(dec, self.device) / 127.5 - 1.0
+            a = _to_tensor(ref, self.device) * scale + self.low
+            b = _to_tensor(dec, self.device) * scale + self.low
             return float(self.module(a, b)[0])
+
+
+def LPIPSMetric(module, device="cpu") -> PairMetric:
+    return PairMetric(module, device, -1.0, 1.0)  # LPIPS takes [-1, 1]
+
+
+def DISTSMetric(module, device="cpu") -> PairMetric:
+    return PairMetric(module, device, 0.0, 1.0)  # DISTS takes [0, 1]
 
 
 # ---------------------------------------------------------------- DISTS
@@ -282,19 +294,6 @@ def build_dists(vgg_state: dict | None = None, alpha_beta: dict | None = None, s
             return (1 - (s_struct + s_tex)).view(-1)
 
     return _DISTS().eval().requires_grad_(False)
-
-
-class DISTSMetric:
-    def __init__(self, module, device="cpu"):
-        self.module = module.to(device)
-        self.device = device
-
-    def __call__(self, ref, dec, text=None) -> float:
-        import torch
-
-        _check_pair(ref, dec)
-        with torch.no_grad():
-            return float(self.module(_to_tensor(ref, self.device) / 255.0, _to_tensor(dec, self.device) / 255.0)[0])
 
 
 # ---------------------------------------------------------------- FID / KID on patches
