@@ -65,7 +65,8 @@ def _check_pair(ref: np.ndarray, dec: np.ndarray) -> None:
 def _to_tensor(img: np.ndarray, device="cpu"):
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float().to(device)
+    # a copy: arrays from decoded PNGs are read-only
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float().to(device)
 
 
 # ---------------------------------------------------------------- weight-free
