@@ -42,11 +42,12 @@ def analyze(image, *, profile: str | None = None, device: str | None = None) -> 
 def compress(image, *, bpp: float | None = 0.03, reference_bpp: float | None = None,
              semantics: Semantics | str | os.PathLike | None = None, analyze: bool = True,
              profile: str | None = None, best_effort: bool = False, seed: int = 0,
-             device: str | None = None) -> bytes:
+             schedule: dict | None = None, device: str | None = None) -> bytes:
     """Compress an image (path or uint8 array) into .sedic bytes.
 
     semantics: a Semantics object or a path to its JSON; None with analyze=True runs the profile's
     analysis models; None with analyze=False codes the reference alone.
+    schedule: decoder steps/guidance stored in the file, e.g. {"object_steps": 8, "final_cfg": 6.5}.
     """
     pixels = _as_image(image)
     if isinstance(semantics, (str, os.PathLike)):
@@ -54,7 +55,7 @@ def compress(image, *, bpp: float | None = 0.03, reference_bpp: float | None = N
     elif semantics is None and analyze:
         semantics = globals()["analyze"](pixels, profile=profile, device=device)
     return codec.encode(pixels, semantics, profile, bpp=bpp, reference_bpp=reference_bpp,
-                        best_effort=best_effort, seed=seed)
+                        best_effort=best_effort, seed=seed, overrides=schedule)
 
 
 def decompress(data: bytes, *, profile: str | None = None, stages: int | None = None,

@@ -81,7 +81,15 @@ def encode(image: np.ndarray, semantics: Semantics | None = None, profile: Profi
     if not 0 <= seed < 1 << 32:
         raise InputError(f"seed must be in 0..2^32-1, got {seed}")
 
-    sections = {bs.SETTINGS: bs.DecoderParams(profile.id, seed, dict(overrides or {})).to_bytes()}
+    overrides = dict(overrides or {})
+    unknown = set(overrides) - set(bs.OVERRIDE_KEYS.values())
+    if unknown:
+        raise InputError(f"unknown schedule settings {sorted(unknown)} (known: {', '.join(bs.OVERRIDE_KEYS.values())})")
+    try:
+        settings_payload = bs.DecoderParams(profile.id, seed, overrides).to_bytes()
+    except ValueError as exc:
+        raise InputError(f"schedule: {exc}") from None
+    sections = {bs.SETTINGS: settings_payload}
     sections.update(_side_sections(semantics, width, height))
     # Size of everything but the reference payload; the reference's own section header grows with
     # its length, so take the header size for the largest payload it could get.
@@ -201,6 +209,7 @@ def inspect(data: bytes) -> dict:
         "bpp": 8 * len(data) / (parsed.width * parsed.height),
         "profile": parsed.profile.name if _known(parsed.params.profile_id) else parsed.params.profile_id,
         "seed": parsed.params.seed,
+        "schedule": dict(parsed.params.overrides),
         "streams": streams,
         "semantics": parsed.semantics.to_dict(),
     }

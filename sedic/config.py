@@ -7,7 +7,10 @@ with it, and its pictures are meaningless.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from .analysis.settings import AnalysisSettings
 from .errors import InputError
@@ -50,12 +53,68 @@ DEFAULT_PROFILE = "sedic"
 
 
 def get_profile(name: str | None) -> Profile:
+    """A built-in profile by name, or a profile file (`*.json`, see `load_profile_file`)."""
     if name is None:
         name = DEFAULT_PROFILE
+    if name.endswith(".json"):
+        return load_profile_file(name)
     try:
         return PROFILES[name]
     except KeyError:
-        raise InputError(f"unknown profile {name!r} (known: {', '.join(PROFILES)})") from None
+        raise InputError(f"unknown profile {name!r} (known: {', '.join(PROFILES)}, or a .json profile file)") from None
+
+
+def load_profile_file(path: str | Path) -> Profile:
+    """A built-in profile with settings changed by a JSON file, so no knob needs a code edit:
+
+        {"base": "sedic",
+         "decoder": {"base_model": "/models/sd21-base", "final_cfg": 6.0, "orag": {"strength": 0.5}},
+         "reference": {"codec": "compressai", "compressai_checkpoint": "/models/cheng_q{quality}.pth"}}
+
+    Files record only the base profile's id, so decode with the same file (`--profile FILE`).
+    """
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"cannot read profile file {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise InputError(f"profile file {path} is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"profile file {path}: top level must be an object")
+    base_name = raw.pop("base", DEFAULT_PROFILE)
+    if not isinstance(base_name, str) or base_name not in PROFILES:
+        raise InputError(f"profile file {path}: 'base' must name one of {', '.join(PROFILES)}")
+    base = PROFILES[base_name]
+    changed = _apply(base, raw, str(path), frozen_keys=("name", "id"))
+    return replace(changed, description=f"{base.description} (changed by {path})")
+
+
+def _apply(obj, changes, where: str, frozen_keys=()):
+    """dataclasses.replace, recursively, with every key and value type checked."""
+    if not isinstance(changes, dict):
+        raise InputError(f"{where}: expected an object of settings")
+    fields = {f.name for f in dataclasses.fields(obj)} - set(frozen_keys)
+    updates = {}
+    for key, value in changes.items():
+        if key not in fields:
+            raise InputError(f"{where}: unknown setting {key!r} (known: {', '.join(sorted(fields))})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            value = _apply(current, value, f"{where}: {key}")
+        elif isinstance(current, tuple) and isinstance(value, list):
+            value = tuple(value)
+        elif current is not None and value is not None:
+            expected = (int, float) if isinstance(current, float) else type(current)
+            if not isinstance(value, expected) or (isinstance(value, bool) and not isinstance(current, bool)):
+                raise InputError(f"{where}: {key} must be {type(current).__name__}, got {value!r}")
+            if isinstance(current, float):
+                value = float(value)
+        updates[key] = value
+    try:
+        return replace(obj, **updates)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{where}: {exc}") from None
 
 
 def profile_by_id(profile_id: int) -> Profile:

@@ -185,3 +185,39 @@ def test_every_kodak_image_round_trips_through_the_api(kodak_dir):
         w, h = Image.open(path).size
         assert image.shape == (h, w, 3)
         assert 8 * len(data) / (w * h) <= 0.02
+
+
+def test_profile_file_changes_settings_and_rejects_typos(tmp_path):
+    from sedic.config import get_profile
+
+    good = tmp_path / "p.json"
+    good.write_text(json.dumps({"base": "test", "decoder": {"final_cfg": 6, "orag": {"strength": 0.5},
+                                                          "pipeline": {"color_fix": "adain"}}}))
+    p = get_profile(str(good))
+    assert (p.id, p.decoder.final_cfg, p.decoder.orag.strength, p.decoder.pipeline.color_fix) == (1, 6.0, 0.5, "adain")
+    assert get_profile("test").decoder.orag.strength != 0.5  # the built-in is untouched
+    for bad, message in (({"decoder": {"orag": {"strenght": 1}}}, "unknown setting 'strenght'"),
+                         ({"decoder": {"final_steps": "many"}}, "final_steps must be int"),
+                         ({"base": "nope"}, "'base' must name"),
+                         ({"decoder": {"pipeline": {"color_fix": "sepia"}}}, "color_fix")):
+        path = tmp_path / "bad.json"
+        path.write_text(json.dumps(bad))
+        with pytest.raises(InputError, match=message):
+            get_profile(str(path))
+
+
+def test_schedule_and_seed_travel_in_the_file(tmp_path, small_image, capsys):
+    src = tmp_path / "in.png"
+    Image.fromarray(small_image).save(src)
+    out = tmp_path / "s.sedic"
+    code, _, err = run_cli(capsys, "compress", src, "-o", out, "--no-semantics", "--bpp", "1", "--profile", "test",
+                           "--seed", "7", "--object-steps", "4", "--final-cfg", "5.5")
+    assert code == 0, err
+    code, text, _ = run_cli(capsys, "inspect", out, "--json")
+    info = json.loads(text)
+    assert info["seed"] == 7 and info["schedule"] == {"object_steps": 4, "final_cfg": 5.5}
+    from sedic import codec
+
+    parsed = codec.parse(out.read_bytes())
+    settings = codec.decoder_settings(parsed)
+    assert (settings.object_steps, settings.final_cfg, settings.final_steps) == (4, 5.5, 20)

@@ -21,8 +21,15 @@ def register(sub) -> None:
     group.add_argument("--semantics", help="semantics JSON (overall, objects with name, description, mask PNG)")
     group.add_argument("--no-semantics", action="store_true", help="code the reference image alone")
     p.add_argument("--save-semantics", help="write the semantics computed by the analysis to this JSON")
-    p.add_argument("--profile", default=None, help="models and settings (default: sedic; offline: test)")
+    p.add_argument("--profile", default=None, help="models and settings: sedic (default), sd15-tile, test "
+                   "(offline, tiny random models) or a .json profile file (docs/profiles.md)")
     p.add_argument("--seed", type=int, default=0, help="decoder seed stored in the file (default 0)")
+    for name, kind, what in (("object-steps", int, "denoising steps of each object stage"),
+                             ("object-cfg", float, "classifier-free guidance of object stages"),
+                             ("final-steps", int, "denoising steps of the final stage"),
+                             ("final-cfg", float, "classifier-free guidance of the final stage")):
+        p.add_argument(f"--{name}", type=kind, default=None,
+                       help=f"{what}, stored in the file (default: the profile's)")
     p.add_argument("--device", default=None, help="device for the analysis models (e.g. cuda, cpu)")
     p.add_argument("--best-effort", action="store_true", help="when the target cannot be met, write the "
                    "smallest file instead of failing")
@@ -32,7 +39,8 @@ def register(sub) -> None:
     p = sub.add_parser("decompress", help="decode a .sedic file to an image")
     p.add_argument("input", help="input .sedic file")
     p.add_argument("-o", "--output", required=True, help="output image (.png, .webp lossless)")
-    p.add_argument("--profile", default=None, help="override the profile the file names")
+    p.add_argument("--profile", default=None, help="override the profile the file names (a name or a .json "
+                   "profile file)")
     p.add_argument("--stages", type=int, default=None, help="decode progressively: 0 = the preview, "
                    "k = objects 1..k, K+1 = everything (default)")
     p.add_argument("--device", default=None, help="device for the decoder (default: cuda if available)")
@@ -61,7 +69,8 @@ def _compress(args) -> int:
     elif args.save_semantics:
         raise InputError("--save-semantics needs the analysis (not --semantics or --no-semantics)")
     data = sedic.compress(image, bpp=args.bpp, reference_bpp=args.reference_bpp, semantics=semantics,
-                          analyze=False, profile=args.profile, best_effort=args.best_effort, seed=args.seed)
+                          analyze=False, profile=args.profile, best_effort=args.best_effort, seed=args.seed,
+                          schedule=_schedule(args))
     atomic_write_bytes(args.output, data, force=args.force)
     info = sedic.inspect(data)
     s = info["streams"]
@@ -69,6 +78,11 @@ def _compress(args) -> int:
           f"(reference {s['reference']}, text {s['text']}, masks {s['masks']}, header {s['header']} bits)",
           file=sys.stderr)
     return 0
+
+
+def _schedule(args) -> dict:
+    names = ("object_steps", "object_cfg", "final_steps", "final_cfg")
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
 
 
 def _decompress(args) -> int:
