@@ -7,6 +7,7 @@ so the two share one encode.
 
 from __future__ import annotations
 
+import abc
 import inspect as _inspect
 from pathlib import Path
 
@@ -18,17 +19,19 @@ SEDIC_METHODS = ("sedic", "sedic-preview")
 STREAMS = ("reference", "text", "masks", "header")
 
 
-class Method:
+class Method(abc.ABC):
     name: str
     ext: str
     file_key: str
     device: str = "cpu"
 
+    @abc.abstractmethod
     def encode(self, image: np.ndarray, target_bpp: float, stem: str) -> Encoded:
-        raise NotImplementedError
+        """The whole file at or below target_bpp (RateUnmet when impossible)."""
 
+    @abc.abstractmethod
     def decode(self, data: bytes, size: tuple[int, int], info: dict) -> np.ndarray:
-        raise NotImplementedError
+        """uint8 (H, W, 3) at the original size."""
 
     def encode_config(self) -> dict:
         """Everything that changes the encoded file; a cached file made otherwise is redone."""
