@@ -33,10 +33,14 @@ def _as_image(image) -> np.ndarray:
 
 def analyze(image, *, profile: str | None = None, device: str | None = None) -> Semantics:
     """Turn an image into its semantics (descriptions and masks) with the profile's models."""
+    return _analyze(_as_image(image), profile, device)
+
+
+def _analyze(pixels: np.ndarray, profile: str | None, device: str | None) -> Semantics:
     from .analysis import analyze as run_analysis
 
     chosen = get_profile(profile)
-    return run_analysis(_as_image(image), chosen.analysis, device=device, profile=chosen.name)
+    return run_analysis(pixels, chosen.analysis, device=device, profile=chosen.name)
 
 
 def compress(image, *, bpp: float | None = 0.03, reference_bpp: float | None = None,
@@ -53,7 +57,7 @@ def compress(image, *, bpp: float | None = 0.03, reference_bpp: float | None = N
     if isinstance(semantics, (str, os.PathLike)):
         semantics = Semantics.load(Path(semantics))
     elif semantics is None and analyze:
-        semantics = globals()["analyze"](pixels, profile=profile, device=device)
+        semantics = _analyze(pixels, profile, device)
     return codec.encode(pixels, semantics, profile, bpp=bpp, reference_bpp=reference_bpp,
                         best_effort=best_effort, seed=seed, overrides=schedule)
 
