@@ -17,7 +17,6 @@ import os
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 from PIL import Image
@@ -64,32 +63,12 @@ class Description:
 # ---------------------------------------------------------------------------------------------
 # Token budgets (the decoder's CLIP tokenizer)
 
-@lru_cache(maxsize=1)
-def _token_counter():
-    """The decoder's CLIP token count: the text stream's tokenizer (the one whose window is
-    enforced at coding time), else open_clip's, else None (estimate)."""
-    try:
-        from ..streams.text import token_count
-        token_count("probe")
-        return token_count
-    except Exception:  # noqa: BLE001 - missing module or vocabulary: try the next
-        pass
-    try:
-        from open_clip.tokenizer import SimpleTokenizer  # ships the SD 2.x BPE vocabulary
-
-        tok = SimpleTokenizer()
-        return lambda text: len(tok.encode(text))
-    except Exception:  # noqa: BLE001
-        return None
-
-
 def clip_token_count(text: str) -> int:
-    """Number of CLIP tokens of `text` without start/end tokens (estimated if no tokenizer)."""
-    count = _token_counter()
-    if count is not None:
-        return count(text)
-    # Rough upper estimate: one token per word plus one per punctuation mark.
-    return len(re.findall(r"\w+|[^\w\s]", text))
+    """CLIP tokens of `text` as the decoder will see it (canonical form; no start/end tokens):
+    the same tokenizer whose window the text stream enforces."""
+    from ..streams.text import canonicalize, token_count
+
+    return token_count(canonicalize(text))
 
 
 def fit_tokens(text: str, budget: int) -> str:
