@@ -280,3 +280,15 @@ def test_cli_compress_without_semantics_runs_the_analysis(tmp_path):
     assert out.stat().st_size > 0
     saved = Semantics.load(sem)
     assert saved.overall and all(o.mask.shape == (128, 192) for o in saved.objects)
+
+
+def test_models_use_each_repository_revision():
+    from dataclasses import replace
+
+    from sedic.analysis.models import profile_models
+    from sedic.config import get_profile
+
+    p = get_profile("sedic")
+    p = replace(p, decoder=replace(p.decoder, revision="base-rev", controlnet_revision="cn-rev"))
+    revs = {r.repo_id: r.revision for r in profile_models(p)}
+    assert revs[p.decoder.base_model] == "base-rev" and revs[p.decoder.controlnet] == "cn-rev"

@@ -41,10 +41,10 @@ def profile_models(profile) -> list[ModelRef]:
             refs.append(ModelRef("diffusion base model (decoder)", d.base_model, d.revision, "diffusers"))
         if d.controlnet:
             if d.controlnet_file:
-                refs.append(ModelRef("control network (decoder)", d.controlnet, d.revision, "file",
+                refs.append(ModelRef("control network (decoder)", d.controlnet, d.controlnet_revision, "file",
                                      d.controlnet_file))
             else:
-                refs.append(ModelRef("control network (decoder)", d.controlnet, d.revision, "transformers"))
+                refs.append(ModelRef("control network (decoder)", d.controlnet, d.controlnet_revision, "transformers"))
     return refs
 
 

@@ -97,5 +97,5 @@ class DecoderSettings:
     final_steps: int = 20
     final_cfg: float = 7.0
     negative_prompt: str = PAPER_NEGATIVE_PROMPT
-    orag: OragSettings = field(default_factory=lambda: OragSettings())
-    pipeline: PipelineSettings = field(default_factory=lambda: PipelineSettings())
+    orag: OragSettings = field(default_factory=OragSettings)
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
