@@ -28,10 +28,19 @@ SECTION_NAMES = {SETTINGS: "settings", TEXT: "text", MASKS: "masks", REFERENCE: 
 _ORDER = (SETTINGS, TEXT, MASKS, REFERENCE)
 
 # Decoder-setting overrides carried in the settings section as (key, value) varint pairs.
-# Guidance scales are stored in tenths so that they stay integers.
-OVERRIDE_KEYS = {1: "object_steps", 2: "final_steps", 3: "object_cfg", 4: "final_cfg"}
+# Guidance scales are stored in tenths so that they stay integers; named choices by their index.
+OVERRIDE_KEYS = {1: "object_steps", 2: "final_steps", 3: "object_cfg", 4: "final_cfg", 5: "schedule"}
 _OVERRIDE_SCALE = {"object_cfg": 10, "final_cfg": 10}
-_OVERRIDE_MAX = {"object_steps": 1000, "final_steps": 1000, "object_cfg": 1000, "final_cfg": 1000}
+_OVERRIDE_CHOICES = {"schedule": ("sequential", "fused")}  # the order is the file format
+_OVERRIDE_MAX = {"object_steps": 1000, "final_steps": 1000, "object_cfg": 1000, "final_cfg": 1000, "schedule": 1}
+
+
+def _override_code(name: str, value) -> int:
+    if name in _OVERRIDE_CHOICES:
+        if value not in _OVERRIDE_CHOICES[name]:
+            raise ValueError(f"{name} must be one of {', '.join(_OVERRIDE_CHOICES[name])}, got {value!r}")
+        return _OVERRIDE_CHOICES[name].index(value)
+    return round(value * _OVERRIDE_SCALE.get(name, 1))
 
 
 def write_varint(value: int) -> bytes:
@@ -80,7 +89,7 @@ class DecoderParams:
         out = bytearray(write_varint(self.profile_id) + write_varint(self.seed))
         for key, name in OVERRIDE_KEYS.items():
             if name in self.overrides:
-                scaled = round(self.overrides[name] * _OVERRIDE_SCALE.get(name, 1))
+                scaled = _override_code(name, self.overrides[name])
                 if not 0 <= scaled <= _OVERRIDE_MAX[name]:
                     raise ValueError(f"{name}={self.overrides[name]} out of range")
                 out += write_varint(key) + write_varint(scaled)
@@ -98,7 +107,8 @@ class DecoderParams:
                 raise BitstreamError(f"unknown or repeated decoder setting key {key}")
             name = OVERRIDE_KEYS[key]
             value, pos = read_varint(data, pos, name, _OVERRIDE_MAX[name])
-            overrides[name] = value / _OVERRIDE_SCALE[name] if name in _OVERRIDE_SCALE else value
+            overrides[name] = (_OVERRIDE_CHOICES[name][value] if name in _OVERRIDE_CHOICES
+                               else value / _OVERRIDE_SCALE[name] if name in _OVERRIDE_SCALE else value)
             last_key = key
         return cls(profile_id, seed, overrides)
 
