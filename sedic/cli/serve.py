@@ -1,0 +1,49 @@
+"""serve: the HTTP API and web page (sedic.server, docs/serve.md)."""
+
+from __future__ import annotations
+
+import sys
+
+from ..errors import InputError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="serve the HTTP API (/v1, docs at /docs) and the web page (/)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    p.add_argument("--profile", default=None, help="default profile for compress and the decoder to keep warm: "
+                   "sedic (default), sd15-tile, test, or a .json profile file on the server")
+    p.add_argument("--device", default=None, help="device for the models (default: cuda if available)")
+    p.add_argument("--queue", type=int, default=32, help="requests admitted at once, running or waiting "
+                   "(default 32); more get HTTP 503 with Retry-After")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body (default 20 MB; 413 above)")
+    p.add_argument("--max-pixels", type=int, default=1 << 24, help="largest image or decoded file in pixels "
+                   "(default 16777216; 413 above), checked before decoding")
+    p.add_argument("--cpu-workers", type=int, default=None, help="threads for reference search, coders and PNGs "
+                   "(default: up to 4, one per core)")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="allow browser pages from this origin (repeatable; default: CORS off)")
+    p.add_argument("--no-warm", action="store_true", help="do not load the decoder at start-up")
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    p.set_defaults(func=_serve)
+
+
+def _serve(args) -> int:
+    try:
+        import uvicorn
+
+        from ..server import ServerSettings, create_app
+    except ImportError as exc:
+        raise InputError(f"sedic serve needs the serve extra: pip install 'sedic[serve]' ({exc})") from None
+    if not 0 < args.port < 65536:
+        raise InputError(f"--port must be in 1..65535, got {args.port}")
+    options = {"cpu_workers": args.cpu_workers} if args.cpu_workers is not None else {}
+    settings = ServerSettings.from_env(profile=args.profile, device=args.device, queue=args.queue,
+                                       max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels,
+                                       cors_origins=tuple(args.cors_origin), warm=not args.no_warm, **options)
+    app = create_app(settings)
+    key = "API key required (SEDIC_API_KEY)" if settings.api_key else "no API key"
+    print(f"sedic serve: http://{args.host}:{args.port}/ (API /v1, docs /docs), profile {app.state.sedic.profile.name}, "
+          f"{key}", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, server_header=False)
+    return 0

@@ -1,0 +1,91 @@
+"""The FastAPI application: `create_app(settings)` builds it (tests build it in-process)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..config import get_profile
+from .errors import error_body, error_headers, one_line, status_of
+from .jobs import JobQueue
+from .routes import ServerState, build_router, warm_up
+from .settings import ServerSettings
+from .uploads import BodyLimit
+
+log = logging.getLogger("sedic.server")
+STATIC = Path(__file__).parent / "static"
+
+DESCRIPTION = """HTTP API of sedic (SEDIC, arXiv 2503.00399): compress photos at 0.01-0.05 bpp and decode
+them stage by stage. Errors are JSON `{"error": "<one line>", "status": <code>}`. When the server has an
+API key (SEDIC_API_KEY), every /v1 request needs `Authorization: Bearer <key>`."""
+
+
+def create_app(settings: ServerSettings | None = None) -> FastAPI:
+    settings = settings or ServerSettings.from_env()
+    state = ServerState(settings, get_profile(settings.profile), JobQueue(settings.queue, settings.cpu_workers))
+
+    @asynccontextmanager
+    async def lifespan(app):
+        task = asyncio.create_task(warm_up(state)) if settings.warm else None
+        try:
+            yield
+        finally:
+            state.queue.shutdown()
+            if task is not None:
+                task.cancel()
+
+    app = FastAPI(title="sedic", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.sedic = state
+
+    async def library_error(request, exc):
+        status = status_of(exc) or 500
+        return JSONResponse(error_body(status, str(exc)), status_code=status, headers=error_headers(exc))
+
+    async def validation_error(request, exc: RequestValidationError):
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
+            parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else err.get("msg", "invalid"))
+        return JSONResponse(error_body(422, "; ".join(parts) or "invalid request"), status_code=422)
+
+    async def http_error(request, exc: StarletteHTTPException):
+        return JSONResponse(error_body(exc.status_code, one_line(exc.detail)), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    async def unexpected(request, exc):
+        # the traceback goes to the server log only; the client gets one line
+        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse(error_body(500, "internal error (see the server log)"), status_code=500)
+
+    from ..errors import SedicError
+    from .jobs import JobCancelled, QueueFull
+
+    for kind in (SedicError, QueueFull, JobCancelled):
+        app.add_exception_handler(kind, library_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)
+
+    app.include_router(build_router(state))
+    app.mount("/", StaticFiles(directory=STATIC, html=True), name="page")
+
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                           allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"],
+                           expose_headers=["Content-Disposition", "Retry-After", "X-Sedic-Bytes", "X-Sedic-Bpp",
+                                           "X-Sedic-Width", "X-Sedic-Height", "X-Sedic-Bits-Reference",
+                                           "X-Sedic-Bits-Text", "X-Sedic-Bits-Masks", "X-Sedic-Bits-Header",
+                                           "X-Sedic-Stages", "X-Sedic-Warnings"])
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
+    return app

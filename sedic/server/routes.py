@@ -1,0 +1,306 @@
+"""The /v1 endpoints: each one reads uploads, takes a queue ticket and calls the Python API.
+
+compress -> sedic.compress (and the profile's analysis when no semantics are uploaded);
+inspect -> sedic.inspect; decompress -> sedic.decompress; the stream calls sedic.decompress once
+per stage (stages=0, 1, ..., K+1), so each image sent is exactly `sedic decompress --stages k`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import hmac
+import json
+import logging
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+import sedic
+
+from .. import __version__
+from ..config import PROFILES, Profile
+from ..errors import InputError, SedicError
+from ..semantics import SemanticObject, Semantics
+from . import uploads
+from .errors import UnsupportedMedia, Unauthorized, error_body, status_of
+from .jobs import JobCancelled, JobQueue, QueueFull, Ticket
+from .settings import ServerSettings
+
+SEDIC_MEDIA_TYPE = "application/x-sedic"
+log = logging.getLogger("sedic.server")
+
+
+@dataclass
+class ServerState:
+    settings: ServerSettings
+    profile: Profile          # the server's default (an operator's .json profile file stays server-side)
+    queue: JobQueue
+    models: str = "not loaded"
+
+    def profile_for_compress(self, name: str | None) -> Profile:
+        """Clients name built-in profiles only: never a path on the server."""
+        if name is None or name == self.profile.name:
+            return self.profile
+        if name in PROFILES:
+            return PROFILES[name]
+        raise InputError(f"unknown profile {name!r} (known: {', '.join(PROFILES)})")
+
+    def profile_for_decode(self, parsed) -> Profile | None:
+        """The server's profile when the file names it (a profile file keeps its base's id), else the file's."""
+        return self.profile if parsed.params.profile_id == self.profile.id else None
+
+
+def warm_up_job(state: ServerState) -> None:
+    """Load the decoder once: compress and fully decode a small one-object image with the public API."""
+    image = np.full((64, 64, 3), 128, np.uint8)
+    mask = np.zeros((64, 64), bool)
+    mask[16:48, 16:48] = True
+    semantics = Semantics("a grey square", [SemanticObject("square", "a grey square", mask)])
+    data = sedic.compress(image, bpp=None, reference_bpp=0.5, semantics=semantics, analyze=False,
+                          profile=state.profile, schedule={"object_steps": 1, "final_steps": 1})
+    sedic.decompress(data, profile=state.profile, device=state.settings.device)
+
+
+async def warm_up(state: ServerState) -> None:
+    state.models = "loading"
+    try:
+        await asyncio.wrap_future(state.queue.model_pool.submit(warm_up_job, state))
+        state.models = "ready"
+    except SedicError as exc:
+        state.models = f"unavailable: {' '.join(str(exc).split())}"
+    except Exception as exc:  # noqa: BLE001 - reported by /v1/health, the server keeps serving
+        state.models = f"failed: {type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
+@asynccontextmanager
+async def cancel_on_disconnect(request: Request, ticket: Ticket, every: float = 0.25):
+    """While the body of the block runs, a client that disconnects sets the ticket's cancel flag."""
+    async def watch():
+        while not ticket.cancel.is_set():
+            if await request.is_disconnected():
+                ticket.cancel.set()
+                return
+            await asyncio.sleep(every)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield
+    finally:
+        watcher.cancel()
+
+
+def stage_labels(parsed) -> list[str]:
+    objects = parsed.semantics.objects
+    return ["preview"] + [f"object {k}/{len(objects)}: {o.name}" for k, o in enumerate(objects, 1)] + ["overall"]
+
+
+def stream_headers(data: bytes) -> dict[str, str]:
+    info = sedic.inspect(data)
+    headers = {"X-Sedic-Bytes": str(info["bytes"]), "X-Sedic-Bpp": f"{info['bpp']:.6f}",
+               "X-Sedic-Width": str(info["width"]), "X-Sedic-Height": str(info["height"])}
+    for name, bits in info["streams"].items():
+        headers[f"X-Sedic-Bits-{name.capitalize()}"] = str(bits)
+    return headers
+
+
+def mask_data_urls(parsed) -> list[str]:
+    """Each object's decoded mask (on the decoder's latent grid, 1/8 of the image) as a PNG data URL."""
+    return ["data:image/png;base64," + base64.b64encode(uploads.png_bytes(o.mask.astype(np.uint8) * 255)).decode()
+            for o in parsed.semantics.objects]
+
+
+def sse(event: str, payload: dict) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(payload, ensure_ascii=False)}\n\n".encode("utf-8")
+
+
+def build_router(state: ServerState) -> APIRouter:
+    settings = state.settings
+    bearer = HTTPBearer(auto_error=False, description="the server's SEDIC_API_KEY, when it has one")
+
+    async def require_key(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)):
+        if settings.api_key is None:
+            return
+        given = credentials.credentials if credentials is not None else ""
+        # constant time: the comparison does not reveal how much of the key matched
+        if not hmac.compare_digest(given.encode("utf-8"), settings.api_key.encode("utf-8")):
+            raise Unauthorized("missing or wrong API key (send 'Authorization: Bearer <key>')")
+
+    async def require_multipart(request: Request):
+        kind = request.headers.get("content-type", "")
+        if not kind.lower().startswith("multipart/form-data"):
+            raise UnsupportedMedia(f"expected a multipart/form-data upload, got {kind.split(';')[0] or 'no content type'}")
+
+    router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
+    upload = [Depends(require_multipart)]
+    queue, limit = state.queue, settings.max_pixels
+
+    async def read(part: UploadFile, default: str) -> tuple[bytes, str]:
+        return await part.read(), uploads.safe_name(part.filename, default)
+
+    @router.get("/health", summary="Liveness, model state and queue")
+    async def health():
+        return {"status": "ok", "version": __version__, "profile": state.profile.name,
+                "device": settings.device or "auto", "models": state.models,
+                "queue": {"capacity": queue.capacity, "in_flight": queue.in_flight,
+                          "model_waiting": queue.model_waiting, **queue.counts},
+                "limits": {"max_upload_bytes": settings.max_upload_bytes, "max_pixels": settings.max_pixels}}
+
+    @router.get("/profiles", summary="Built-in profiles (clients may name these in compress)")
+    async def profiles():
+        return {"default": state.profile.name,
+                "profiles": [{"name": p.name, "id": p.id, "description": p.description,
+                              "default": p.name == state.profile.name} for p in PROFILES.values()]}
+
+    @router.post("/compress", dependencies=upload, response_class=Response, summary="Image in, .sedic bytes out",
+                 responses={200: {"content": {SEDIC_MEDIA_TYPE: {}},
+                                  "description": "the .sedic file; size, bpp and bits per stream in X-Sedic-* headers"}})
+    async def compress(
+        request: Request,
+        image: UploadFile = File(..., description="PNG, JPEG or WebP"),
+        semantics: UploadFile | None = File(None, description="semantics JSON (see docs/analysis.md); "
+                                            "each object's `mask` names one of the uploaded `masks`"),
+        masks: list[UploadFile] | None = File(None, description="mask PNGs named as in the semantics JSON"),
+        analyze: bool = Form(True, description="without uploaded semantics: run the profile's analysis "
+                             "on the server (true) or code the reference alone (false)"),
+        bpp: float | None = Form(0.03, description="target rate of the whole file; it never exceeds it"),
+        reference_bpp: float | None = Form(None, description="cap of the reference stream alone"),
+        profile: str | None = Form(None, description="a built-in profile name (default: the server's)"),
+        seed: int = Form(0),
+        best_effort: bool = Form(False),
+        object_steps: int | None = Form(None), object_cfg: float | None = Form(None),
+        final_steps: int | None = Form(None), final_cfg: float | None = Form(None),
+    ):
+        chosen = state.profile_for_compress(profile or None)
+        image_bytes, image_name = await read(image, "image")
+        semantics_upload = await read(semantics, "semantics.json") if semantics is not None else None
+        mask_uploads = {}
+        for k, part in enumerate(masks or []):
+            content, name = await read(part, f"mask{k}.png")
+            mask_uploads[name] = content
+        if mask_uploads and semantics_upload is None:
+            raise InputError("mask files need the semantics JSON that names them")
+        schedule = {k: v for k, v in (("object_steps", object_steps), ("object_cfg", object_cfg),
+                                      ("final_steps", final_steps), ("final_cfg", final_cfg)) if v is not None}
+        ticket = queue.admit()
+        try:
+            async with cancel_on_disconnect(request, ticket):
+                pixels = await ticket.run(uploads.decode_image, image_bytes, image_name, limit)
+                if semantics_upload is not None:
+                    sem = await ticket.run(uploads.load_semantics, *semantics_upload, mask_uploads, limit)
+                elif analyze:
+                    from ..analysis import analyze as run_analysis
+
+                    sem = await ticket.run(partial(run_analysis, pixels, chosen.analysis, device=settings.device,
+                                                   profile=chosen.name), model=True)
+                else:
+                    sem = None
+                data = await ticket.run(partial(sedic.compress, pixels, bpp=bpp, reference_bpp=reference_bpp,
+                                                semantics=sem, analyze=False, profile=chosen,
+                                                best_effort=best_effort, seed=seed, schedule=schedule))
+                headers = stream_headers(data)
+        finally:
+            ticket.close(cancelled=ticket.cancel.is_set())
+        stem = image_name.rsplit(".", 1)[0] or "image"
+        headers["Content-Disposition"] = f'attachment; filename="{stem}.sedic"'
+        if ticket.warnings:
+            headers["X-Sedic-Warnings"] = json.dumps(ticket.warnings)  # ASCII-escaped
+        return Response(data, media_type=SEDIC_MEDIA_TYPE, headers=headers)
+
+    @router.post("/inspect", dependencies=upload, summary="What a .sedic file holds (as `sedic inspect --json`)")
+    async def inspect(file: UploadFile = File(..., description="a .sedic file"),
+                      masks: bool = Query(False, description="add the decoded masks as PNG data URLs "
+                                                             "(latent grid: 1/8 of the image size)")):
+        data, _ = await read(file, "file.sedic")
+        ticket = queue.admit()
+        try:
+            parsed = await ticket.run(uploads.parse_sedic, data, limit)
+            info = await ticket.run(sedic.inspect, data)
+            if masks:
+                info["masks"] = await ticket.run(mask_data_urls, parsed)
+        finally:
+            ticket.close()
+        return info
+
+    @router.post("/decompress", dependencies=upload, response_class=Response, summary="A .sedic file to PNG",
+                 responses={200: {"content": {"image/png": {}}, "description": "the decoded image"}})
+    async def decompress(request: Request, file: UploadFile = File(..., description="a .sedic file"),
+                         stages: int | None = Form(None, description="0 = the preview, k = objects 1..k, "
+                                                   "K+1 or empty = everything")):
+        data, name = await read(file, "file.sedic")
+        ticket = queue.admit()
+        try:
+            async with cancel_on_disconnect(request, ticket):
+                parsed = await ticket.run(uploads.parse_sedic, data, limit)
+                decode = partial(sedic.decompress, data, profile=state.profile_for_decode(parsed), stages=stages,
+                                 device=settings.device, progress=ticket.progress_guard())
+                image = await ticket.run(decode, model=stages != 0)
+                png = await ticket.run(uploads.png_bytes, image)
+        finally:
+            ticket.close(cancelled=ticket.cancel.is_set())
+        done = len(parsed.semantics.objects) + 1 if stages is None else stages
+        stem = name.rsplit(".", 1)[0] or "image"
+        return Response(png, media_type="image/png",
+                        headers={"X-Sedic-Stages": str(done),
+                                 "Content-Disposition": f'attachment; filename="{stem}.png"'})
+
+    @router.post("/decompress/stream", dependencies=upload, summary="Decode stage by stage (Server-Sent Events)",
+                 response_class=StreamingResponse,
+                 responses={200: {"content": {"text/event-stream": {}}, "description":
+                                  "events: `info` (size, texts, total), then per stage `stage` (it starts) and "
+                                  "`image` (index, label, base64 PNG), then `done`; `error` ends a failed stream"}})
+    async def decompress_stream(file: UploadFile = File(..., description="a .sedic file"),
+                                stages: int | None = Form(None, description="stop after this stage "
+                                                          "(default: all, K+1)")):
+        data, _ = await read(file, "file.sedic")
+        ticket = queue.admit()
+        try:
+            parsed = await ticket.run(uploads.parse_sedic, data, limit)
+            labels = stage_labels(parsed)
+            last = len(labels) - 1 if stages is None else stages
+            if not 0 <= last < len(labels):
+                raise InputError(f"--stages must be in 0..{len(labels) - 1} for this file "
+                                 f"({len(labels) - 2} objects)")
+            info = await ticket.run(sedic.inspect, data)
+        except BaseException:
+            ticket.close()
+            raise
+        profile = state.profile_for_decode(parsed)
+
+        async def events():
+            finished = False
+            try:
+                yield sse("info", {**info, "total": last, "labels": labels[:last + 1]})
+                for k in range(last + 1):
+                    yield sse("stage", {"index": k, "total": last, "label": labels[k]})
+                    decode = partial(sedic.decompress, data, profile=profile, stages=k, device=settings.device,
+                                     progress=ticket.progress_guard())
+                    image = await ticket.run(decode, model=k > 0)
+                    png = await ticket.run(uploads.png_bytes, image)
+                    yield sse("image", {"index": k, "total": last, "label": labels[k],
+                                        "png": base64.b64encode(png).decode("ascii")})
+                yield sse("done", {"stages": last, "warnings": ticket.warnings})
+                finished = True
+            except (SedicError, QueueFull) as exc:
+                yield sse("error", error_body(status_of(exc), str(exc)))
+                finished = True
+            except JobCancelled:
+                raise
+            except Exception:  # the traceback to the server log; the client gets one line
+                log.exception("unexpected error while streaming a decode")
+                yield sse("error", error_body(500, "internal error (see the server log)"))
+                finished = True
+            finally:
+                # a client that left (the task is cancelled at the next await) stops the work
+                ticket.close(cancelled=not finished)
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    return router

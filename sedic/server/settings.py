@@ -1,0 +1,43 @@
+"""What an operator sets when starting `sedic serve` (the CLI flags and SEDIC_API_KEY)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from ..errors import InputError
+
+API_KEY_ENV = "SEDIC_API_KEY"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    profile: str | None = None          # server default: a built-in name or an operator's .json profile file
+    device: str | None = None           # model device (None: cuda if available)
+    queue: int = 32                     # requests admitted at once (running + waiting); more get 503
+    max_upload_mb: float = 20.0         # request body limit (413 above)
+    max_pixels: int = 1 << 24           # image and .sedic pixel limit (413 above), checked before decoding
+    cpu_workers: int = max(1, min(4, os.cpu_count() or 1))  # threads for reference search, coders, PNGs
+    cors_origins: tuple[str, ...] = ()  # CORS stays off unless origins are named
+    warm: bool = True                   # load the profile's decoder at start-up
+    # repr=False: the key never appears in logs or tracebacks that print the settings
+    api_key: str | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self.queue < 1:
+            raise InputError(f"--queue must be at least 1, got {self.queue}")
+        if not self.max_upload_mb > 0:
+            raise InputError(f"--max-upload-mb must be positive, got {self.max_upload_mb}")
+        if self.max_pixels < 1:
+            raise InputError(f"--max-pixels must be positive, got {self.max_pixels}")
+        if self.cpu_workers < 1:
+            raise InputError(f"--cpu-workers must be at least 1, got {self.cpu_workers}")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * (1 << 20))
+
+    @classmethod
+    def from_env(cls, **kwargs) -> "ServerSettings":
+        """Settings with the API key taken from SEDIC_API_KEY (empty means no key)."""
+        return cls(api_key=os.environ.get(API_KEY_ENV) or None, **kwargs)

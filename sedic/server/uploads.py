@@ -1,0 +1,145 @@
+"""Uploads in, library objects out: body size limit, image and .sedic pixel limits, semantics.
+
+Clients never name server-side paths: images, .sedic files, semantics JSON and mask PNGs arrive
+as bytes; the semantics are written to a private temporary directory only so that the library's
+own loader (and its messages) read them, and each mask must be one of the uploaded files.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tempfile
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from .. import bitstream as bs
+from .. import codec
+from ..errors import InputError
+from ..imageio import ACCEPTED_FORMATS, image_to_array
+from ..semantics import Semantics
+from .errors import TooLarge, UnsupportedMedia, error_body
+
+
+class BodyLimit:
+    """ASGI middleware: read at most `limit` bytes of a request body, else answer 413 at once.
+
+    The body is buffered here, before FastAPI's multipart parser sees (or spools) any of it;
+    a Content-Length above the limit is refused without reading.
+    """
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._too_large(send)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                return await self._too_large(send)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # later calls: the client's disconnect
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send):
+        from starlette.responses import JSONResponse
+
+        mb = self.limit / (1 << 20)
+        response = JSONResponse(error_body(413, f"request body above this server's limit of {mb:g} MB"),
+                                status_code=413, headers={"Connection": "close"})
+        await response({"type": "http"}, None, send)
+
+
+def safe_name(name: str | None, default: str) -> str:
+    """A display and temp-file name from a client's filename: base name, plain characters only."""
+    base = re.split(r"[\\/]", name or "")[-1]
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", base)[:100].lstrip(".")
+    return base or default
+
+
+def _check_pixels(width: int, height: int, what: str, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise TooLarge(f"{what} is {width}x{height} ({width * height} pixels), above this server's limit of "
+                       f"{max_pixels} pixels")
+
+
+def decode_image(data: bytes, name: str, max_pixels: int):
+    """uint8 RGB (H, W, 3) from an uploaded PNG, JPEG or WebP; the size is checked before decoding."""
+    try:
+        img = Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise UnsupportedMedia(f"{name}: not a PNG, JPEG or WebP image") from None
+    with img:
+        if img.format not in ACCEPTED_FORMATS:
+            raise UnsupportedMedia(f"{name}: unsupported image format {img.format} (use PNG, JPEG or WebP)")
+        _check_pixels(*img.size, f"image {name}", max_pixels)
+        try:
+            img.load()
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise InputError(f"{name}: cannot read image: {exc}") from None
+        return image_to_array(img, name)
+
+
+def load_semantics(json_data: bytes, json_name: str, masks: dict[str, bytes], max_pixels: int) -> Semantics:
+    """Semantics from an uploaded JSON and its mask PNGs (each `mask` field names an uploaded file)."""
+    try:
+        raw = json.loads(json_data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raw = None  # the library's loader below reports it in its own words
+    if isinstance(raw, dict) and isinstance(raw.get("objects"), list):
+        for i, item in enumerate(raw["objects"]):
+            ref = item.get("mask") if isinstance(item, dict) else None
+            if isinstance(ref, str) and ref not in masks:
+                raise InputError(f"semantics {json_name}: objects[{i}]: mask {ref!r} was not uploaded "
+                                 f"(send each mask PNG as a 'masks' file part named as in the JSON)")
+    for name, data in masks.items():
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                _check_pixels(*img.size, f"mask {name}", max_pixels)
+        except (UnidentifiedImageError, OSError, ValueError):
+            raise UnsupportedMedia(f"mask {name}: not an image") from None
+    with tempfile.TemporaryDirectory(prefix="sedic-serve-") as tmp:
+        root = Path(tmp)
+        (root / json_name).write_bytes(json_data)
+        for name, data in masks.items():
+            (root / name).write_bytes(data)
+        try:
+            return Semantics.load(root / json_name)
+        except InputError as exc:  # the client sees its own file names, not our directory
+            raise InputError(str(exc).replace(f"{root}/", "").replace(str(root), ".")) from None
+
+
+def parse_sedic(data: bytes, max_pixels: int) -> codec.DecodedFile:
+    """Parse an uploaded .sedic file (container, texts, masks), refusing sizes above the limit first."""
+    container = bs.unpack(data)
+    _check_pixels(container.width, container.height, "the file's image", max_pixels)
+    return codec.parse(data)
+
+
+def png_bytes(image, compress_level: int = 3) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "PNG", compress_level=compress_level)
+    return buf.getvalue()
