@@ -78,39 +78,62 @@ def _analyze(args) -> int:
     return 0
 
 
+def _size(n: int | None) -> str:
+    if n is None:
+        return "size unknown"
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
 def _models_list(args) -> int:
-    from ..analysis.models import is_cached, profile_models
+    from ..analysis.models import download_size, hub_offline, missing_files, profile_models, required_count
     from ..config import PROFILES, get_profile
 
     profiles = [get_profile(args.profile)] if args.profile else list(PROFILES.values())
+    if hub_offline():
+        print("(offline: download sizes are unknown; `available` means every file the loaders read is cached)")
     for profile in profiles:
         refs = profile_models(profile)
         print(f"profile {profile.name}:")
         if not refs:
             print("  (no pretrained models: everything is built in-process)")
         for ref in refs:
-            what = ref.repo_id + (f" [{ref.filename}]" if ref.filename else "")
             rev = f" @ {ref.revision}" if ref.revision else ""
-            state = "available" if is_cached(ref) else "missing"
-            print(f"  {state:9}  {what}{rev}  ({ref.role})")
+            missing = missing_files(ref)
+            state = "available" if not missing else "missing"
+            size = "" if hub_offline() else f"  {_size(download_size(ref))}"
+            print(f"  {state:9}  {ref.label}{rev}{size}  ({ref.role})")
+            if 0 < len(missing) < required_count(ref):  # partly there: say what is missing
+                print(f"             not cached: {', '.join(missing)}")
         if profile.analysis.backend == "openai":
             print(f"  endpoint   {profile.analysis.openai_model} at {profile.analysis.openai_base_url}")
     return 0
 
 
 def _models_download(args) -> int:
-    from ..analysis.models import download, is_cached, profile_models
+    from ..analysis.models import download, download_size, hub_offline, is_cached, profile_models
     from ..config import get_profile
+    from ..errors import ModelUnavailableError
 
     profile = get_profile(args.profile)
     refs = profile_models(profile)
     if not refs:
         print(f"profile {profile.name} uses no pretrained models", file=sys.stderr)
+    todo = [ref for ref in refs if not is_cached(ref)]
+    if todo and hub_offline():  # one line, before anything else is printed
+        raise ModelUnavailableError(
+            f"cannot download {len(todo)} model(s) of profile {profile.name} while the hub is offline "
+            f"(HF_HUB_OFFLINE is set): {', '.join(r.label for r in todo)}")
     for ref in refs:
-        if is_cached(ref):
-            print(f"{ref.repo_id}: already available", file=sys.stderr)
-            continue
-        print(f"{ref.repo_id}: downloading ({ref.role})", file=sys.stderr)
-        path = download(ref)
-        print(f"{ref.repo_id}: {path}", file=sys.stderr)
+        if ref not in todo:
+            print(f"{ref.label}: already available", file=sys.stderr)
+    for i, ref in enumerate(todo):
+        print(f"{ref.label}: downloading {_size(download_size(ref))} ({ref.role})", file=sys.stderr)
+        try:
+            path = download(ref)
+        except ModelUnavailableError as exc:
+            failed = todo[i:]
+            raise ModelUnavailableError(
+                f"{exc}; not downloaded: {', '.join(r.label for r in failed)} "
+                f"({len(todo) - len(failed)} of {len(todo)} done)") from None
+        print(f"{ref.label}: {path}", file=sys.stderr)
     return 0

