@@ -1,0 +1,363 @@
+// The sedic page: plain JavaScript over the /v1 API (no build step). See docs/serve.md.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45"];
+const STREAMS = ["reference", "text", "masks", "header"];
+const state = {
+  key: sessionStorage.getItem("sedic-key") || "",
+  image: null,        // the chosen original (File), if any
+  imageUrl: null,
+  sedic: null,        // the .sedic being shown (Blob)
+  sedicName: "image.sedic",
+  stageUrls: [],
+  decoding: null,     // AbortController of the running decode
+};
+
+function status(message, isError = false) {
+  const el = $("status");
+  el.textContent = message;
+  el.classList.toggle("error", isError);
+}
+
+async function api(path, options = {}) {
+  const headers = state.key ? { Authorization: "Bearer " + state.key } : {};
+  const response = await fetch(path, { ...options, headers });
+  if (!response.ok) {
+    let message = `${response.status} ${response.statusText}`;
+    try {
+      const body = await response.json();
+      if (body.error) message = body.error;
+    } catch (e) { /* not JSON: keep the status line */ }
+    if (response.status === 401) $("key-panel").hidden = false;
+    const retry = response.headers.get("Retry-After");
+    if (response.status === 503 && retry) message += ` (retry in ${retry} s)`;
+    throw new Error(message);
+  }
+  return response;
+}
+
+async function loadProfiles() {
+  try {
+    const info = await (await api("/v1/profiles")).json();
+    const select = $("profile");
+    select.replaceChildren(...info.profiles.map((p) => {
+      const option = new Option(p.name, p.name, p.default, p.default);
+      option.title = p.description;
+      return option;
+    }));
+  } catch (e) {
+    status(e.message, true);
+  }
+}
+
+// ---- choosing an image ------------------------------------------------------------------------
+
+function chooseImage(file) {
+  if (!file) return;
+  if (!/^image\/(png|jpeg|webp)$/.test(file.type)) {
+    status(`${file.name}: choose a PNG, JPEG or WebP image`, true);
+    return;
+  }
+  state.image = file;
+  if (state.imageUrl) URL.revokeObjectURL(state.imageUrl);
+  state.imageUrl = URL.createObjectURL(file);
+  $("drop-name").textContent = `${file.name} (${(file.size / 1024).toFixed(1)} KB)`;
+  $("compress").disabled = false;
+  status("");
+}
+
+function setUpDrop() {
+  const drop = $("drop");
+  const input = $("image-input");
+  drop.addEventListener("click", () => input.click());
+  drop.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); }
+  });
+  input.addEventListener("change", () => chooseImage(input.files[0]));
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    chooseImage(e.dataTransfer.files[0]);
+  });
+}
+
+// ---- compress --------------------------------------------------------------------------------
+
+async function compress() {
+  const form = new FormData();
+  form.append("image", state.image, state.image.name);
+  const extra = Array.from($("semantics-input").files);
+  const json = extra.filter((f) => f.name.endsWith(".json"));
+  if (json.length > 1) return status("choose one semantics JSON (and its mask PNGs)", true);
+  if (json.length) {
+    form.append("semantics", json[0], json[0].name);
+    extra.filter((f) => f !== json[0]).forEach((f) => form.append("masks", f, f.name));
+  } else if (extra.length) {
+    return status("mask PNGs need their semantics JSON", true);
+  }
+  form.append("analyze", $("analyze").checked ? "true" : "false");
+  form.append("bpp", $("bpp").value);
+  if ($("profile").value) form.append("profile", $("profile").value);
+  for (const [id, field] of [["object-steps", "object_steps"], ["final-steps", "final_steps"]]) {
+    if ($(id).value) form.append(field, $(id).value);
+  }
+  $("compress").disabled = true;
+  status("Compressing...");
+  try {
+    const response = await api("/v1/compress", { method: "POST", body: form });
+    const blob = await response.blob();
+    state.sedicName = state.image.name.replace(/\.[^.]*$/, "") + ".sedic";
+    await showFile(blob, state.imageUrl);
+    status(`Compressed to ${blob.size} bytes.`);
+  } catch (e) {
+    status(e.message, true);
+  } finally {
+    $("compress").disabled = false;
+  }
+}
+
+// ---- what the file holds -----------------------------------------------------------------------
+
+async function showFile(blob, baseUrl) {
+  state.sedic = blob;
+  const form = new FormData();
+  form.append("file", blob, state.sedicName);
+  const info = await (await api("/v1/inspect?masks=true", { method: "POST", body: form })).json();
+  $("result").hidden = false;
+  $("summary").textContent = `${info.bytes} bytes, ${info.bpp.toFixed(4)} bpp, ${info.width}x${info.height}, ` +
+    `profile ${info.profile}, seed ${info.seed}`;
+  drawStreamBar(info.streams);
+  showTexts(info.semantics);
+  state.masks = info.masks;
+  if (baseUrl) await drawMasks(baseUrl, info.masks);
+  else clearCanvas();
+  const link = $("download-sedic");
+  if (link.href) URL.revokeObjectURL(link.href);
+  link.href = URL.createObjectURL(blob);
+  link.download = state.sedicName;
+  $("decode-panel").hidden = true;
+}
+
+function drawStreamBar(streams) {
+  const total = STREAMS.reduce((sum, name) => sum + streams[name], 0);
+  const bar = $("stream-bar");
+  const legend = $("stream-legend");
+  bar.replaceChildren();
+  legend.replaceChildren();
+  for (const name of STREAMS) {
+    const share = streams[name] / total;
+    const part = document.createElement("span");
+    part.style.width = `${(100 * share).toFixed(2)}%`;
+    part.style.background = `var(--${name})`;
+    part.dataset.stream = name;
+    part.dataset.bits = streams[name];
+    part.title = `${name}: ${streams[name]} bits`;
+    bar.append(part);
+    const item = document.createElement("li");
+    item.innerHTML = `<i style="background: var(--${name})"></i>`;
+    item.append(`${name} ${streams[name]} bits (${(100 * share).toFixed(1)} %)`);
+    legend.append(item);
+  }
+  bar.setAttribute("aria-label", "bits per stream: " +
+    STREAMS.map((n) => `${n} ${streams[n]}`).join(", ") + ` of ${total}`);
+}
+
+function showTexts(semantics) {
+  $("overall").textContent = semantics.overall || "(none)";
+  const list = $("objects");
+  list.replaceChildren(...semantics.objects.map((obj, k) => {
+    const item = document.createElement("li");
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.style.background = COLORS[k % COLORS.length];
+    const name = document.createElement("strong");
+    name.textContent = obj.name;
+    item.append(swatch, name, `: ${obj.description}`);
+    return item;
+  }));
+}
+
+function loadImage(src) {
+  const img = new Image();
+  img.src = src;
+  return img.decode().then(() => img);
+}
+
+function clearCanvas() {
+  const canvas = $("mask-canvas");
+  canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+}
+
+async function drawMasks(baseUrl, masks) {
+  const canvas = $("mask-canvas");
+  const base = await loadImage(baseUrl);
+  canvas.width = base.naturalWidth;
+  canvas.height = base.naturalHeight;
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(base, 0, 0);
+  for (let k = 0; k < masks.length; k++) {
+    const mask = await loadImage(masks[k]);
+    const layer = document.createElement("canvas");
+    layer.width = canvas.width;
+    layer.height = canvas.height;
+    const lctx = layer.getContext("2d");
+    lctx.imageSmoothingEnabled = false;
+    lctx.drawImage(mask, 0, 0, mask.naturalWidth * 8, mask.naturalHeight * 8);  // one cell = 8 pixels
+    const pixels = lctx.getImageData(0, 0, layer.width, layer.height);
+    const [r, g, b] = COLORS[k % COLORS.length].match(/\w\w/g).map((h) => parseInt(h, 16));
+    for (let i = 0; i < pixels.data.length; i += 4) {
+      const inside = pixels.data[i] > 127;
+      pixels.data.set([r, g, b, inside ? 110 : 0], i);
+    }
+    lctx.putImageData(pixels, 0, 0);
+    ctx.drawImage(layer, 0, 0);
+  }
+}
+
+// ---- decode, stage by stage (Server-Sent Events over a POST) ----------------------------------
+
+async function decode() {
+  if (state.decoding) state.decoding.abort();
+  const controller = new AbortController();
+  state.decoding = controller;
+  const form = new FormData();
+  form.append("file", state.sedic, state.sedicName);
+  $("decode").disabled = true;
+  $("decode-panel").hidden = false;
+  $("download-png").hidden = true;
+  delete $("decode-panel").dataset.done;
+  $("stages").replaceChildren();
+  state.stageUrls = [];
+  $("before").src = state.imageUrl || "";
+  $("after").removeAttribute("src");
+  status("Decoding...");
+  try {
+    const headers = state.key ? { Authorization: "Bearer " + state.key } : {};
+    const response = await fetch("/v1/decompress/stream", { method: "POST", body: form, headers,
+                                                             signal: controller.signal });
+    if (!response.ok) {
+      let message = `${response.status} ${response.statusText}`;
+      try { message = (await response.json()).error || message; } catch (e) { /* keep */ }
+      throw new Error(message);
+    }
+    for await (const [event, data] of readEvents(response.body)) onEvent(event, data);
+  } catch (e) {
+    if (e.name !== "AbortError") status(e.message, true);
+  } finally {
+    $("decode").disabled = false;
+    if (state.decoding === controller) state.decoding = null;
+  }
+}
+
+async function* readEvents(body) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let event = "message", data = "";
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event: ")) event = line.slice(7);
+        else if (line.startsWith("data: ")) data += line.slice(6);
+      }
+      yield [event, JSON.parse(data)];
+    }
+  }
+}
+
+function stageItem(index) {
+  return $("stages").children[index];
+}
+
+function onEvent(event, data) {
+  if (event === "info") {
+    $("stages").replaceChildren(...data.labels.map((label, k) => {
+      const item = document.createElement("li");
+      item.dataset.stage = k;
+      const button = document.createElement("button");
+      button.type = "button";
+      button.disabled = true;
+      button.textContent = `${k}. ${label}`;
+      button.addEventListener("click", () => selectStage(k));
+      item.append(button);
+      return item;
+    }));
+  } else if (event === "stage") {
+    stageItem(data.index).classList.add("running");
+    status(`Decoding stage ${data.index}/${data.total}: ${data.label}...`);
+  } else if (event === "image") {
+    const url = "data:image/png;base64," + data.png;
+    state.stageUrls[data.index] = url;
+    const item = stageItem(data.index);
+    item.classList.replace("running", "done");
+    item.querySelector("button").disabled = false;
+    if (data.index === 0 && !state.imageUrl) {
+      $("before").src = url;  // an opened file: compare with the preview
+      drawMasks(url, state.masks || []);
+    }
+    selectStage(data.index);
+  } else if (event === "done") {
+    const last = state.stageUrls.length - 1;
+    const link = $("download-png");
+    link.href = state.stageUrls[last];
+    link.download = state.sedicName.replace(/\.sedic$/, "") + ".png";
+    link.hidden = false;
+    $("decode-panel").dataset.done = "true";
+    status(`Decoded: ${last + 1} stages.`);
+  } else if (event === "error") {
+    status(data.error, true);
+  }
+}
+
+function selectStage(index) {
+  $("after").src = state.stageUrls[index];
+  for (const item of $("stages").children) item.classList.toggle("selected", Number(item.dataset.stage) === index);
+}
+
+function setSlider() {
+  const value = $("slider").value;
+  $("after").style.clipPath = `inset(0 0 0 ${value}%)`;
+  $("divider").style.left = `${value}%`;
+}
+
+// ---- open a .sedic ---------------------------------------------------------------------------
+
+async function openSedic(file) {
+  if (!file) return;
+  state.image = null;
+  if (state.imageUrl) URL.revokeObjectURL(state.imageUrl);
+  state.imageUrl = null;
+  state.sedicName = file.name;
+  try {
+    await showFile(file, null);
+    status(`${file.name}: press "Decode stage by stage".`);
+  } catch (e) {
+    status(e.message, true);
+  }
+}
+
+function init() {
+  setUpDrop();
+  $("compress").addEventListener("click", compress);
+  $("decode").addEventListener("click", decode);
+  $("slider").addEventListener("input", setSlider);
+  $("sedic-input").addEventListener("change", () => openSedic($("sedic-input").files[0]));
+  $("key-save").addEventListener("click", () => {
+    state.key = $("api-key").value.trim();
+    sessionStorage.setItem("sedic-key", state.key);
+    $("key-panel").hidden = true;
+    loadProfiles();
+  });
+  setSlider();
+  loadProfiles();
+}
+
+init();
