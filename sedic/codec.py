@@ -82,6 +82,9 @@ def encode(image: np.ndarray, semantics: Semantics | None = None, profile: Profi
         raise InputError(f"seed must be in 0..2^32-1, got {seed}")
 
     overrides = dict(overrides or {})
+    if profile.decoder.schedule != profile_by_id(profile.id).decoder.schedule:
+        # a profile file changed the schedule: the file must say so, or it would decode differently
+        overrides.setdefault("schedule", profile.decoder.schedule)
     unknown = set(overrides) - set(bs.OVERRIDE_KEYS.values())
     if unknown:
         raise InputError(f"unknown schedule settings {sorted(unknown)} (known: {', '.join(bs.OVERRIDE_KEYS.values())})")

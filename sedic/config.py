@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .analysis.settings import AnalysisSettings
 from .errors import InputError
-from .restoration.settings import DecoderSettings
+from .restoration.settings import DecoderSettings, OragSettings, PipelineSettings
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,21 @@ class Profile:
     decoder: DecoderSettings = field(default_factory=DecoderSettings)
 
 
+# The schedule of the SEDIC authors' released code (github.com/yang-xidian/SEDIC, SEDIC.py), in
+# this decoder's terms: object stages prompted with the description alone, started from pure noise,
+# 5 steps in the first and 10 in the others, CFG 3.5, each conditioned on the previous stage and
+# pasted over it inside the mask once at the end (no attention guidance); the final stage 50
+# steps at CFG 7, conditioned on the reference, started from the noised low-frequency band of the
+# last object stage (DiffBIR's "better start", with the image in [-1, 1] where that code passed
+# 0..255); no colour correction. Where it differs from ours: docs/orag.md, "The authors' schedule".
+AUTHORS_DECODER = DecoderSettings(
+    object_steps=10, object_cfg=3.5, final_steps=50, final_cfg=7.0,
+    orag=OragSettings(strength=0.0, blend=True, blend_every_step=False),
+    pipeline=PipelineSettings(object_start="noise", object_start_strength=1.0, object_stage_steps=(5,),
+                              object_prompt="description", final_start="low-frequency",
+                              final_start_strength=1.0, final_condition="reference", color_fix="none"),
+)
+
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
@@ -47,6 +62,12 @@ PROFILES: dict[str, Profile] = {
                                         base_model="stable-diffusion-v1-5/stable-diffusion-v1-5",
                                         controlnet="lllyasviel/control_v11f1e_sd15_tile",
                                         controlnet_file="")),
+        Profile("sedic-fast", 3, "the paper's models with the fused schedule: every object and the overall "
+                "description in one pass of 20 steps (docs/orag.md)",
+                decoder=DecoderSettings(schedule="fused")),
+        Profile("authors", 4, "the paper's models with the SEDIC authors' released decoder schedule, for "
+                "comparison: pure-noise object stages of 5/10/10 steps, 50 final steps (docs/orag.md)",
+                decoder=AUTHORS_DECODER),
     )
 }
 DEFAULT_PROFILE = "sedic"

@@ -15,8 +15,13 @@ Two training-free mechanisms act inside an object stage k:
 2. Latent blending (in `sampler.py`): outside the mask the latent is replaced after every step by
    the stage input re-noised to the next timestep with the stage's noise.
 
+The fused schedule (pipeline.py) routes K objects at once: the context is the overall prompt
+followed by every object prompt, and the gate s_k(q) * 1[j in T_k] becomes a (queries x keys)
+matrix G[q, j] = sum_k s_k(q) 1[j in T_k] (`OragState.set_regions`); the bias is w_i * R[q] * G[q, j].
+
 With the guidance inactive, the processors call the layer's original processor, so an unguided
-run is bit-identical to a run without them.
+run is bit-identical to a run without them (and runs the stock SDPA call without a mask, so the
+flash kernel stays available on CUDA).
 """
 
 from __future__ import annotations
@@ -31,13 +36,14 @@ _BLOCK_PREFIX = {"down": "down_blocks.", "mid": "mid_block.", "up": "up_blocks."
 
 
 def object_token_mask(tokenizer, name: str, description: str, settings: OragSettings,
-                      length: int = 77) -> torch.Tensor:
-    """Bool (length,) marking the object's tokens in the prompt f"{name}, {description}".
+                      length: int = 77, name_in_prompt: bool = True) -> torch.Tensor:
+    """Bool (length,) marking the object's tokens in the prompt f"{name}, {description}"
+    (or in `description` alone when name_in_prompt is False).
 
     BOS is never included: it is the attention sink that most queries attend to, and pushing it
     around rescales the whole layer instead of locating the object. Padding is never included.
     """
-    prompt = f"{name}, {description}"
+    prompt = f"{name}, {description}" if name_in_prompt else description
     ids = tokenizer(prompt, padding="max_length", max_length=length, truncation=True).input_ids
     eos_id = tokenizer.eos_token_id
     # The first EOS after BOS ends the text (SD 2's tokenizer pads with "!", SD 1's with EOS).
@@ -46,7 +52,7 @@ def object_token_mask(tokenizer, name: str, description: str, settings: OragSett
     except ValueError:
         eos = length  # truncated without EOS: everything after BOS is text
     start = 1
-    if settings.tokens == "description":
+    if settings.tokens == "description" and name_in_prompt:
         # CLIP pre-tokenises on spaces and punctuation, so "name," is a prefix of the prompt's tokens
         start += len(tokenizer(f"{name},", add_special_tokens=False).input_ids)
     mask = torch.zeros(length, dtype=torch.bool)
@@ -75,11 +81,12 @@ class OragState:
         self.fixed_range = 8.0
         self.probe = None            # test hook: probe(name, query, key, bias, scale)
         self.level_signs: dict[int, torch.Tensor] | None = None  # queries -> (1|B, 1, N, 1)
+        self.level_gates: dict[int, torch.Tensor] | None = None  # fused: queries -> (1|B, 1, N, S)
 
     @property
     def active(self) -> bool:
-        return (self.tokens is not None and self.level_signs is not None and self.rows is not None
-                and (self.guiding or self.probe is not None))
+        routed = (self.tokens is not None and self.level_signs is not None) or self.level_gates is not None
+        return routed and self.rows is not None and (self.guiding or self.probe is not None)
 
     def set_weight(self, w: float, device=None) -> None:
         self.guiding = w != 0.0
@@ -101,10 +108,41 @@ class OragState:
             signs.setdefault(lh * lw, sign if dtype is None else sign.to(dtype))
         self.level_signs = signs
 
+    def set_regions(self, masks: torch.Tensor | None, tokens: torch.Tensor | None,
+                    dtype: torch.dtype | None = None) -> None:
+        """Fused schedule: masks (1|B, K, h, w) in [0, 1] at the latent grid, tokens (K, S) 0/1 with
+        disjoint rows (object k's positions in the concatenated context), or None.
+
+        Keeps per level G = s @ tokens, (1|B, 1, N, S): G[q, j] = s_k(q) for j in T_k, 0 elsewhere
+        (the overall prompt's tokens and every BOS/EOS/padding position stay unbiased). The rows
+        being disjoint, each entry is one sign plus zeros, so it is exact in any dtype.
+        """
+        if masks is None or tokens is None:
+            self.level_gates = None
+            return
+        h, w = masks.shape[-2:]
+        tokens = tokens.to(masks.device, torch.float32)
+        gates = {}
+        for level in range(self.LEVELS):
+            lh, lw = -(-h // 2 ** level), -(-w // 2 ** level)
+            a = F.adaptive_avg_pool2d(masks.float(), (lh, lw))           # (B, K, lh, lw), area rule
+            signs = (2.0 * a - 1.0).flatten(2).transpose(1, 2)          # (B, N, K)
+            gate = (signs @ tokens).unsqueeze(1)                        # (B, 1, N, S)
+            gates.setdefault(lh * lw, gate if dtype is None else gate.to(dtype))
+        self.level_gates = gates
+
     def clear(self) -> None:
         self.set_weight(0.0)
         self.tokens, self.rows = None, None
         self.set_mask(None)
+        self.set_regions(None, None)
+
+    def gates(self, n_queries: int, device, dtype) -> torch.Tensor:
+        """G at the layer with n_queries positions, (1|B, 1, N, S)."""
+        try:
+            return self.level_gates[n_queries].to(device, dtype)
+        except KeyError:
+            raise RuntimeError(f"ORAG: no mask level has {n_queries} positions") from None
 
     def signs(self, n_queries: int, device, dtype) -> torch.Tensor:
         """s(q) = 2 a(q) - 1 at the layer with n_queries positions, (1|B, 1, N, 1)."""
@@ -155,10 +193,14 @@ class OragAttnProcessor:
             key = attn.norm_k(key)
 
         dtype, device = query.dtype, query.device
-        # gate (B, 1, N, S): +/- per query, only the object's tokens, only the guided rows
-        tokens = st.tokens.to(device, dtype)[:n_keys]
         rows = st.rows.to(device, dtype).view(-1, 1, 1, 1)
-        gate = (st.weight.to(device, dtype) * rows) * st.signs(n_queries, device, dtype) * tokens.view(1, 1, 1, -1)
+        if st.level_gates is not None:
+            # fused: every object's tokens routed to its own mask at once
+            gate = (st.weight.to(device, dtype) * rows) * st.gates(n_queries, device, dtype)[..., :n_keys]
+        else:
+            # gate (B, 1, N, S): +/- per query, only the object's tokens, only the guided rows
+            tokens = st.tokens.to(device, dtype)[:n_keys]
+            gate = (st.weight.to(device, dtype) * rows) * st.signs(n_queries, device, dtype) * tokens.view(1, 1, 1, -1)
         if st.range_mode == "query":
             # Q K^T against the few text keys only: (B, heads, N, S), no softmax
             logits = torch.matmul(query, key.transpose(-1, -2)) * attn.scale

@@ -49,7 +49,8 @@ def get_backbone(settings, device: torch.device, dtype: torch.dtype):
     from .backbone import load_backbone
 
     # every field that can change the models (not steps, guidance scales, prompts, ORAG, pipeline)
-    not_models = {"object_steps", "object_cfg", "final_steps", "final_cfg", "negative_prompt", "orag", "pipeline"}
+    not_models = {"object_steps", "object_cfg", "final_steps", "final_cfg", "negative_prompt", "schedule", "orag",
+                  "pipeline"}
     models = tuple((f.name, getattr(settings, f.name)) for f in dataclasses.fields(settings)
                    if f.name not in not_models)
     key = (models, str(device), dtype)
@@ -122,11 +123,13 @@ def _object_mask(obj, lh: int, lw: int, grid: tuple[int, int], device) -> torch.
 
 
 def restore(preview: np.ndarray, semantics, settings, seed: int, stages: int | None = None,
-            device: str | None = None, progress=None, backbone=None) -> np.ndarray:
+            device: str | None = None, progress=None, backbone=None, on_step=None) -> np.ndarray:
     """Restore the decoded reference `preview` (uint8 (H, W, 3)) with the file's semantics.
 
-    stages: None = all K+1, 0 = the preview unchanged, k <= K = objects 1..k only.
+    stages: None = all K+1, 0 = the preview unchanged, k <= K = objects 1..k only (sequential
+    schedule; the fused schedule is one pass: 0 or K+1).
     progress(stage_index, total, label) is called before each stage (1-based).
+    on_step(stage_index, total, step, steps) is called after each denoising step (step 1-based).
     """
     preview = np.asarray(preview)
     if preview.dtype != np.uint8 or preview.ndim != 3 or preview.shape[2] != 3:
@@ -138,6 +141,10 @@ def restore(preview: np.ndarray, semantics, settings, seed: int, stages: int | N
         raise InputError(f"stages must be between 0 and {n_obj + 1} for this file, got {stages}")
     if n_stages == 0:
         return preview.copy()
+    fused = settings.schedule == "fused"
+    if fused and n_stages != n_obj + 1:
+        raise InputError(f"the fused schedule restores all objects in one pass: stages must be 0 or "
+                         f"{n_obj + 1} for this file, got {stages}")
     orag = settings.orag
     st = settings.pipeline
 
@@ -173,6 +180,18 @@ def restore(preview: np.ndarray, semantics, settings, seed: int, stages: int | N
                         tile=st.tile if tiled else 0, overlap=st.tile_overlap, channels_last=channels_last)
     pixel = backbone.condition != "latent"
     installed = []
+    name_in_prompt = st.object_prompt == "name+description"
+
+    def object_prompt(obj) -> str:
+        return f"{obj.name}, {obj.description}" if name_in_prompt else obj.description
+
+    def run_stage(index, spec, z_in, steps, **kwargs):
+        hook = None
+        if on_step is not None:
+            total = 1 if fused else n_stages
+            hook = lambda i, t, t_next, z: on_step(index, total, i + 1, steps)  # noqa: E731
+        return sample_stage(denoiser, backbone.scheduler_config, spec, z_in, steps=steps, callback=hook, **kwargs)
+
     try:
         with torch.inference_mode():
             if use_attn:
@@ -182,41 +201,68 @@ def restore(preview: np.ndarray, semantics, settings, seed: int, stages: int | N
             z_ref = backbone.encode_image(xp).float()
             uncond = backbone.encode_prompt([settings.negative_prompt])
 
-            def spec_for(prompt_emb, cfg, z_cond, image_cond, mask=None, tokens=None):
+            def spec_for(prompt_emb, cfg, z_cond, image_cond, mask=None, tokens=None, negative=uncond):
                 if pixel and image_cond is None:
                     image_cond = backbone.decode_latent(z_cond).float()  # pixel ControlNets need the image
                 control = backbone.control_condition(image_cond, z_cond)
-                return StageSpec(cond=prompt_emb, uncond=uncond if cfg != 1.0 else None, cfg=cfg,
+                return StageSpec(cond=prompt_emb, uncond=negative if cfg != 1.0 else None, cfg=cfg,
                                  control=control, control_factor=8 if pixel else 1,
                                  orag_mask=None if mask is None else mask.float(), orag_tokens=tokens)
 
-            z = z_ref
-            image = xp  # the pixels of z where known without a decode (stage 0)
-            for k, obj in enumerate(objects[:n_obj_run], start=1):
+            def final_start(z_last, image_last):
+                if st.final_start != "low-frequency":
+                    return st.final_start
+                # DiffBIR's "better start": the low band of the image, in [-1, 1] (the authors'
+                # code passed 0..255 pixels to the VAE here)
+                if image_last is None:
+                    image_last = backbone.decode_latent(z_last).float()
+                return backbone.encode_image(_low_high(image_last.float())[0]).float()
+
+            if fused:
                 if progress is not None:
-                    progress(k, n_stages, f"object {k}/{n_obj}: {obj.name}")
-                mask = _object_mask(obj, lh, lw, grid, dev)
-                if not mask.any():
-                    continue  # nothing of the object survives on the latent grid: the stage is a no-op
-                tokens = (object_token_mask(backbone.tokenizer, obj.name, obj.description, orag)
-                          if use_attn else None)
-                emb = backbone.encode_prompt([f"{obj.name}, {obj.description}"])
-                spec = spec_for(emb, settings.object_cfg, z, image, mask if use_attn else None, tokens)
-                z = sample_stage(denoiser, backbone.scheduler_config, spec, z, steps=settings.object_steps,
-                                 start_strength=st.object_start_strength, generator=stage_generator(seed, k),
-                                 orag=orag, blend_mask=mask if orag.blend_on else None)
-                image = None
-            if n_stages == n_obj + 1:
-                if progress is not None:
-                    progress(n_stages, n_stages, "overall")
-                emb = backbone.encode_prompt([semantics.overall])
-                if st.final_condition == "reference":
-                    spec = spec_for(emb, settings.final_cfg, z_ref, xp)
-                else:
-                    spec = spec_for(emb, settings.final_cfg, z, image)
-                z = sample_stage(denoiser, backbone.scheduler_config, spec, z, steps=settings.final_steps,
-                                 start_strength=st.final_start_strength,
-                                 generator=stage_generator(seed, n_obj + 1))
+                    progress(1, 1, f"fused: {n_obj} object{'s' if n_obj != 1 else ''} + overall")
+                live = [(obj, m) for obj, m in ((o, _object_mask(o, lh, lw, grid, dev)) for o in objects)
+                        if m.any()]  # an object with no cell on the latent grid adds nothing
+                embs = backbone.encode_prompt([semantics.overall] + [object_prompt(o) for o, _ in live])
+                cond = fused_context(embs)
+                negative = fused_context(uncond.expand(len(live) + 1, -1, -1))
+                masks = tokens = None
+                if use_attn and live:
+                    masks = torch.cat([m for _, m in live], dim=1)
+                    tokens = fused_token_matrix([object_token_mask(backbone.tokenizer, o.name, o.description, orag,
+                                                                   name_in_prompt=name_in_prompt)
+                                                 for o, _ in live])
+                spec = spec_for(cond, settings.final_cfg, z_ref, xp, masks, tokens, negative=negative)
+                z = run_stage(1, spec, z_ref, settings.final_steps, start_strength=st.final_start_strength,
+                              generator=stage_generator(seed, n_obj + 1), orag=orag, start=final_start(z_ref, xp))
+            else:
+                z = z_ref
+                image = xp  # the pixels of z where known without a decode (stage 0)
+                for k, obj in enumerate(objects[:n_obj_run], start=1):
+                    if progress is not None:
+                        progress(k, n_stages, f"object {k}/{n_obj}: {obj.name}")
+                    mask = _object_mask(obj, lh, lw, grid, dev)
+                    if not mask.any():
+                        continue  # nothing of the object survives on the latent grid: the stage is a no-op
+                    tokens = (object_token_mask(backbone.tokenizer, obj.name, obj.description, orag,
+                                                name_in_prompt=name_in_prompt) if use_attn else None)
+                    emb = backbone.encode_prompt([object_prompt(obj)])
+                    spec = spec_for(emb, settings.object_cfg, z, image, mask if use_attn else None, tokens)
+                    z = run_stage(k, spec, z, settings.object_steps_for(k),
+                                  start_strength=st.object_start_strength, generator=stage_generator(seed, k),
+                                  orag=orag, blend_mask=mask if orag.blend_on else None, start=st.object_start,
+                                  blend_every_step=orag.blend_every_step)
+                    image = None
+                if n_stages == n_obj + 1:
+                    if progress is not None:
+                        progress(n_stages, n_stages, "overall")
+                    emb = backbone.encode_prompt([semantics.overall])
+                    if st.final_condition == "reference":
+                        spec = spec_for(emb, settings.final_cfg, z_ref, xp)
+                    else:
+                        spec = spec_for(emb, settings.final_cfg, z, image)
+                    z = run_stage(n_stages, spec, z, settings.final_steps, start_strength=st.final_start_strength,
+                                  generator=stage_generator(seed, n_obj + 1), start=final_start(z, image))
             out = backbone.decode_latent(z).float()[..., :H, :W]
             out = color_fix(out, x.to(dev), st.color_fix)
     finally:
@@ -224,3 +270,27 @@ def restore(preview: np.ndarray, semantics, settings, seed: int, stages: int | N
             uninstall(model, originals)
     out = ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return out[0].permute(1, 2, 0).cpu().numpy()
+
+
+def fused_context(embs: torch.Tensor) -> torch.Tensor:
+    """(K+1, 77, D) prompt embeddings -> (1, 77 + 76 K, D): the first prompt whole, then every
+    other prompt without its BOS.
+
+    CLIP's text encoder is causal, so the hidden state at BOS is the same for every prompt: K more
+    copies would only add log(K+1) to the logit of the attention sink. One BOS is kept.
+    """
+    if embs.shape[0] == 1:
+        return embs
+    return torch.cat([embs[:1], embs[1:, 1:].reshape(1, -1, embs.shape[-1])], dim=1)
+
+
+def fused_token_matrix(token_masks: list[torch.Tensor]) -> torch.Tensor:
+    """Per-object (77,) token masks -> (K, 77 + 76 K) float: object k's tokens at their place in
+    `fused_context` (segment k starts at 77 + 76 (k-1); its BOS, never an object token, is dropped)."""
+    n = len(token_masks)
+    length = token_masks[0].shape[0]
+    out = torch.zeros(n, length + (length - 1) * n)
+    for k, m in enumerate(token_masks):
+        offset = length + (length - 1) * k
+        out[k, offset:offset + length - 1] = m[1:].float()
+    return out

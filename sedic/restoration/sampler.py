@@ -69,8 +69,10 @@ class StageSpec:
     cfg: float
     control: torch.Tensor               # controlnet_cond at full size
     control_factor: int = 1             # control pixels per latent cell (1 latent, 8 pixel)
-    orag_mask: torch.Tensor | None = None   # (1, 1, h, w) float mask at the latent grid
-    orag_tokens: torch.Tensor | None = None  # (S,) bool: the object's tokens
+    # One object (sequential schedule): mask (1, 1, h, w) float at the latent grid, tokens (S,) bool.
+    # K objects at once (fused schedule): masks (1, K, h, w), tokens (K, S) with disjoint rows.
+    orag_mask: torch.Tensor | None = None
+    orag_tokens: torch.Tensor | None = None
 
 
 class Denoiser:
@@ -111,10 +113,16 @@ class Denoiser:
 
     def _predict(self, z, t, spec, control, mask):
         st = self.state
-        if st is not None:
+        if st is not None and spec.orag_tokens is not None and spec.orag_tokens.dim() == 2:
+            # fused: the (queries x keys) gates of all objects, on the device once per call
+            st.tokens = None
+            st.set_mask(None)
+            st.set_regions(None if mask is None else mask.to(self.device), spec.orag_tokens, self.dtype)
+        elif st is not None:
             # on the device once per call, not once per attention layer
             st.tokens = spec.orag_tokens.to(self.device, self.dtype) if spec.orag_tokens is not None else None
             st.set_mask(None if mask is None else mask.to(self.device), self.dtype)
+            st.set_regions(None, None)
         x = z.to(self.dtype)
         control = control.to(self.dtype)
         if spec.uncond is None or spec.cfg == 1.0:
@@ -150,12 +158,15 @@ StepCallback = Callable[[int, int, "int | None", torch.Tensor], None]
 def sample_stage(denoiser: Denoiser, scheduler_config: dict, spec: StageSpec, z_input: torch.Tensor, *,
                  steps: int, start_strength: float, generator: torch.Generator,
                  orag: OragSettings | None = None, blend_mask: torch.Tensor | None = None,
-                 callback: StepCallback | None = None) -> torch.Tensor:
+                 callback: StepCallback | None = None, start: "str | torch.Tensor" = "input",
+                 blend_every_step: bool = True) -> torch.Tensor:
     """Run one stage from `z_input` (the stage input latent, float32) and return the new latent.
 
     orag: weights of the attention guidance (used when spec.orag_tokens is set).
     blend_mask: bool (1, 1, h, w); outside it the latent is the re-noised stage input after every
-    step, and exactly the stage input at the end.
+    step (or only after the last with blend_every_step=False), and exactly the stage input at the end.
+    start: what is noised to the first timestep: "input" (z_input), "noise" (pure noise, start
+    strength 1 only) or a latent.
     callback(i, t, t_next, latent) after each step (t_next None after the last).
     """
     scheduler = DDPMScheduler.from_config(scheduler_config)
@@ -164,7 +175,16 @@ def sample_stage(denoiser: Denoiser, scheduler_config: dict, spec: StageSpec, z_
     z0 = z_input.float()
     # noise drawn on the CPU from the stage's generator: the same numbers on every device
     noise = torch.randn(z0.shape, generator=generator, dtype=torch.float32).to(z0.device)
-    z = scheduler.add_noise(z0, noise, torch.tensor([timesteps[0]]))
+    if isinstance(start, str) and start == "noise":
+        if start_strength != 1.0:
+            raise ValueError("a pure-noise start needs start strength 1")
+        z = noise.clone()
+    elif isinstance(start, str):
+        if start != "input":
+            raise ValueError(f"unknown start {start!r}")
+        z = scheduler.add_noise(z0, noise, torch.tensor([timesteps[0]]))
+    else:
+        z = scheduler.add_noise(start.float().to(z0.device), noise, torch.tensor([timesteps[0]]))
     guided = orag is not None and spec.orag_tokens is not None and orag.attention_on
     n = len(timesteps)
     for i, t in enumerate(timesteps):
@@ -174,7 +194,7 @@ def sample_stage(denoiser: Denoiser, scheduler_config: dict, spec: StageSpec, z_
         # the generator is a CPU one; diffusers draws the variance noise on it and moves it
         z = scheduler.step(eps, t, z, generator=generator).prev_sample
         t_next = timesteps[i + 1] if i + 1 < n else None
-        if blend_mask is not None:
+        if blend_mask is not None and (blend_every_step or t_next is None):
             keep = z0 if t_next is None else scheduler.add_noise(z0, noise, torch.tensor([t_next]))
             z = torch.where(blend_mask, z, keep)
         if callback is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 PAPER_NEGATIVE_PROMPT = "low quality, blurry, low-resolution, noisy, unsharp, weird textures"
+SCHEDULES = ("sequential", "fused")
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,10 @@ class OragSettings:
     unet_blocks: tuple[str, ...] = ("down", "mid", "up")  # UNet blocks whose cross-attention is guided
     controlnet: bool = True        # guide the ControlNet's cross-attention too
     blend: bool = True             # latent blending outside the mask
+    # True: outside the mask the latent is the re-noised stage input after every step (Blended
+    # Latent Diffusion); False: the stage's result is pasted over its input once, at the end
+    # (what the SEDIC authors' code does)
+    blend_every_step: bool = True
 
     def __post_init__(self):
         if self.range_mode not in ("query", "fixed"):
@@ -54,8 +59,20 @@ class PipelineSettings:
     """Multistage-decoder parameters beyond DecoderSettings' steps/CFG (defaults documented in docs/orag.md)."""
 
     object_start_strength: float = 0.6   # object stages start from the stage input noised to 0.6*(T-1)
-    final_start_strength: float = 1.0    # final stage starts at T-1 (DiffBIR's start, ~7% signal left)
+    # The final stage starts from its input noised to T-1 (about 7% of the signal left). This is
+    # not DiffBIR's start: DiffBIR starts from pure noise unless asked for its "better start".
+    final_start_strength: float = 1.0
     final_condition: str = "restored"    # "restored" (paper's figure) or "reference" (authors' code)
+    # What a stage starts from, noised to its start strength: "input" (the stage input latent),
+    # "noise" (pure Gaussian noise, the input only conditions: DiffBIR's and the SEDIC authors'
+    # default) or, for the final stage only, "low-frequency" (the lowest wavelet band of the last
+    # object stage's image, VAE-encoded: DiffBIR's "better start", used by the SEDIC authors)
+    object_start: str = "input"
+    final_start: str = "input"
+    # Steps of object stages 1, 2, ... (later objects use DecoderSettings.object_steps); the
+    # SEDIC authors' code runs 5 steps in its first object stage and 10 in the others
+    object_stage_steps: tuple[int, ...] = ()
+    object_prompt: str = "name+description"  # or "description" (the authors' code prompts with it alone)
     max_pixels: int = 1024 * 1024        # above this many pixels the UNet runs in latent tiles, VAE tiled
     tile: int = 96                       # latent tile side (768 px), a multiple of 8
     tile_overlap: int = 16               # latent cells of overlap between tiles
@@ -67,6 +84,18 @@ class PipelineSettings:
     compile: str = "none"                # "none", "default", "reduce-overhead" (CUDA graphs), "max-autotune"
 
     def __post_init__(self):
+        if self.object_start not in ("input", "noise"):
+            raise ValueError(f"object_start must be 'input' or 'noise', got {self.object_start!r}")
+        if self.final_start not in ("input", "noise", "low-frequency"):
+            raise ValueError(f"final_start must be 'input', 'noise' or 'low-frequency', got {self.final_start!r}")
+        for which, start, strength in (("object", self.object_start, self.object_start_strength),
+                                       ("final", self.final_start, self.final_start_strength)):
+            if start == "noise" and strength != 1.0:
+                raise ValueError(f"{which}_start='noise' needs {which}_start_strength 1.0 (pure noise is t = T-1)")
+        if any(not isinstance(n, int) or n < 1 for n in self.object_stage_steps):
+            raise ValueError("object_stage_steps must be positive integers")
+        if self.object_prompt not in ("name+description", "description"):
+            raise ValueError(f"object_prompt must be 'name+description' or 'description', got {self.object_prompt!r}")
         if self.final_condition not in ("restored", "reference"):
             raise ValueError(f"final_condition must be 'restored' or 'reference', got {self.final_condition!r}")
         if self.color_fix not in ("wavelet", "adain", "none"):
@@ -97,5 +126,18 @@ class DecoderSettings:
     final_steps: int = 20
     final_cfg: float = 7.0
     negative_prompt: str = PAPER_NEGATIVE_PROMPT
+    # "sequential": the paper's stages, objects one by one then the overall description;
+    # "fused": one pass of final_steps at final_cfg in which every object prompt acts inside its
+    # mask at once (docs/orag.md, "Fused schedule"); object_steps and object_cfg are then unused.
+    schedule: str = "sequential"
     orag: OragSettings = field(default_factory=OragSettings)
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+
+    def object_steps_for(self, k: int) -> int:
+        """Steps of object stage k (1-based)."""
+        per_stage = self.pipeline.object_stage_steps
+        return per_stage[k - 1] if k <= len(per_stage) else self.object_steps
