@@ -42,9 +42,12 @@ _SD_FOLDERS = {
     "tokenizer": (None, ("*",)),
     "scheduler": (None, ("scheduler_config.json",)),
 }
-# Files that must be cached for an SD repository to count as available (the loaders read them).
+# Files that must be cached for an SD repository to count as available (the loaders read them);
+# "a|b" = either. The CLIP tokenizer reads tokenizer.json when present (transformers >= 5 saves
+# only that), else vocab.json and merges.txt (what SD repositories ship).
 _SD_REQUIRED = ("unet/config.json", "vae/config.json", "text_encoder/config.json",
-                "tokenizer/vocab.json", "tokenizer/merges.txt", "scheduler/scheduler_config.json")
+                "tokenizer/tokenizer.json|tokenizer/vocab.json+tokenizer/merges.txt",
+                "scheduler/scheduler_config.json")
 
 KINDS = ("transformers", "sd-pipeline", "diffusers-model", "file", "compressai")
 
@@ -229,7 +232,8 @@ def missing_files(ref: ModelRef) -> list[str]:
         required = list(_SD_REQUIRED)
     else:
         required = ["config.json", *ref.needs]
-    missing = [f for f in required if not get(f)]
+    missing = [f for f in required
+               if not any(all(get(part) for part in alt.split("+")) for alt in f.split("|"))]
     for folder, lib in _weight_folders(ref).items():
         if not _weights_cached(get, folder, lib):
             missing.append(f"{folder + '/' if folder else ''}{_WEIGHTS[lib][0][0]} (weights)")

@@ -173,9 +173,10 @@ def load_backbone(
 
 
 def _how_to_get(model_id: str) -> str:
+    # The caller (codec.decode) names the profile; here only the settings are known.
     return (
-        f"get {model_id!r} with `sedic models download <profile>` (needs network access once), "
-        "or point the profile's decoder settings at a local copy"
+        f"get {model_id!r} with `sedic models download` and the profile that names it (needs network "
+        "access once), or point the profile's decoder settings at a local copy"
     )
 
 
@@ -197,8 +198,19 @@ def _from_pretrained(cls, model_id: str, what: str, **kwargs):
     """cls.from_pretrained, turning every "not here / not reachable" error into ModelUnavailableError."""
     if not model_id:
         raise ModelUnavailableError(f"no model configured for the decoder's {what}")
+    from ..analysis.models import hub_offline, quiet_hub
+
+    with quiet_hub():
+        try:  # the local cache first: a complete copy loads without any network request
+            return cls.from_pretrained(model_id, local_files_only=True, **kwargs)
+        except _hub_errors():
+            if hub_offline():
+                raise ModelUnavailableError(
+                    f"the decoder's {what} {model_id!r} is not in the local cache and the hub is offline; "
+                    + _how_to_get(model_id)) from None
     try:
-        return cls.from_pretrained(model_id, **kwargs)
+        with quiet_hub():
+            return cls.from_pretrained(model_id, **kwargs)
     except _hub_errors() as exc:
         raise ModelUnavailableError(
             f"cannot load the decoder's {what} from {model_id!r} ({type(exc).__name__}: {_first_line(exc)}); "
@@ -231,8 +243,14 @@ def _scheduler_config(base: str, revision: str | None) -> dict:
     """The base model's training schedule, restricted to what DDPMScheduler accepts."""
     from diffusers import DDPMScheduler
 
+    from ..analysis.models import quiet_hub
+
     try:
-        cfg = DDPMScheduler.load_config(base, subfolder="scheduler", revision=revision)
+        with quiet_hub():
+            try:  # the local cache first (no network request when it is there)
+                cfg = DDPMScheduler.load_config(base, subfolder="scheduler", revision=revision, local_files_only=True)
+            except _hub_errors():
+                cfg = DDPMScheduler.load_config(base, subfolder="scheduler", revision=revision)
     except _hub_errors() as exc:
         raise ModelUnavailableError(
             f"cannot load the scheduler config of {base!r} ({type(exc).__name__}: {_first_line(exc)}); "
@@ -259,10 +277,17 @@ def _resolve_controlnet_file(settings: DecoderSettings) -> str:
         return path
     if src.startswith((".", "/", "~")) or src.endswith((".pth", ".ckpt", ".safetensors")):
         raise ModelUnavailableError(f"control network checkpoint {src!r} does not exist; " + _how_to_get(src))
+    from ..analysis.models import quiet_hub
+
     try:
         from huggingface_hub import hf_hub_download
 
-        return hf_hub_download(src, fname, revision=getattr(settings, "controlnet_revision", None))
+        revision = getattr(settings, "controlnet_revision", None)
+        with quiet_hub():
+            try:  # the local cache first (no network request when it is there)
+                return hf_hub_download(src, fname, revision=revision, local_files_only=True)
+            except _hub_errors():
+                return hf_hub_download(src, fname, revision=revision)
     except _hub_errors() as exc:
         raise ModelUnavailableError(
             f"cannot get control network {src}/{fname} ({type(exc).__name__}: {_first_line(exc)}); "
@@ -279,7 +304,8 @@ def _load_sd_ircontrolnet(settings: DecoderSettings, dtype: torch.dtype) -> Back
     except ValueError as exc:
         raise ModelUnavailableError(f"{ckpt_path!r} is not an IRControlNet for {settings.base_model!r}: {exc}") from None
     return Backbone(
-        unet=unet, controlnet=controlnet.to(dtype), vae=vae, tokenizer=tokenizer, text_encoder=text_encoder,
+        # no controlnet.to(dtype): diffusers' `to` warns on every cast; load_backbone casts all models
+        unet=unet, controlnet=controlnet, vae=vae, tokenizer=tokenizer, text_encoder=text_encoder,
         scheduler_config=scheduler_config, latent_scale=latent_scale, condition="latent",
         name=f"{settings.base_model} + {settings.controlnet}",
     )

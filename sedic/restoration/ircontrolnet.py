@@ -89,6 +89,9 @@ def _strip_wrappers(state_dict: dict) -> dict:
     for wrapper in ("state_dict", "model", "params"):
         if wrapper in state_dict and isinstance(state_dict[wrapper], dict) and "time_embed.0.weight" not in state_dict:
             state_dict = state_dict[wrapper]
+    # DataParallel/DDP training saves every key under "module." (a re-saved DiffBIR checkpoint).
+    if state_dict and all(isinstance(k, str) and k.startswith("module.") for k in state_dict):
+        state_dict = {k[len("module."):]: v for k, v in state_dict.items()}
     if any(k.startswith("control_model.") for k in state_dict):
         state_dict = {k[len("control_model."):]: v for k, v in state_dict.items() if k.startswith("control_model.")}
     return state_dict
