@@ -87,5 +87,5 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
                                            "X-Sedic-Width", "X-Sedic-Height", "X-Sedic-Bits-Reference",
                                            "X-Sedic-Bits-Text", "X-Sedic-Bits-Masks", "X-Sedic-Bits-Header",
                                            "X-Sedic-Stages", "X-Sedic-Warnings"])
-    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
+    app.add_middleware(BodyLimit, limit_mb=settings.max_upload_mb)
     return app

@@ -85,6 +85,8 @@ class Ticket:
 
         def call():
             self.check()  # cancelled while waiting for the pool: never start
+            if model:
+                self._queue._count("model_jobs")
             _ensure_warning_capture()
             token = _warning_sink.set(self.warnings)
             try:
@@ -127,7 +129,7 @@ class JobQueue:
         self._active: set[Ticket] = set()
         self._mean_seconds = 1.0  # moving average of a request's time in the server
         self.model_waiting = 0
-        self.counts = {"admitted": 0, "completed": 0, "cancelled": 0, "rejected": 0}
+        self.counts = {"admitted": 0, "completed": 0, "cancelled": 0, "rejected": 0, "model_jobs": 0}
 
     def admit(self) -> Ticket:
         with self._lock:
@@ -139,6 +141,10 @@ class JobQueue:
             self._active.add(ticket)
             self.counts["admitted"] += 1
             return ticket
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self.counts[name] += 1
 
     def _finish(self, ticket: Ticket) -> None:
         with self._lock:

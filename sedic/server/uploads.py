@@ -11,6 +11,7 @@ import io
 import json
 import re
 import tempfile
+import warnings
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -30,9 +31,10 @@ class BodyLimit:
     a Content-Length above the limit is refused without reading.
     """
 
-    def __init__(self, app, limit: int):
+    def __init__(self, app, limit_mb: float):
         self.app = app
-        self.limit = limit
+        self.limit_mb = limit_mb
+        self.limit = int(limit_mb * (1 << 20))
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -67,8 +69,8 @@ class BodyLimit:
     async def _too_large(self, send):
         from starlette.responses import JSONResponse
 
-        mb = self.limit / (1 << 20)
-        response = JSONResponse(error_body(413, f"request body above this server's limit of {mb:g} MB"),
+        message = f"request body above this server's limit of {self.limit_mb:g} MB ({self.limit} bytes)"
+        response = JSONResponse(error_body(413, message),
                                 status_code=413, headers={"Connection": "close"})
         await response({"type": "http"}, None, send)
 
@@ -89,7 +91,11 @@ def _check_pixels(width: int, height: int, what: str, max_pixels: int) -> None:
 def decode_image(data: bytes, name: str, max_pixels: int):
     """uint8 RGB (H, W, 3) from an uploaded PNG, JPEG or WebP; the size is checked before decoding."""
     try:
-        img = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked below
+            img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise TooLarge(f"image {name}: {exc}; this server's limit is {max_pixels} pixels") from None
     except (UnidentifiedImageError, OSError, ValueError):
         raise UnsupportedMedia(f"{name}: not a PNG, JPEG or WebP image") from None
     with img:
@@ -117,8 +123,13 @@ def load_semantics(json_data: bytes, json_name: str, masks: dict[str, bytes], ma
                                  f"(send each mask PNG as a 'masks' file part named as in the JSON)")
     for name, data in masks.items():
         try:
-            with Image.open(io.BytesIO(data)) as img:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                img = Image.open(io.BytesIO(data))
+            with img:
                 _check_pixels(*img.size, f"mask {name}", max_pixels)
+        except Image.DecompressionBombError as exc:
+            raise TooLarge(f"mask {name}: {exc}; this server's limit is {max_pixels} pixels") from None
         except (UnidentifiedImageError, OSError, ValueError):
             raise UnsupportedMedia(f"mask {name}: not an image") from None
     with tempfile.TemporaryDirectory(prefix="sedic-serve-") as tmp:

@@ -1,0 +1,427 @@
+"""`sedic serve`: the HTTP API in-process (FastAPI's TestClient over httpx), profile test, offline."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import EXAMPLES, REPO
+
+pytest.importorskip("fastapi")
+httpx = pytest.importorskip("httpx")
+from fastapi.testclient import TestClient  # noqa: E402
+
+import sedic  # noqa: E402
+from sedic.cli import main as cli_main  # noqa: E402
+from sedic.semantics import SemanticObject, Semantics  # noqa: E402
+from sedic.server import ServerSettings, create_app  # noqa: E402
+from sedic.server.jobs import JobCancelled, JobQueue, QueueFull  # noqa: E402
+
+KODIM23 = REPO / "examples" / "kodim23.png"
+FAST = {"object_steps": 1, "final_steps": 1}
+
+
+def client_for(**settings) -> TestClient:
+    settings.setdefault("profile", "test")
+    settings.setdefault("warm", False)
+    return TestClient(create_app(ServerSettings(**settings)))
+
+
+@pytest.fixture(scope="module")
+def client():
+    with client_for() as c:
+        yield c
+
+
+def png(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def small_file(small_image) -> bytes:
+    """A 96x64 file with one object and one-step stages: a full decode takes a moment."""
+    mask = np.zeros(small_image.shape[:2], bool)
+    mask[8:56, 10:60] = True
+    semantics = Semantics("a parrot in the leaves", [SemanticObject("parrot", "red and green feathers", mask)])
+    return sedic.compress(small_image, bpp=None, reference_bpp=0.3, semantics=semantics, analyze=False,
+                          profile="test", schedule=FAST)
+
+
+def kodim23_parts(json_name="kodim23.json", masks=("kodim23.mask0.png", "kodim23.mask1.png")):
+    files = [("image", ("kodim23.png", KODIM23.read_bytes(), "image/png")),
+             ("semantics", (json_name, (EXAMPLES / "kodim23.json").read_bytes(), "application/json"))]
+    files += [("masks", (m, (EXAMPLES / m).read_bytes(), "image/png")) for m in masks]
+    return files
+
+
+def assert_error(response, status: int, *words: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["status"] == status and "\n" not in body["error"] and "Traceback" not in body["error"]
+    for word in words:
+        assert word in body["error"], body["error"]
+    return body
+
+
+# ---- endpoints ---------------------------------------------------------------------------------
+
+def test_health_and_profiles(client):
+    health = client.get("/v1/health").json()
+    assert health["status"] == "ok" and health["profile"] == "test" and health["queue"]["capacity"] == 32
+    profiles = client.get("/v1/profiles").json()
+    assert profiles["default"] == "test"
+    names = [p["name"] for p in profiles["profiles"]]
+    assert {"sedic", "test"} <= set(names)
+    assert [p["name"] for p in profiles["profiles"] if p["default"]] == ["test"]
+
+
+def test_page_and_openapi_docs(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert 'src="app.js"' in page.text and client.get("/app.js").status_code == 200
+    assert client.get("/style.css").status_code == 200
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/compress", "/v1/inspect", "/v1/decompress", "/v1/decompress/stream", "/v1/profiles",
+            "/v1/health"} <= set(paths)
+
+
+def test_compress_bytes_equal_the_cli(client, tmp_path):
+    options = {"bpp": "0.02", "seed": "7", "object_steps": "2", "final_cfg": "6.5"}
+    r = client.post("/v1/compress", files=kodim23_parts(), data={**options, "profile": "test"})
+    assert r.status_code == 200, r.text
+    out = tmp_path / "cli.sedic"
+    assert cli_main(["compress", str(KODIM23), "-o", str(out), "--semantics", str(EXAMPLES / "kodim23.json"),
+                     "--profile", "test", "--bpp", "0.02", "--seed", "7", "--object-steps", "2",
+                     "--final-cfg", "6.5"]) == 0
+    assert r.content == out.read_bytes()
+    assert r.headers["content-type"] == "application/x-sedic"
+    assert r.headers["content-disposition"] == 'attachment; filename="kodim23.sedic"'
+    info = sedic.inspect(r.content)
+    assert int(r.headers["x-sedic-bytes"]) == len(r.content)
+    assert float(r.headers["x-sedic-bpp"]) == pytest.approx(info["bpp"], abs=1e-6) and info["bpp"] <= 0.02
+    bits = {s: int(r.headers[f"x-sedic-bits-{s}"]) for s in ("reference", "text", "masks", "header")}
+    assert bits == info["streams"] and sum(bits.values()) == 8 * len(r.content)
+
+
+def test_compress_without_semantics_and_with_server_analysis(client, small_image):
+    r = client.post("/v1/compress", files={"image": ("crop.png", png(small_image))},
+                    data={"analyze": "false", "bpp": "0.5", "reference_bpp": "0.3"})
+    assert r.status_code == 200, r.text
+    assert r.content == sedic.compress(small_image, bpp=0.5, reference_bpp=0.3, analyze=False, profile="test")
+    # analysis on the server with the profile's (tiny) models, exactly as the Python API runs it
+    r = client.post("/v1/compress", files={"image": ("crop.png", png(small_image))},
+                    data={"bpp": "0.5"})
+    assert r.status_code == 200, r.text
+    assert r.content == sedic.compress(small_image, bpp=0.5, profile="test")
+
+
+def test_inspect_is_inspect_json(client, small_file, tmp_path, capsys):
+    path = tmp_path / "small.sedic"
+    path.write_bytes(small_file)
+    capsys.readouterr()
+    assert cli_main(["inspect", str(path), "--json"]) == 0
+    expected = json.loads(capsys.readouterr().out)
+    r = client.post("/v1/inspect", files={"file": ("small.sedic", small_file)})
+    assert r.status_code == 200 and r.json() == expected
+    with_masks = client.post("/v1/inspect?masks=true", files={"file": ("small.sedic", small_file)}).json()
+    assert len(with_masks["masks"]) == 1
+    mask = Image.open(io.BytesIO(base64.b64decode(with_masks["masks"][0].split(",", 1)[1])))
+    grid = sedic.codec.parse(small_file).semantics.objects[0].mask
+    assert mask.size == (grid.shape[1], grid.shape[0]) and np.array_equal(np.asarray(mask) > 127, grid)
+
+
+def decoded(response) -> np.ndarray:
+    assert response.status_code == 200, response.text
+    return np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
+
+
+def test_decompress_matches_the_python_api(client, small_file):
+    r = client.post("/v1/decompress", files={"file": ("small.sedic", small_file)}, data={"stages": "0"})
+    assert r.headers["content-type"] == "image/png" and r.headers["x-sedic-stages"] == "0"
+    assert np.array_equal(decoded(r), sedic.decompress(small_file, stages=0))
+    r = client.post("/v1/decompress", files={"file": ("small.sedic", small_file)})
+    assert r.headers["x-sedic-stages"] == "2"
+    assert np.array_equal(decoded(r), sedic.decompress(small_file))
+
+
+def read_events(response) -> list[tuple[str, dict]]:
+    events, event = [], None
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            events.append((event, json.loads(line[6:])))
+    return events
+
+
+def test_stream_sends_every_stage(client, small_file):
+    with client.stream("POST", "/v1/decompress/stream", files={"file": ("small.sedic", small_file)}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = read_events(r)
+    kinds = [e for e, _ in events]
+    assert kinds == ["info"] + ["stage", "image"] * 3 + ["done"]
+    info = events[0][1]
+    assert info["labels"] == ["preview", "object 1/1: parrot", "overall"] and info["total"] == 2
+    assert info["streams"] == sedic.inspect(small_file)["streams"]
+    images = [d for e, d in events if e == "image"]
+    for k, data in enumerate(images):
+        assert data["index"] == k
+        image = np.asarray(Image.open(io.BytesIO(base64.b64decode(data["png"]))).convert("RGB"))
+        assert np.array_equal(image, sedic.decompress(small_file, stages=k)), f"stage {k}"
+    # a partial stream stops where asked
+    with client.stream("POST", "/v1/decompress/stream", files={"file": ("s.sedic", small_file)},
+                       data={"stages": "0"}) as r:
+        assert [e for e, _ in read_events(r)] == ["info", "stage", "image", "done"]
+
+
+# ---- error paths -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("endpoint", ["/v1/inspect", "/v1/decompress", "/v1/decompress/stream"])
+def test_corrupt_and_truncated_files(client, small_file, endpoint):
+    assert_error(client.post(endpoint, files={"file": ("x.sedic", b"not a sedic file")}), 422, "bad magic")
+    assert_error(client.post(endpoint, files={"file": ("x.sedic", small_file[:-3])}), 422, "truncated")
+    assert_error(client.post(endpoint, files={"file": ("x.sedic", b"")}), 422)
+
+
+def test_wrong_content_type(client, small_file):
+    assert_error(client.post("/v1/compress", json={"image": "photo.png"}), 415, "multipart/form-data")
+    assert_error(client.post("/v1/inspect", content=small_file, headers={"content-type": "application/x-sedic"}),
+                 415)
+    # a .sedic file where an image belongs; a text file as the image
+    assert_error(client.post("/v1/compress", files={"image": ("a.png", small_file, "image/png")}), 415,
+                 "a.png", "not a PNG, JPEG or WebP")
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "GIF")
+    assert_error(client.post("/v1/compress", files={"image": ("a.gif", buf.getvalue())}), 415, "GIF")
+    assert_error(client.post("/v1/compress", files={"picture": ("a.png", b"")}, data={"bpp": "0.02"}), 422,
+                 "image: Field required")
+
+
+def test_bad_options_are_the_cli_messages(client, small_image, small_file):
+    image = {"image": ("crop.png", png(small_image))}
+    assert_error(client.post("/v1/compress", files=image, data={"bpp": "-1", "analyze": "false"}), 400,
+                 "bpp must be positive")
+    assert_error(client.post("/v1/compress", files=image, data={"bpp": "abc"}), 422, "bpp")
+    assert_error(client.post("/v1/compress", files=kodim23_parts(), data={"bpp": "0.002"}), 422,
+                 "cannot be met", "--best-effort")
+    assert_error(client.post("/v1/decompress", files={"file": ("s.sedic", small_file)}, data={"stages": "5"}),
+                 400, "--stages must be in 0..2")
+    assert_error(client.post("/v1/decompress/stream", files={"file": ("s.sedic", small_file)},
+                             data={"stages": "-1"}), 400, "--stages must be in 0..2")
+
+
+def test_profiles_are_names_never_server_paths(client, small_image, tmp_path):
+    image = {"image": ("crop.png", png(small_image))}
+    profile_file = tmp_path / "p.json"
+    profile_file.write_text('{"base": "test"}')
+    for name in ("no-such-profile", str(profile_file), "../p.json"):
+        assert_error(client.post("/v1/compress", files=image, data={"profile": name, "analyze": "false"}), 400,
+                     "unknown profile")
+
+
+def test_semantics_must_be_uploaded_files(client, tmp_path, monkeypatch):
+    # a mask that names a server path, or a mask that was not sent
+    evil = json.loads((EXAMPLES / "kodim23.json").read_text())
+    evil["objects"][0]["mask"] = str(EXAMPLES / "kodim23.mask0.png")
+    evil["objects"][1]["mask"] = "../semantics/kodim23.mask1.png"
+    files = kodim23_parts()
+    files[1] = ("semantics", ("kodim23.json", json.dumps(evil).encode(), "application/json"))
+    body = assert_error(client.post("/v1/compress", files=files), 400, "was not uploaded")
+    assert str(EXAMPLES) not in body["error"] or "mask '" in body["error"]
+    body = assert_error(client.post("/v1/compress", files=kodim23_parts(masks=("kodim23.mask0.png",))), 400,
+                        "objects[1]", "'kodim23.mask1.png' was not uploaded")
+    files = kodim23_parts()
+    files[1] = ("semantics", ("kodim23.json", b"{not json", "application/json"))
+    body = assert_error(client.post("/v1/compress", files=files), 400, "kodim23.json is not valid JSON")
+    assert tempfile.gettempdir() not in body["error"]
+    # masks of the wrong size: the library's message, with the client's names only
+    files = kodim23_parts()
+    files[2] = ("masks", ("kodim23.mask0.png", png(np.zeros((10, 10, 3), np.uint8)), "image/png"))
+    assert_error(client.post("/v1/compress", files=files), 400, "is 10x10, image is 768x512")
+    assert_error(client.post("/v1/compress", files=[kodim23_parts()[0], kodim23_parts()[2]]), 400,
+                 "need the semantics JSON")
+
+
+def test_temporary_files_are_removed(tmp_path, monkeypatch):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    with client_for() as c:
+        assert c.post("/v1/compress", files=kodim23_parts(), data={"bpp": "0.02"}).status_code == 200
+        files = kodim23_parts()
+        files[1] = ("semantics", ("kodim23.json", b"{not json", "application/json"))
+        assert c.post("/v1/compress", files=files).status_code == 400
+    assert list(scratch.iterdir()) == []
+
+
+def test_oversize_upload_and_pixel_limits(small_image, small_file):
+    with client_for(max_upload_mb=0.05) as c:
+        big = os.urandom(80_000)
+        assert_error(c.post("/v1/inspect", files={"file": ("big.sedic", big)}), 413, "0.05 MB")
+        assert_error(c.post("/v1/compress", files={"image": ("big.png", big)}), 413)
+
+        # no Content-Length (chunked): counted while reading
+        def chunks():
+            for _ in range(10):
+                yield b"x" * 10_000
+
+        assert_error(c.post("/v1/inspect", content=chunks(), headers={"content-type": "multipart/form-data; b=x"}),
+                     413)
+        assert c.post("/v1/inspect", files={"file": ("s.sedic", small_file)}).status_code == 200
+    with client_for(max_pixels=96 * 64 - 1) as c:
+        # a 96x64 image, and small PNGs that declare 12000x12000 and 20000x20000 (checked before decoding)
+        assert_error(c.post("/v1/compress", files={"image": ("crop.png", png(small_image))}), 413,
+                     "96x64 (6144 pixels)", "limit of 6143")
+        for side, words in ((12000, ("12000x12000",)), (20000, ("400000000 pixels", "limit is 6143 pixels"))):
+            bomb = io.BytesIO()
+            Image.new("1", (side, side)).save(bomb, "PNG")
+            assert len(bomb.getvalue()) < 100_000
+            assert_error(c.post("/v1/compress", files={"image": ("bomb.png", bomb.getvalue())}), 413, *words)
+        for endpoint in ("/v1/inspect", "/v1/decompress", "/v1/decompress/stream"):
+            assert_error(c.post(endpoint, files={"file": ("s.sedic", small_file)}), 413, "96x64")
+
+
+def test_api_key(small_file, monkeypatch):
+    monkeypatch.setenv("SEDIC_API_KEY", "s3cret-key")
+    settings = ServerSettings.from_env(profile="test", warm=False)
+    assert "s3cret" not in repr(settings)
+    with TestClient(create_app(settings)) as c:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-key"},
+                        {"Authorization": "Basic s3cret-key"}):
+            r = c.get("/v1/health", headers=headers)
+            assert_error(r, 401, "API key")
+            assert r.headers["www-authenticate"].startswith("Bearer")
+            assert_error(c.post("/v1/inspect", files={"file": ("s.sedic", small_file)}, headers=headers), 401)
+        ok = {"Authorization": "Bearer s3cret-key"}
+        assert c.get("/v1/health", headers=ok).status_code == 200
+        assert c.post("/v1/inspect", files={"file": ("s.sedic", small_file)}, headers=ok).status_code == 200
+        assert c.get("/").status_code == 200  # the page itself; it asks for the key on 401
+
+
+def test_full_queue_answers_503_with_retry_after(small_file):
+    with client_for(queue=2) as c:
+        queue = c.app.state.sedic.queue
+        held = [queue.admit(), queue.admit()]
+        r = c.post("/v1/decompress", files={"file": ("s.sedic", small_file)}, data={"stages": "0"})
+        assert_error(r, 503, "busy")
+        assert int(r.headers["retry-after"]) >= 1
+        assert c.get("/v1/health").json()["queue"]["rejected"] == 1
+        for ticket in held:
+            ticket.close()
+        assert c.post("/v1/decompress", files={"file": ("s.sedic", small_file)}, data={"stages": "0"}).status_code == 200
+        assert c.get("/v1/health").json()["queue"]["in_flight"] == 0
+
+
+def test_missing_models_answer_503(client, small_image):
+    r = client.post("/v1/compress", files={"image": ("crop.png", png(small_image))}, data={"profile": "sedic"})
+    assert_error(r, 503, "sedic models download")
+
+
+# ---- the queue ---------------------------------------------------------------------------------
+
+def test_one_model_job_at_a_time_and_cancellation():
+    queue = JobQueue(capacity=4, cpu_workers=2)
+    running, overlap, release = [0], [0], threading.Event()
+
+    def model_work():
+        running[0] += 1
+        overlap[0] = max(overlap[0], running[0])
+        time.sleep(0.05)
+        running[0] -= 1
+
+    async def scenario():
+        tickets = [queue.admit() for _ in range(3)]
+        await asyncio.gather(*(t.run(model_work, model=True) for t in tickets))
+        for t in tickets:
+            t.close()
+        assert overlap[0] == 1 and queue.in_flight == 0
+        # a job cancelled while it waits for the model thread never starts
+        blocker, waiter = queue.admit(), queue.admit()
+        first = asyncio.ensure_future(blocker.run(release.wait, model=True))
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(waiter.run(model_work, model=True))
+        waiter.close(cancelled=True)
+        release.set()
+        await first
+        with pytest.raises(JobCancelled):
+            await second
+        blocker.close()
+        assert queue.in_flight == 0 and queue.counts["cancelled"] == 1
+        # the decoder's progress callback is where running work stops
+        ticket = queue.admit()
+        ticket.cancel.set()
+        with pytest.raises(JobCancelled):
+            ticket.progress_guard()(1, 3, "object 1/2")
+        ticket.close()
+        # a full queue refuses at once
+        held = [queue.admit() for _ in range(4)]
+        with pytest.raises(QueueFull):
+            queue.admit()
+        for t in held:
+            t.close()
+
+    asyncio.run(scenario())
+    queue.shutdown()
+
+
+def test_disconnect_cancels_a_stream(small_file):
+    """A real server: a client that leaves after the preview stops the decode before its last stages."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("SEDIC_API_KEY", None)
+    proc = subprocess.Popen([sys.executable, "-m", "sedic", "serve", "--profile", "test", "--port", str(port),
+                             "--no-warm"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=REPO)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                httpx.get(base + "/v1/health", timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stderr.read().decode()
+                time.sleep(0.1)
+        # three objects: stages 1, 2, 3 and the overall one are four model jobs when nobody leaves
+        image = sedic.decompress(small_file, stages=0)
+        grid = np.zeros(image.shape[:2], bool)
+        objects = []
+        for k in range(3):
+            mask = grid.copy()
+            mask[:, 30 * k:30 * k + 30] = True
+            objects.append(SemanticObject(f"thing {k}", "a thing", mask))
+        data = sedic.compress(image, bpp=None, reference_bpp=0.3, semantics=Semantics("things", objects),
+                              analyze=False, profile="test", schedule={"object_steps": 3, "final_steps": 3})
+        with httpx.stream("POST", base + "/v1/decompress/stream", files={"file": ("t.sedic", data)},
+                          timeout=60) as r:
+            for line in r.iter_lines():
+                if line.startswith("event: image"):
+                    break  # the preview arrived; leave
+        deadline = time.monotonic() + 60
+        while True:
+            queue = httpx.get(base + "/v1/health", timeout=5).json()["queue"]
+            if queue["in_flight"] == 0:
+                break
+            assert time.monotonic() < deadline, queue
+            time.sleep(0.2)
+        assert queue["cancelled"] == 1 and queue["completed"] == 0
+        assert queue["model_jobs"] <= 1, queue  # at most the stage that was running when the client left
+    finally:
+        proc.terminate()
+        proc.wait(10)
