@@ -40,7 +40,7 @@ def _analyze(pixels: np.ndarray, profile: str | None, device: str | None) -> Sem
     from .analysis import analyze as run_analysis
 
     chosen = get_profile(profile)
-    return run_analysis(pixels, chosen.analysis, device=device, profile=chosen.name)
+    return run_analysis(pixels, chosen.analysis, device=device, profile=profile or chosen.name)
 
 
 def compress(image, *, bpp: float | None = 0.03, reference_bpp: float | None = None,

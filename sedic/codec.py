@@ -183,6 +183,7 @@ def decode(data: bytes, profile: Profile | str | None = None, stages: int | None
            device: str | None = None, progress=None) -> np.ndarray:
     """Decode a file to uint8 RGB at its original size. stages=0 gives the preview."""
     parsed = parse(data)
+    requested = profile if isinstance(profile, str) else None  # "my.json": what `models download` takes
     if profile is not None and not isinstance(profile, Profile):
         profile = get_profile(profile)
     profile = profile or parsed.profile
@@ -192,9 +193,12 @@ def decode(data: bytes, profile: Profile | str | None = None, stages: int | None
         raise InputError(f"--stages must be in 0..{count + 1} for this file ({count} objects)")
     if stages == 0:
         return preview
+    from .analysis.models import decoder_models, require_models
     from .restoration import restore
 
-    return restore(preview, parsed.semantics, decoder_settings(parsed, profile), parsed.params.seed,
+    settings = decoder_settings(parsed, profile)
+    require_models(decoder_models(settings), requested or profile.name)  # one error naming every missing model
+    return restore(preview, parsed.semantics, settings, parsed.params.seed,
                    stages=stages, device=device, progress=progress)
 
 

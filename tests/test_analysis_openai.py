@@ -211,6 +211,7 @@ def test_key_never_written(server, monkeypatch, image, tmp_path):
             return [np.ones(image.shape[:2], bool) for _ in names]
 
     monkeypatch.setattr("sedic.analysis._grounder", lambda *a: Masks())
+    monkeypatch.setattr("sedic.analysis.models.require_models", lambda refs, profile: None)  # no SAM files here
     sem = analyze(image, settings, device="cpu")
     sem.save(tmp_path / "s.json")
     for f in tmp_path.iterdir():

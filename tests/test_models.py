@@ -261,3 +261,81 @@ def test_backbone_loads_offline_from_exactly_the_selected_files(hub_cache, tmp_p
     listed = subprocess.run([sys.executable, "-m", "sedic", "models", "list", str(profile)], env=env,
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert "available  sedic-test/tiny-sd" in listed.stdout and "available  sedic-test/tiny-ir [v2.pth]" in listed.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 16: one line, the real profile, every missing model
+
+
+def run_cli(args, cwd, **env):
+    full = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_ENDPOINT")}
+    full.update(env)
+    return subprocess.run([sys.executable, "-m", "sedic", *args], env=full, cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def sedic_file(tmp_path_factory):
+    """A small .sedic file (profile test: no models needed to make it)."""
+    import numpy as np
+    from PIL import Image
+
+    import sedic
+    from sedic.semantics import SemanticObject, Semantics
+
+    d = tmp_path_factory.mktemp("file")
+    img = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    mask = np.zeros((64, 96), bool)
+    mask[10:40, 20:60] = True
+    sem = Semantics("a test picture", [SemanticObject("box", "a grey box", mask)])
+    (d / "t.sedic").write_bytes(sedic.compress(img, bpp=0.5, semantics=sem, profile="test"))
+    Image.fromarray(img).save(d / "in.png")
+    return d
+
+
+def one_line_error(out) -> str:
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sedic: error: "), out.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("hub", ["offline", "unreachable"])
+def test_decode_names_every_missing_model_and_the_profile_file(sedic_file, tmp_path, hub):
+    profile = tmp_path / "mine.json"
+    profile.write_text(json.dumps({"base": "sedic", "decoder": {"base_model": "sedic-test/no-such-sd",
+                                                                "controlnet": "sedic-test/no-such-ir"}}))
+    env = {"HF_HUB_CACHE": str(tmp_path / "hub")}
+    if hub == "offline":
+        env["HF_HUB_OFFLINE"] = "1"
+    else:  # a hub that refuses connections: no retry chatter, no 20 s of back-off per file
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env["HF_ENDPOINT"] = f"http://127.0.0.1:{port}"
+    out = run_cli(["decompress", str(sedic_file / "t.sedic"), "-o", str(tmp_path / "o.png"), "--profile",
+                   str(profile)], tmp_path, **env)
+    line = one_line_error(out)
+    assert "sedic-test/no-such-sd" in line and "sedic-test/no-such-ir [v2.pth]" in line
+    assert f"sedic models download {profile}" in line and "<profile>" not in line
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_analyze_offline_names_every_missing_model(sedic_file, tmp_path):
+    out = run_cli(["analyze", str(sedic_file / "in.png"), "-o", str(tmp_path / "s.json"), "--profile", "sedic"],
+                  tmp_path, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hub"))
+    line = one_line_error(out)
+    for repo in ("Qwen/Qwen2.5-VL-3B-Instruct", "IDEA-Research/grounding-dino-base", "facebook/sam-vit-huge"):
+        assert repo in line
+    assert "sedic models download sedic" in line
+
+
+def test_models_download_offline_is_one_line(tmp_path):
+    out = run_cli(["models", "download", "sd15-tile"], tmp_path, HF_HUB_OFFLINE="1",
+                  HF_HUB_CACHE=str(tmp_path / "hub"))
+    line = one_line_error(out)
+    assert "offline" in line and "lllyasviel/control_v11f1e_sd15_tile" in line and "sd15-tile" in line
+    listed = run_cli(["models", "list", "sd15-tile"], tmp_path, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hub"))
+    assert listed.returncode == 0 and listed.stdout.count("offline") == 1 and "missing" in listed.stdout

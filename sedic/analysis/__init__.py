@@ -127,6 +127,9 @@ def analyze(image: np.ndarray, settings: AnalysisSettings, device: str | None = 
     check_settings(settings)
     device = resolve_device(device)
     k = settings.num_objects
+    from .models import encoder_models, require_models
+
+    require_models(encoder_models(settings), profile)  # one error naming every missing model
 
     description = _describer(settings, device, profile).describe(image, k)
     names = [name for name, _ in description.objects]

@@ -71,7 +71,7 @@ def _analyze(args) -> int:
     out = Path(args.output)
     check_writable(out, args.force)  # fail before minutes of model work, not after
     image = load_image(args.image)
-    semantics = analyze(image, settings, device=args.device, profile=profile.name)
+    semantics = analyze(image, settings, device=args.device, profile=args.profile or profile.name)
     semantics.save(out, force=args.force)
     print(f"{out}: {len(semantics.objects)} object(s): "
           + (", ".join(repr(o.name) for o in semantics.objects) or "none"), file=sys.stderr)
@@ -121,7 +121,7 @@ def _models_download(args) -> int:
     todo = [ref for ref in refs if not is_cached(ref)]
     if todo and hub_offline():  # one line, before anything else is printed
         raise ModelUnavailableError(
-            f"cannot download {len(todo)} model(s) of profile {profile.name} while the hub is offline "
+            f"cannot download {len(todo)} model(s) of profile {args.profile} while the hub is offline "
             f"(HF_HUB_OFFLINE is set): {', '.join(r.label for r in todo)}")
     for ref in refs:
         if ref not in todo:
