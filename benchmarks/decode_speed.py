@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import sys
@@ -77,50 +78,137 @@ def build_full_backbone(device, dtype) -> Backbone:
     return bb.to(device, dtype)
 
 
-def synthetic(width: int, height: int):
+OBJECT_WORDS = ["lighthouse", "rocks", "boat", "gull", "house", "tree", "cloud", "flag"]
+
+
+def synthetic(width: int, height: int, objects: int = 3):
+    """A smooth synthetic image and `objects` overlapping box masks with ~30-word descriptions."""
     y, x = np.mgrid[0:height, 0:width]
     img = np.stack([x / width, y / height, 0.5 + 0.3 * np.sin(x / 17.0)], -1) * 255
     gh, gw = -(-height // 8), -(-width // 8)
     gy, gx = np.mgrid[0:gh, 0:gw]
-    boxes = [(0.1, 0.1, 0.5, 0.6), (0.45, 0.3, 0.95, 0.9), (0.2, 0.6, 0.6, 0.95)]
+    first = [(0.1, 0.1, 0.5, 0.6), (0.45, 0.3, 0.95, 0.9), (0.2, 0.6, 0.6, 0.95)]
+    rng = np.random.default_rng(0)
+    boxes = first[:objects]
+    while len(boxes) < objects:
+        x0, y0 = rng.uniform(0, 0.7, 2)
+        boxes.append((x0, y0, x0 + rng.uniform(0.15, 0.3), y0 + rng.uniform(0.15, 0.3)))
     objs = []
     for k, (x0, y0, x1, y1) in enumerate(boxes):
         m = (gx >= x0 * gw) & (gx < x1 * gw) & (gy >= y0 * gh) & (gy < y1 * gh)
-        objs.append(SemanticObject(["lighthouse", "rocks", "boat"][k],
+        objs.append(SemanticObject(OBJECT_WORDS[k % len(OBJECT_WORDS)],
                                    "a detailed description of the object's shape, colour and texture, "
                                    "about thirty words long as the analysis writes them for each object", m))
     return img.clip(0, 255).astype(np.uint8), Semantics("a lighthouse on rocks by the sea with a boat, photo", objs)
 
 
-def count_flops(width: int, height: int) -> dict:
-    """FLOPs of one batched-CFG step and of the VAE at this size, on the meta device (no arithmetic)."""
+def _meta_backbone() -> Backbone:
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from torch.utils.flop_counter import FlopCounterMode
 
     with torch.device("meta"):
         unet = UNet2DConditionModel(**SD21_UNET)
         controlnet = ircontrolnet_from_unet(unet)
         vae = AutoencoderKL(**SD21_VAE)
-        lh, lw = -(-height // 64) * 8, -(-width // 64) * 8
+    return Backbone(unet=unet, controlnet=controlnet, vae=vae, tokenizer=None, text_encoder=None,
+                    scheduler_config=dict(SD_SCHEDULER_CONFIG), latent_scale=SD_LATENT_SCALE, condition="latent")
+
+
+def _cfg_step_flops(bb: Backbone, lh: int, lw: int, objects: int, fused: bool, guided: bool) -> tuple[int, int]:
+    """(all, cross-attention) FLOPs of one batched-CFG step (ControlNet + UNet, 2 rows) on the meta device.
+
+    Sequential object stage: 77-token context, one object routed. Fused: the 77 + 76 K token
+    context of pipeline.fused_context with K objects routed. guided=False: no ORAG processors
+    (the final stage, and unguided steps, which run the stock attention).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from sedic.restoration.orag import OragState, install, uninstall
+
+    n_ctx = 77 + 76 * objects if fused else 77
+    d = SD21_UNET["cross_attention_dim"]
+    with torch.device("meta"):
         z = torch.zeros(1, 4, lh, lw)
-        emb = torch.zeros(1, 77, SD21_UNET["cross_attention_dim"])
+        emb = torch.zeros(1, n_ctx, d)
+        k = max(objects, 1) if fused else 1
+        masks = torch.zeros(1, k, lh, lw)
+        tokens = torch.zeros(k, n_ctx) if fused else torch.zeros(n_ctx, dtype=torch.bool)
+    state = OragState() if guided else None
+    spec = StageSpec(cond=emb, uncond=emb, cfg=7.0, control=z,
+                     orag_mask=masks if guided else None, orag_tokens=tokens if guided else None)
+    installed = []
+    if guided:
+        installed = [(bb.unet, install(bb.unet, state, label="unet")),
+                     (bb.controlnet, install(bb.controlnet, state, label="controlnet"))]
+        state.set_weight(0.4, "meta")
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            Denoiser(bb, state=state)(z, 500, spec)
+    finally:
+        for model, originals in installed:
+            uninstall(model, originals)
+    counts = fc.get_flop_counts()
+    cross = sum(sum(v.values()) for name, v in counts.items() if name.endswith(".attn2"))
+    return fc.get_total_flops(), cross
+
+
+def count_flops(width: int, height: int, object_counts=(3, 8), object_steps: int = 10, final_steps: int = 20,
+                fused_steps: int = 20) -> dict:
+    """FLOPs per decode of both schedules at this size for each K, on the meta device (no arithmetic).
+
+    Counted: ControlNet + UNet of every CFG step (ORAG's range computation included in the guided
+    steps: every object step in the sequential schedule, every fused step with the defaults), the
+    VAE encode and decode. Not counted: the text encoder (K + 2 prompts of 77 tokens, the same in
+    both schedules, about 0.03 TFLOP each for OpenCLIP ViT-H), the scheduler and colour fix.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    bb = _meta_backbone()
+    lh, lw = -(-height // 64) * 8, -(-width // 64) * 8
+    with torch.device("meta"):
         img = torch.zeros(1, 3, lh * 8, lw * 8)
-    bb = Backbone(unet=unet, controlnet=controlnet, vae=vae, tokenizer=None, text_encoder=None,
-                  scheduler_config=dict(SD_SCHEDULER_CONFIG), latent_scale=SD_LATENT_SCALE, condition="latent")
-    out = {"size": f"{width}x{height}", "latent": f"{lw}x{lh}"}
+        z = torch.zeros(1, 4, lh, lw)
     with torch.no_grad():
         with FlopCounterMode(display=False) as fc:
-            Denoiser(bb)(z, 500, StageSpec(cond=emb, uncond=emb, cfg=7.0, control=z))
-        out["gflop_per_cfg_step"] = round(fc.get_total_flops() / 1e9, 1)
+            bb.vae.encode(img)
+        vae_enc = fc.get_total_flops()
         with FlopCounterMode(display=False) as fc:
-            vae.encode(img)
-        out["gflop_vae_encode"] = round(fc.get_total_flops() / 1e9, 1)
-        with FlopCounterMode(display=False) as fc:
-            vae.decode(z)
-        out["gflop_vae_decode"] = round(fc.get_total_flops() / 1e9, 1)
-    out["tflop_paper_schedule"] = round((50 * out["gflop_per_cfg_step"] + out["gflop_vae_encode"]
-                                         + out["gflop_vae_decode"]) / 1e3, 2)
+            bb.vae.decode(z)
+        vae_dec = fc.get_total_flops()
+    plain, plain_cross = _cfg_step_flops(bb, lh, lw, 0, fused=False, guided=False)
+    obj, obj_cross = _cfg_step_flops(bb, lh, lw, 1, fused=False, guided=True)
+    out = {"size": f"{width}x{height}", "latent": f"{lw}x{lh}",
+           "gflop_vae_encode": round(vae_enc / 1e9, 1), "gflop_vae_decode": round(vae_dec / 1e9, 1),
+           "gflop_cfg_step_plain": round(plain / 1e9, 1), "gflop_cfg_step_plain_cross_attention": round(plain_cross / 1e9, 1),
+           "gflop_cfg_step_object": round(obj / 1e9, 1), "rows": []}
+    for k in object_counts:
+        seq = k * object_steps * obj + final_steps * plain + vae_enc + vae_dec
+        step, cross = _cfg_step_flops(bb, lh, lw, k, fused=True, guided=True)
+        fus = fused_steps * step + vae_enc + vae_dec
+        out["rows"].append({
+            "objects": k,
+            "sequential": {"cfg_steps": k * object_steps + final_steps,
+                           "network_rows": 2 * (k * object_steps + final_steps),
+                           "tflop": round(seq / 1e12, 1)},
+            "fused": {"cfg_steps": fused_steps, "network_rows": 2 * fused_steps, "context_tokens": 77 + 76 * k,
+                      "gflop_cfg_step": round(step / 1e9, 1), "gflop_cfg_step_cross_attention": round(cross / 1e9, 1),
+                      "tflop": round(fus / 1e12, 1)},
+            "fused_over_sequential": round(fus / seq, 3),
+        })
     return out
+
+
+def flops_table(result: dict) -> str:
+    lines = ["| K | schedule | CFG steps | network rows | context tokens | GFLOP per CFG step | of which cross-attention | TFLOP per decode | fused / sequential |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in result["rows"]:
+        k, seq, fus = row["objects"], row["sequential"], row["fused"]
+        lines.append(f"| {k} | sequential | {seq['cfg_steps']} | {seq['network_rows']} | 77 | "
+                     f"{result['gflop_cfg_step_object']} (object), {result['gflop_cfg_step_plain']} (final) | "
+                     f"{result['gflop_cfg_step_plain_cross_attention']} (final) | {seq['tflop']} | |")
+        lines.append(f"| {k} | fused | {fus['cfg_steps']} | {fus['network_rows']} | {fus['context_tokens']} | "
+                     f"{fus['gflop_cfg_step']} | {fus['gflop_cfg_step_cross_attention']} | {fus['tflop']} | "
+                     f"{100 * row['fused_over_sequential']:.1f} % |")
+    return "\n".join(lines)
 
 
 def sync(device):
@@ -128,114 +216,184 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16")
-    ap.add_argument("--compile", default="none", choices=["none", "default", "reduce-overhead", "max-autotune"])
-    ap.add_argument("--size", default="768x512", help="WIDTHxHEIGHT of the image")
-    ap.add_argument("--object-steps", type=int, default=10)
-    ap.add_argument("--final-steps", type=int, default=20)
-    ap.add_argument("--sequential-cfg", action="store_true", help="two network calls per step instead of one batch")
-    ap.add_argument("--no-orag", action="store_true", help="object stages without attention guidance")
-    ap.add_argument("--warmup", type=int, default=None, help="untimed decodes first (default: 1 on CUDA, 0 on CPU)")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    ap.add_argument("--flops-only", action="store_true",
-                    help="count the FLOPs of one CFG step and of the VAE on the meta device (no timing, seconds)")
-    ap.add_argument("--json", help="also write the results here")
-    args = ap.parse_args(argv)
+def _peak_and_device(device):
+    if device.type == "cuda":
+        return (f"{torch.cuda.max_memory_allocated(device) / 2 ** 30:.2f} GiB (CUDA allocated)",
+                torch.cuda.get_device_name(device))
+    return (f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.2f} GiB (process peak RSS, weights included)",
+            f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    width, height = (int(v) for v in args.size.lower().split("x"))
-    pipe = PipelineSettings(dtype=args.dtype, compile=args.compile, batched_cfg=not args.sequential_cfg)
+
+def run_decode(args, argv) -> dict:
+    """Build the full-size random-weight decoder, decode once cold (compile included), warm up, time one decode."""
     from sedic.restoration.pipeline import resolve_dtype
 
+    device = torch.device(args.device)
+    width, height = (int(v) for v in args.size.lower().split("x"))
     dtype = resolve_dtype(args.dtype, device)
+    pipe = PipelineSettings(dtype=args.dtype, compile=args.compile, batched_cfg=not args.sequential_cfg)
     settings = DecoderSettings(object_steps=args.object_steps, final_steps=args.final_steps, pipeline=pipe,
-                             orag=OragSettings(enabled=not args.no_orag))
-    if args.flops_only:
-        result = count_flops(width, height)
-        print(json.dumps(result, indent=2))
-        return
-
+                               schedule=args.schedule, orag=OragSettings(enabled=not args.no_orag))
     t0 = time.perf_counter()
     bb = build_full_backbone(device, dtype)
     build_s = time.perf_counter() - t0
-    image, sem = synthetic(width, height)
+    image, sem = synthetic(width, height, args.objects)
 
     rows = []
     bb.unet.register_forward_pre_hook(lambda mod, a, kw: rows.append((a[0] if a else kw["sample"]).shape[0]),
                                       with_kwargs=True)
-
-    marks = []
+    marks, steps = [], []
 
     def progress(i, n, label):
         sync(device)
         marks.append((label, time.perf_counter()))
 
-    warmup = args.warmup if args.warmup is not None else (1 if device.type == "cuda" else 0)
+    def on_step(stage, n, step, n_steps):
+        sync(device)
+        steps.append((stage, step, time.perf_counter()))
+
+    # first decode of the process: compilation (or loading it from the on-disk cache) included
+    sync(device)
     t0 = time.perf_counter()
+    restore(image, sem, settings, seed=0, backbone=bb)
+    sync(device)
+    first_s = time.perf_counter() - t0
+    launched = os.environ.get("SEDIC_BENCH_LAUNCHED")
+    start_to_first_image_s = time.time() - float(launched) if launched else None
+
+    warmup = args.warmup if args.warmup is not None else (1 if device.type == "cuda" else 0)
     for _ in range(warmup):
         restore(image, sem, settings, seed=0, backbone=bb)
-    sync(device)
-    warmup_s = time.perf_counter() - t0
-
     rows.clear()
-    marks.clear()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     sync(device)
     start = time.perf_counter()
-    out = restore(image, sem, settings, seed=0, backbone=bb, progress=progress)
+    out = restore(image, sem, settings, seed=0, backbone=bb, progress=progress, on_step=on_step)
     sync(device)
     end = time.perf_counter()
     assert out.shape == image.shape
 
     # Stage k runs from its progress call to the next; the first also holds the VAE encode, the
-    # last the VAE decode and colour correction.
+    # last the VAE decode and colour correction. A CFG step is the time between two step hooks
+    # of one stage (the network calls and the scheduler step, nothing else).
     stamps = [start] + [t for _, t in marks[1:]] + [end]
     stages = [{"stage": label, "ms": round(1000 * (b - a), 1)} for (label, _), a, b in zip(marks, stamps, stamps[1:])]
+    step_ms = [1000 * (b[2] - a[2]) for a, b in zip(steps, steps[1:]) if a[0] == b[0]]
     total_s = end - start
-    evaluations = sum(rows)
-    steps = 3 * args.object_steps + args.final_steps
-
-    # FLOPs of one CFG step (ControlNet + UNet on the whole latent, batch 2), with ORAG off
-    from torch.utils.flop_counter import FlopCounterMode
-
-    lh, lw = -(-height // 64) * 8, -(-width // 64) * 8
-    z = torch.randn(1, 4, lh, lw, device=device)
-    emb = bb.encode_prompt(["a photo"])
-    den = Denoiser(bb, batched_cfg=True)
-    spec = StageSpec(cond=emb, uncond=emb, cfg=7.0, control=z)
-    with torch.inference_mode(), FlopCounterMode(display=False) as fc:
-        den(z, 500, spec)
-    step_flops = fc.get_total_flops()
-    sampling_flops = step_flops * steps  # sequential CFG does the same arithmetic in two calls
-
-    if device.type == "cuda":
-        peak = f"{torch.cuda.max_memory_allocated(device) / 2 ** 30:.2f} GiB (CUDA allocated)"
-        dev_name = torch.cuda.get_device_name(device)
-    else:
-        peak = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.2f} GiB (process peak RSS, weights included)"
-        dev_name = f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    result = {
+    n_steps = len(steps)
+    flops = count_flops(width, height, (args.objects,), args.object_steps, args.final_steps, args.final_steps)
+    decode_tflop = flops["rows"][0][args.schedule]["tflop"]
+    peak, dev_name = _peak_and_device(device)
+    return {
         "command": " ".join(["python", "benchmarks/decode_speed.py"] + (argv if argv is not None else sys.argv[1:])),
         "device": dev_name, "dtype": str(dtype).replace("torch.", ""), "compile": args.compile,
-        "batched_cfg": not args.sequential_cfg, "orag": not args.no_orag,
-        "size": f"{width}x{height}", "latent": f"{lw}x{lh}",
-        "schedule": f"3 objects x {args.object_steps} + {args.final_steps} steps, CFG 3.5/7",
-        "build_s": round(build_s, 1), "warmup_decodes": warmup, "warmup_s": round(warmup_s, 1),
-        "total_s": round(total_s, 3), "stages": stages,
-        "unet_evaluations": evaluations, "unet_evaluations_per_s": round(evaluations / total_s, 2),
-        "ms_per_cfg_step": round(1000 * total_s / steps, 1),
-        "gflop_per_cfg_step": round(step_flops / 1e9, 1),
-        "tflop_per_s": round(sampling_flops / total_s / 1e12, 3),
-        "peak_memory": peak,
-        "torch": torch.__version__,
+        "batched_cfg": not args.sequential_cfg, "orag": not args.no_orag, "schedule": args.schedule,
+        "objects": args.objects, "size": f"{width}x{height}", "latent": flops["latent"],
+        "steps": (f"{args.objects} objects x {args.object_steps} + {args.final_steps} steps, CFG 3.5/7"
+                  if args.schedule == "sequential" else f"one pass of {args.final_steps} steps, CFG 7"),
+        "build_s": round(build_s, 1), "first_decode_s": round(first_s, 2),
+        "start_to_first_image_s": None if start_to_first_image_s is None else round(start_to_first_image_s, 1),
+        "warmup_decodes": warmup, "decode_s": round(total_s, 3), "stages": stages,
+        "cfg_steps": n_steps, "ms_per_cfg_step_median": round(float(np.median(step_ms)), 1) if step_ms else None,
+        "compile_s": round(first_s - total_s, 1) if args.compile != "none" else None,
+        "network_rows": sum(rows), "tflop_per_decode": decode_tflop,
+        "tflop_per_s": round(decode_tflop / total_s, 2),
+        "peak_memory": peak, "torch": torch.__version__,
     }
-    print(json.dumps(result, indent=2))
+
+
+MATRIX = [("eager fp32", "float32", "none"), ("bf16 batched CFG", "bfloat16", "none"),
+          ("bf16 + CUDA graphs", "bfloat16", "reduce-overhead")]
+
+
+def run_matrix(args) -> list[dict]:
+    """The GPU measurement matrix, each configuration in its own process.
+
+    Compiled configurations run twice with one fresh compile cache per schedule: the first process
+    compiles cold, the second starts from the on-disk cache (second-process start).
+    """
+    import subprocess
+    import tempfile
+
+    results = []
+    cache_root = Path(tempfile.mkdtemp(prefix="sedic-bench-cache-"))
+    for schedule in ("sequential", "fused"):
+        for label, dtype, compile_mode in MATRIX:
+            runs = ("cold cache", "warm cache") if compile_mode != "none" else ("",)
+            for run in runs:
+                with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
+                    out = tmp.name
+                cmd = [sys.executable, __file__, "--device", args.device, "--dtype", dtype, "--compile", compile_mode,
+                       "--schedule", schedule, "--objects", str(args.objects), "--size", args.size,
+                       "--json", out]
+                env = dict(os.environ, SEDIC_BENCH_LAUNCHED=repr(time.time()),
+                           TORCHINDUCTOR_CACHE_DIR=str(cache_root / schedule))
+                print(f"# {schedule}, {label} {run}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
+                proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                if proc.returncode:
+                    results.append({"schedule": schedule, "config": label, "run": run,
+                                    "error": proc.stderr.strip().splitlines()[-1:] or ["failed"]})
+                    continue
+                res = json.loads(Path(out).read_text())
+                res.update(config=label, run=run)
+                results.append(res)
+    return results
+
+
+def matrix_table(results: list[dict]) -> str:
+    lines = ["| schedule | configuration | ms per CFG step | decode (VAE incl.) | first decode | compile | "
+             "start to first image | peak memory |", "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['schedule']} | {r['config']} {r['run']} | failed: {r['error'][0]} | | | | | |")
+            continue
+        comp = "" if r["compile_s"] is None else f"{r['compile_s']} s"
+        lines.append(f"| {r['schedule']} | {r['config']} {r['run']} | {r['ms_per_cfg_step_median']} | "
+                     f"{r['decode_s']} s | {r['first_decode_s']} s | {comp} | {r['start_to_first_image_s']} s | "
+                     f"{r['peak_memory']} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16")
+    ap.add_argument("--compile", default="none", choices=["none", "default", "reduce-overhead", "max-autotune"])
+    ap.add_argument("--schedule", default="sequential", choices=["sequential", "fused"])
+    ap.add_argument("--objects", type=int, default=3, help="objects in the synthetic image (K)")
+    ap.add_argument("--size", default="768x512", help="WIDTHxHEIGHT of the image")
+    ap.add_argument("--object-steps", type=int, default=10)
+    ap.add_argument("--final-steps", type=int, default=20, help="steps of the final stage (of the fused pass)")
+    ap.add_argument("--sequential-cfg", action="store_true", help="two network calls per step instead of one batch")
+    ap.add_argument("--no-orag", action="store_true", help="object stages without attention guidance")
+    ap.add_argument("--warmup", type=int, default=None,
+                    help="untimed decodes after the first (default: 1 on CUDA, 0 on CPU)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--flops-only", action="store_true",
+                    help="count FLOPs per decode of both schedules on the meta device (no timing, seconds)")
+    ap.add_argument("--flop-objects", default="3,8", help="K values for --flops-only (default 3,8)")
+    ap.add_argument("--matrix", action="store_true",
+                    help="GPU: eager fp32, bf16 batched, bf16 + CUDA graphs (cold and warm compile cache), "
+                         "each sequential and fused, one process each")
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    if args.flops_only:
+        ks = tuple(int(k) for k in args.flop_objects.split(","))
+        result = count_flops(width, height, ks, args.object_steps, args.final_steps, args.final_steps)
+        print(json.dumps(result, indent=2))
+        print(flops_table(result))
+    elif args.matrix:
+        result = run_matrix(args)
+        print(json.dumps(result, indent=2))
+        print(matrix_table(result))
+    else:
+        result = run_decode(args, argv)
+        print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 

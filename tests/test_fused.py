@@ -287,3 +287,57 @@ def test_schedule_setting_is_checked():
     with pytest.raises(ValueError, match="schedule"):
         DecoderSettings(schedule="parallel")
     assert PROFILES["sedic-fast"].id == 3 and PROFILES["sedic-fast"].decoder.schedule == "fused"
+
+
+# --- compiled networks: the guidance's tensors are inputs, not constants -----------------------
+
+def test_compiled_networks_do_not_recompile_per_step(bb):
+    """torch.compile (dynamo; the eager backend keeps this cheap on a CPU) traces a network with the
+    ORAG processors once per variant (guided, unguided); other weights, masks and steps reuse them.
+    Only the ControlNet is compiled here (the UNet's attention layers are the same code), to halve
+    the tracing time."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    k = 3
+    embs = bb.encode_prompt(["overall"] + [f"thing, detail {i}" for i in range(k)])
+    tokens = fused_token_matrix([object_token_mask(bb.tokenizer, "thing", f"detail {i}", OragSettings())
+                                 for i in range(k)])
+    z0 = torch.randn(1, 4, LH, LW, generator=torch.Generator().manual_seed(1))
+    negative = fused_context(bb.encode_prompt(["bad"]).expand(k + 1, -1, -1))
+    state = OragState()
+    installed = [(bb.unet, install(bb.unet, state, label="unet")),
+                 (bb.controlnet, install(bb.controlnet, state, label="controlnet"))]
+    torch._dynamo.reset()
+    counters.clear()
+    den = Denoiser(bb, controlnet=torch.compile(bb.controlnet, backend="eager"), state=state)
+
+    def run(masks, orag, steps):
+        spec = StageSpec(cond=fused_context(embs), uncond=negative, cfg=5.0, control=z0, orag_mask=masks,
+                         orag_tokens=tokens)
+        return sample_stage(den, bb.scheduler_config, spec, z0, steps=steps, start_strength=1.0,
+                            generator=torch.Generator().manual_seed(2), orag=orag)
+
+    try:
+        with torch.inference_mode():
+            first = run(_masks(k), OragSettings(strength=0.5, stop_fraction=0.5), 2)
+            graphs = counters["stats"]["unique_graphs"]
+            run(_masks(k).roll(3, dims=-1), OragSettings(strength=0.3, decay=2.0, stop_fraction=0.7), 3)
+            assert counters["stats"]["unique_graphs"] == graphs  # nothing recompiled
+    finally:
+        for model, originals in installed:
+            uninstall(model, originals)
+        torch._dynamo.reset()
+    assert graphs == 2  # guided and unguided, no graph break
+    # and the compiled networks compute what the eager ones do
+    state2 = OragState()
+    installed = [(bb.unet, install(bb.unet, state2, label="unet")),
+                 (bb.controlnet, install(bb.controlnet, state2, label="controlnet"))]
+    try:
+        den = Denoiser(bb, state=state2)
+        with torch.inference_mode():
+            eager = run(_masks(k), OragSettings(strength=0.5, stop_fraction=0.5), 2)
+    finally:
+        for model, originals in installed:
+            uninstall(model, originals)
+    torch.testing.assert_close(first, eager, rtol=1e-4, atol=1e-4)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -105,9 +107,31 @@ def color_fix(out: torch.Tensor, ref: torch.Tensor, mode: str) -> torch.Tensor:
     return out
 
 
+def compile_cache_dir() -> Path:
+    """Where inductor keeps compiled kernels and FX graphs: $TORCHINDUCTOR_CACHE_DIR, else
+    ~/.cache/sedic/torchinductor (inductor's own default is under /tmp, which reboots empty)."""
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(base / "sedic" / "torchinductor")
+    return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+
+
 def _compiled(module, mode: str):
     key = (id(module), mode)
     if key not in _COMPILED:
+        compile_cache_dir()
+        # A second process then loads the compiled graphs from disk instead of compiling again:
+        # inductor's FX graph cache and AOTAutograd's cache (both on by default in recent torch;
+        # set here so that an older default or an environment override does not silently lose it).
+        import torch._functorch.config as functorch_config
+        import torch._inductor.config as inductor_config
+
+        inductor_config.fx_graph_cache = True
+        if hasattr(functorch_config, "enable_autograd_cache"):
+            functorch_config.enable_autograd_cache = True
+        # Shapes are static within a decode (one latent size, one context length per K); the ORAG
+        # step weight, mask gates and CFG rows are tensors read at run time, not constants, so the
+        # steps of a decode reuse one graph (two: guided and unguided).
         _COMPILED[key] = torch.compile(module, mode=None if mode == "default" else mode, fullgraph=False)
     return _COMPILED[key]
 
