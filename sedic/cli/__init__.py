@@ -10,7 +10,7 @@ import warnings
 from ..errors import SedicError
 
 # Each module exposes register(subparsers) and sets func=callable(args) -> int on its parsers.
-COMMAND_MODULES = ("sedic.cli.codec_commands", "sedic.cli.analyze", "sedic.cli.evaluate", "sedic.cli.serve")
+COMMAND_MODULES = ("sedic.cli.codec_commands", "sedic.cli.analyze", "sedic.cli.evaluate", "sedic.cli.serve", "sedic.cli.batch")
 
 
 def build_parser() -> argparse.ArgumentParser:
