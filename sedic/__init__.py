@@ -63,9 +63,13 @@ def compress(image, *, bpp: float | None = 0.03, reference_bpp: float | None = N
 
 
 def decompress(data: bytes, *, profile: str | None = None, stages: int | None = None,
-               device: str | None = None, progress=None) -> np.ndarray:
-    """Decode .sedic bytes to uint8 (H, W, 3) at the original size; stages=0 gives the preview."""
-    return codec.decode(data, profile, stages=stages, device=device, progress=progress)
+               device: str | None = None, progress=None, on_step=None) -> np.ndarray:
+    """Decode .sedic bytes to uint8 (H, W, 3) at the original size; stages=0 gives the preview.
+
+    progress(stage, stages, label) before each decoder stage; on_step(stage, stages, step, steps)
+    after each denoising step.
+    """
+    return codec.decode(data, profile, stages=stages, device=device, progress=progress, on_step=on_step)
 
 
 def inspect(data: bytes) -> dict:

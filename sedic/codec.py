@@ -180,7 +180,7 @@ def decoder_settings(parsed: DecodedFile, profile: Profile | None = None):
 
 
 def decode(data: bytes, profile: Profile | str | None = None, stages: int | None = None,
-           device: str | None = None, progress=None) -> np.ndarray:
+           device: str | None = None, progress=None, on_step=None) -> np.ndarray:
     """Decode a file to uint8 RGB at its original size. stages=0 gives the preview."""
     parsed = parse(data)
     requested = profile if isinstance(profile, str) else None  # "my.json": what `models download` takes
@@ -199,7 +199,7 @@ def decode(data: bytes, profile: Profile | str | None = None, stages: int | None
     settings = decoder_settings(parsed, profile)
     require_models(decoder_models(settings), requested or profile.name)  # one error naming every missing model
     return restore(preview, parsed.semantics, settings, parsed.params.seed,
-                   stages=stages, device=device, progress=progress)
+                   stages=stages, device=device, progress=progress, on_step=on_step)
 
 
 def inspect(data: bytes) -> dict:

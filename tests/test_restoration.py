@@ -1,5 +1,6 @@
 """The multistage decoder `restore()` on the tiny random backbone (pictures are meaningless)."""
 
+import dataclasses
 import math
 import numpy as np
 import pytest
@@ -182,3 +183,133 @@ def test_end_to_end_decompress_with_profile_test(bb):
     assert full.shape == (h, w, 3) and np.array_equal(full, again)
     assert labels == ["object 1/2: dog", "object 2/2: ball", "overall"]
     assert sedic.decompress(data, stages=1).shape == (h, w, 3)
+
+
+# --- per-step progress (issue 11 item 17) -----------------------------------------------------
+
+class _Clock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        self.t += 0.5  # every reading half a second later
+        return self.t
+
+
+def test_step_progress_one_line_per_stage_in_a_log(bb):
+    import io
+
+    from sedic.restoration.progress import DecodeProgress
+
+    log = io.StringIO()
+    printer = DecodeProgress(log, tty=False, clock=_Clock())
+    labels = []
+
+    def stage(i, n, label):  # the stage callback keeps its signature next to the per-step hook
+        labels.append((i, n, label))
+        printer.stage(i, n, label)
+
+    restore(_image(48, 64), _semantics(48, 64), Settings(**FAST), seed=1, backbone=bb,
+            progress=stage, on_step=printer.step)
+    printer.finish()
+    lines = log.getvalue().splitlines()
+    assert [c[:2] for c in labels] == [(1, 3), (2, 3), (3, 3)]
+    assert len(lines) == 3 and "\r" not in log.getvalue()
+    assert lines[0].startswith("stage 1/3: object 1/2: dog  2 steps in ")
+    assert lines[2].startswith("stage 3/3: overall  3 steps in ") and lines[2].endswith("s/step)")
+
+
+def test_step_progress_rewrites_a_line_per_step_on_a_terminal(bb):
+    import io
+
+    from sedic.restoration.progress import DecodeProgress
+
+    term = io.StringIO()
+    printer = DecodeProgress(term, tty=True, clock=_Clock())
+    restore(_image(48, 64), _semantics(48, 64, 1), Settings(**FAST), seed=1, backbone=bb,
+            progress=printer.stage, on_step=printer.step)
+    printer.finish()
+    out = term.getvalue()
+    assert out.count("\n") == 2  # one finished line per stage
+    updates = [u for u in out.split("\r") if "s/step, ETA" in u]
+    assert len(updates) == 2 + 3  # every step of both stages
+    assert "stage 1/2: object 1/1: dog  1/2 steps, " in out and "stage 2/2: overall  3/3 steps, " in out
+    assert "ETA 0 s" in out
+
+
+def test_decompress_cli_prints_one_line_per_stage(tmp_path, capsys):
+    import sedic
+    from sedic.cli import main
+
+    h, w = 40, 48
+    mask = np.zeros((h, w), bool)
+    mask[4:30, 6:40] = True
+    data = sedic.compress(_image(h, w), bpp=1.0, profile="test", seed=2,
+                          semantics=Semantics("a garden", [SemanticObject("dog", "a dog", mask)]),
+                          schedule={"object_steps": 1, "final_steps": 2})
+    src = tmp_path / "x.sedic"
+    src.write_bytes(data)
+    assert main(["decompress", str(src), "-o", str(tmp_path / "x.png")]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("stage ")]
+    assert len(err) == 2 and "1 step in" in err[0] and "2 steps in" in err[1]
+
+
+# --- the SEDIC authors' released schedule (issue 11 item 6) -----------------------------------
+
+def test_authors_profile_runs_the_released_schedule(bb, monkeypatch):
+    from sedic.config import PROFILES
+    from sedic.restoration import pipeline
+
+    authors = PROFILES["authors"]
+    assert authors.id == 4
+    settings = dataclasses.replace(authors.decoder, **{k: v for k, v in FAST.items() if "steps" not in k})
+    calls = []
+    real = pipeline.sample_stage
+
+    def spy(denoiser, config, spec, z_input, **kw):
+        out = real(denoiser, config, spec, z_input, **kw)
+        calls.append((spec, z_input, kw, out))
+        return out
+
+    monkeypatch.setattr(pipeline, "sample_stage", spy)
+    h, w = 48, 64
+    sem = _semantics(h, w, 3)
+    steps = []
+    restore(_image(h, w), sem, settings, seed=2, backbone=bb, on_step=lambda i, n, s, total: steps.append((i, total)))
+    assert sorted(set(steps)) == [(1, 5), (2, 10), (3, 10), (4, 50)]  # 5/10/10 object steps, 50 final
+    objects, (final_spec, final_in, final_kw, _) = calls[:3], calls[3]
+    for k, (spec, z_in, kw, _) in enumerate(objects):
+        assert kw["start"] == "noise" and kw["start_strength"] == 1.0      # pure noise
+        assert kw["blend_every_step"] is False and kw["blend_mask"] is not None  # pasted once, at the end
+        assert spec.cfg == 3.5 and spec.orag_tokens is None                # no attention guidance
+        assert torch.equal(spec.control, z_in)                             # conditioned on the previous stage
+        if k:
+            assert torch.equal(z_in, objects[k - 1][3])
+    # the object prompt is the description alone
+    assert torch.equal(objects[0][0].cond, bb.encode_prompt([sem.objects[0].description]))
+    # final: CFG 7, conditioned on the reference, started from the last object stage's low band
+    ref = bb.encode_image(pipeline.pad_image(
+        torch.from_numpy(_image(h, w).astype(np.float32)).permute(2, 0, 1)[None] / 127.5 - 1, 64, "reflect"))
+    assert final_spec.cfg == 7.0 and torch.allclose(final_spec.control, ref.float())
+    last = objects[-1][3]
+    low = pipeline._low_high(bb.decode_latent(last).float())[0]
+    assert low.abs().max() <= 1.5  # the image in [-1, 1] (the released code fed 0..255 here)
+    torch.testing.assert_close(final_kw["start"], bb.encode_image(low).float())
+    assert final_kw["start_strength"] == 1.0 and torch.equal(final_in, last)
+
+
+def test_pure_noise_start_ignores_the_stage_input(bb):
+    from sedic.restoration.sampler import Denoiser, StageSpec, sample_stage
+
+    g = torch.Generator().manual_seed(0)
+    a, b, control = (torch.randn(1, 4, 6, 8, generator=g) for _ in range(3))
+    spec = StageSpec(cond=bb.encode_prompt(["x"]), uncond=None, cfg=1.0, control=control)
+
+    def run(z, start):
+        return sample_stage(Denoiser(bb), bb.scheduler_config, spec, z, steps=2, start_strength=1.0,
+                            generator=torch.Generator().manual_seed(1), start=start)
+
+    assert torch.equal(run(a, "noise"), run(b, "noise"))
+    assert not torch.equal(run(a, "input"), run(b, "input"))
+    with pytest.raises(ValueError):
+        PipelineSettings(object_start="noise", object_start_strength=0.6)

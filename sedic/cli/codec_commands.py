@@ -92,11 +92,15 @@ def _decompress(args) -> int:
     check_writable(Path(args.output), args.force)
     data = read_file(args.input)
 
-    def progress(index: int, total: int, label: str) -> None:
-        print(f"stage {index}/{total}: {label}", file=sys.stderr, flush=True)
+    from ..restoration.progress import DecodeProgress
 
-    image = sedic.decompress(data, profile=args.profile, stages=args.stages, device=args.device,
-                             progress=progress)
+    # per step on a terminal (steps, s/step, ETA), one line per stage in a log
+    printer = DecodeProgress(sys.stderr)
+    try:
+        image = sedic.decompress(data, profile=args.profile, stages=args.stages, device=args.device,
+                                 progress=printer.stage, on_step=printer.step)
+    finally:
+        printer.finish()
     save_image(args.output, image, force=args.force)
     return 0
 

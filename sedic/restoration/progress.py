@@ -1,0 +1,80 @@
+"""A printer of the decoder's progress for the command line.
+
+On a terminal, each stage gets one line that is rewritten after every denoising step with the
+steps done, seconds per step and the time left in the stage. Elsewhere (a log file, a pipe), each
+stage prints a single line when it ends, with its steps and time, so logs stay short.
+
+Use its two methods as restore()'s callbacks: progress=printer.stage, on_step=printer.step, then
+printer.finish().
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class DecodeProgress:
+    def __init__(self, stream=None, tty: bool | None = None, clock=time.monotonic):
+        self.stream = stream if stream is not None else sys.stderr
+        if tty is None:
+            isatty = getattr(self.stream, "isatty", None)
+            tty = bool(isatty and isatty())
+        self.tty = tty
+        self.clock = clock
+        self._stage = None      # (index, total, label, started)
+        self._done = 0
+        self._steps = 0
+
+    # restore(progress=...)
+    def stage(self, index: int, total: int, label: str) -> None:
+        self._end_stage()
+        self._stage = (index, total, label, self.clock())
+        self._done = self._steps = 0
+        if self.tty:
+            self._write(f"\r{self._head()}\x1b[K")
+
+    # restore(on_step=...)
+    def step(self, index: int, total: int, step: int, steps: int) -> None:
+        if self._stage is None or self._stage[0] != index:
+            self.stage(index, total, "")
+        self._done, self._steps = step, steps
+        if self.tty:
+            per_step = self._elapsed() / step
+            left = per_step * (steps - step)
+            self._write(f"\r{self._head()}  {step}/{steps} steps, {per_step:.2f} s/step, "
+                        f"ETA {_duration(left)}\x1b[K")
+
+    def finish(self) -> None:
+        self._end_stage()
+
+    # --------------------------------------------------------------------------------------
+
+    def _head(self) -> str:
+        index, total, label, _ = self._stage
+        return f"stage {index}/{total}" + (f": {label}" if label else "")
+
+    def _elapsed(self) -> float:
+        return max(self.clock() - self._stage[3], 0.0)
+
+    def _end_stage(self) -> None:
+        if self._stage is None:
+            return
+        elapsed = self._elapsed()
+        summary = f"{self._head()}  {self._done} step{'' if self._done == 1 else 's'} in {_duration(elapsed)}"
+        if self._done:
+            summary += f" ({elapsed / self._done:.2f} s/step)"
+        self._write(("\r" + summary + "\x1b[K\n") if self.tty else summary + "\n")
+        self._stage = None
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes} min {seconds:02d} s"
