@@ -3,12 +3,16 @@
 Builds the SD 2.1-base UNet, the DiffBIR IRControlNet (the backbone's own construction from the
 UNet) and the VAE from configs with random weights (nothing is downloaded; the pictures are
 meaningless, the arithmetic is the real one), then times `restore()` on a synthetic image with
-three objects and the paper's schedule (10 + 10 + 10 + 20 steps, CFG 3.5 / 7).
+K objects (--objects, default 3) in the sequential schedule (the paper's: 10 steps per object +
+20, CFG 3.5 / 7) or the fused one (--schedule fused: one pass of 20 steps, CFG 7).
 
-Reports ms per stage, UNet evaluations per second (one evaluation = one batch row through
-ControlNet + UNet), TFLOP/s (FLOPs of one CFG step counted with FlopCounterMode, times the steps,
-over the sampling time) and peak memory.
+Reports the first decode of the process (compilation or loading it from the on-disk cache
+included), then, after warm-up, ms per stage, the median ms per CFG step, the whole decode (VAE
+included), network rows (one row = one batch row through ControlNet + UNet), TFLOP/s (the decode's
+FLOPs counted on the meta device over its time) and peak memory.
 
+    python benchmarks/decode_speed.py --flops-only          # FLOPs per decode, both schedules, K = 3 and 8
+    python benchmarks/decode_speed.py --matrix              # the GPU matrix (docs/performance.md)
     python benchmarks/decode_speed.py                       # GPU if present, paper setting, 768x512
     python benchmarks/decode_speed.py --device cpu --size 256x256 --object-steps 2 --final-steps 4
     python benchmarks/decode_speed.py --dtype bfloat16 --compile reduce-overhead --warmup 2
@@ -152,7 +156,7 @@ def _cfg_step_flops(bb: Backbone, lh: int, lw: int, objects: int, fused: bool, g
 
 
 def count_flops(width: int, height: int, object_counts=(3, 8), object_steps: int = 10, final_steps: int = 20,
-                fused_steps: int = 20) -> dict:
+                fused_steps: int = 20, exact: bool = False) -> dict:
     """FLOPs per decode of both schedules at this size for each K, on the meta device (no arithmetic).
 
     Counted: ControlNet + UNet of every CFG step (ORAG's range computation included in the guided
@@ -188,10 +192,10 @@ def count_flops(width: int, height: int, object_counts=(3, 8), object_steps: int
             "objects": k,
             "sequential": {"cfg_steps": k * object_steps + final_steps,
                            "network_rows": 2 * (k * object_steps + final_steps),
-                           "tflop": round(seq / 1e12, 1)},
+                           "tflop": seq / 1e12 if exact else round(seq / 1e12, 1)},
             "fused": {"cfg_steps": fused_steps, "network_rows": 2 * fused_steps, "context_tokens": 77 + 76 * k,
                       "gflop_cfg_step": round(step / 1e9, 1), "gflop_cfg_step_cross_attention": round(cross / 1e9, 1),
-                      "tflop": round(fus / 1e12, 1)},
+                      "tflop": fus / 1e12 if exact else round(fus / 1e12, 1)},
             "fused_over_sequential": round(fus / seq, 3),
         })
     return out
@@ -282,7 +286,8 @@ def run_decode(args, argv) -> dict:
     step_ms = [1000 * (b[2] - a[2]) for a, b in zip(steps, steps[1:]) if a[0] == b[0]]
     total_s = end - start
     n_steps = len(steps)
-    flops = count_flops(width, height, (args.objects,), args.object_steps, args.final_steps, args.final_steps)
+    flops = count_flops(width, height, (args.objects,), args.object_steps, args.final_steps, args.final_steps,
+                        exact=True)
     decode_tflop = flops["rows"][0][args.schedule]["tflop"]
     peak, dev_name = _peak_and_device(device)
     return {
@@ -298,7 +303,7 @@ def run_decode(args, argv) -> dict:
         "cfg_steps": n_steps, "ms_per_cfg_step_median": round(float(np.median(step_ms)), 1) if step_ms else None,
         "compile_s": round(first_s - total_s, 1) if args.compile != "none" else None,
         "network_rows": sum(rows), "tflop_per_decode": decode_tflop,
-        "tflop_per_s": round(decode_tflop / total_s, 2),
+        "tflop_per_s": round(decode_tflop / total_s, 4),
         "peak_memory": peak, "torch": torch.__version__,
     }
 
