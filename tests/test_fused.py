@@ -121,6 +121,23 @@ def test_fused_runs_one_pass_and_the_guidance_acts(bb):
         restore(img, sem, settings, seed=3, stages=1, backbone=bb)
 
 
+def test_fused_options_tiles_and_cfg_batching(bb):
+    h, w = 72, 200  # latent 16x32 after padding -> several 16x16 tiles
+    img, sem = _image(h, w), _semantics(h, w, 3)
+    base = DecoderSettings(**FAST, schedule="fused")
+    tiled = replace(base, pipeline=PipelineSettings(max_pixels=32 * 32, tile=16, tile_overlap=8))
+    assert restore(img, sem, tiled, seed=4, backbone=bb).shape == (h, w, 3)
+    other = replace(base, orag=OragSettings(range_mode="fixed", tokens="description", controlnet=False),
+                    pipeline=PipelineSettings(object_prompt="description"))
+    assert restore(img, sem, other, seed=4, backbone=bb).shape == (h, w, 3)
+    # one batched call per step equals two calls: both rows have the same context length
+    small_img, small_sem = _image(48, 64), _semantics(48, 64, 2)
+    a = restore(small_img, small_sem, base, seed=4, backbone=bb)
+    b = restore(small_img, small_sem, replace(base, pipeline=PipelineSettings(batched_cfg=False)), seed=4,
+                backbone=bb)
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
 # --- the context: overall prompt, then every object prompt without its BOS -------------------
 
 def test_context_layout_puts_object_tokens_where_the_gates_are(bb):
@@ -324,6 +341,14 @@ def test_compiled_networks_do_not_recompile_per_step(bb):
             graphs = counters["stats"]["unique_graphs"]
             run(_masks(k).roll(3, dims=-1), OragSettings(strength=0.3, decay=2.0, stop_fraction=0.7), 3)
             assert counters["stats"]["unique_graphs"] == graphs  # nothing recompiled
+            # the next decode installs new processors and a new state: still nothing recompiled
+            for model, originals in installed:
+                uninstall(model, originals)
+            state = den.state = OragState()
+            installed = [(bb.unet, install(bb.unet, state, label="unet")),
+                         (bb.controlnet, install(bb.controlnet, state, label="controlnet"))]
+            run(_masks(k), OragSettings(strength=0.5, stop_fraction=0.5), 2)
+            assert counters["stats"]["unique_graphs"] == graphs
     finally:
         for model, originals in installed:
             uninstall(model, originals)
