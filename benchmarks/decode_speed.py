@@ -302,7 +302,7 @@ def run_decode(args, argv) -> dict:
         "warmup_decodes": warmup, "decode_s": round(total_s, 3), "stages": stages,
         "cfg_steps": n_steps, "ms_per_cfg_step_median": round(float(np.median(step_ms)), 1) if step_ms else None,
         "compile_s": round(first_s - total_s, 1) if args.compile != "none" else None,
-        "network_rows": sum(rows), "tflop_per_decode": decode_tflop,
+        "network_rows": sum(rows), "tflop_per_decode": round(decode_tflop, 3),
         "tflop_per_s": round(decode_tflop / total_s, 4),
         "peak_memory": peak, "torch": torch.__version__,
     }
@@ -331,7 +331,8 @@ def run_matrix(args) -> list[dict]:
                     out = tmp.name
                 cmd = [sys.executable, __file__, "--device", args.device, "--dtype", dtype, "--compile", compile_mode,
                        "--schedule", schedule, "--objects", str(args.objects), "--size", args.size,
-                       "--json", out]
+                       "--object-steps", str(args.object_steps), "--final-steps", str(args.final_steps),
+                       "--json", out] + (["--threads", str(args.threads)] if args.threads else [])
                 env = dict(os.environ, SEDIC_BENCH_LAUNCHED=repr(time.time()),
                            TORCHINDUCTOR_CACHE_DIR=str(cache_root / schedule))
                 print(f"# {schedule}, {label} {run}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
@@ -354,7 +355,8 @@ def matrix_table(results: list[dict]) -> str:
             lines.append(f"| {r['schedule']} | {r['config']} {r['run']} | failed: {r['error'][0]} | | | | | |")
             continue
         comp = "" if r["compile_s"] is None else f"{r['compile_s']} s"
-        lines.append(f"| {r['schedule']} | {r['config']} {r['run']} | {r['ms_per_cfg_step_median']} | "
+        step = r["ms_per_cfg_step_median"] if r["ms_per_cfg_step_median"] is not None else "n/a (1 step per stage)"
+        lines.append(f"| {r['schedule']} | {r['config']} {r['run']} | {step} | "
                      f"{r['decode_s']} s | {r['first_decode_s']} s | {comp} | {r['start_to_first_image_s']} s | "
                      f"{r['peak_memory']} |")
     return "\n".join(lines)

@@ -5,7 +5,8 @@ decoded once. Stage k (1..K) is conditioned on (the ControlNet sees) the previou
 starts from it, noised to `object_start_strength`; ORAG (orag.py) keeps it to object k. The final
 stage uses the overall description and, by default, is conditioned on the object-restored latent
 (the paper's figure); `final_condition="reference"` conditions it on the reference instead, as the
-authors' code does. See docs/orag.md.
+authors' code does. The fused schedule (settings.schedule = "fused") replaces all of this by one
+pass from the reference in which every object prompt acts inside its mask at once. See docs/orag.md.
 """
 
 from __future__ import annotations
