@@ -10,7 +10,7 @@ do not reproduce exactly is refused with AvifLayoutError rather than guessed at.
 
 Layout written and accepted (all integers big-endian):
 
-    ftyp  major 'avif', minor 0, compatible 'avif' 'mif1' 'miaf' ['MA1B' if level <= 13]
+    ftyp  major 'avif', minor 0, compatible 'avif' 'mif1' 'miaf' 'MA1B'
     meta  (v0) hdlr 'pict' name ""; pitm item 1; iloc v0 (offset 4 B, length 4 B, 1 extent);
           iinf v0 1 entry: infe v2 item 1 'av01' name "Color";
           iprp: ipco [ispe w h, pixi 3x8 bit, av1C, colr nclx 1/13/6 full range],
@@ -200,7 +200,9 @@ def _fullbox(typ: bytes, version: int, flags: int, payload: bytes) -> bytes:
 def build_avif(sh: SequenceHeader, frame_payload: bytes) -> bytes:
     """The exact AVIF file Pillow writes for this sequence header and frame."""
     item = build_av1_item(sh, frame_payload)
-    brands = [b"avif", b"mif1", b"miaf"] + ([b"MA1B"] if sh.level <= 13 else [])
+    # libavif names the AVIF baseline brand for every 8-bit 4:2:0 image, whatever the AV1 level
+    # (a level above 5.1, from about 4096x2304 up, does not drop it).
+    brands = [b"avif", b"mif1", b"miaf", b"MA1B"]
     ftyp = _box(b"ftyp", b"avif" + struct.pack(">I", 0) + b"".join(brands))
     hdlr = _fullbox(b"hdlr", 0, 0, struct.pack(">I", 0) + b"pict" + bytes(12) + b"\0")
     pitm = _fullbox(b"pitm", 0, 0, struct.pack(">H", 1))
