@@ -1,7 +1,8 @@
 """The .sedic container: a tiny header and typed, length-prefixed sections (docs/bitstream.md).
 
-    file    = magic "SD" | version u8 | width varint | height varint | section*
+    file    = magic "SD" | version u8 | width varint | height varint | section* | crc16
     section = varint(length << 3 | type) | payload[length]
+    crc16   = CRC-16/GENIBUS of every byte before it, big-endian (2 bytes)
 
 Sections appear at most once each, in the order settings, text, masks, reference; settings and
 reference are required; masks are present exactly when the text names at least one object.
@@ -10,12 +11,14 @@ The container knows nothing about what the stream payloads mean; `sedic.codec` d
 
 from __future__ import annotations
 
+import binascii
 from dataclasses import dataclass, field
 
 from .errors import BitstreamError
 
 MAGIC = b"SD"
-VERSION = 1
+VERSION = 2  # 2: the CRC-16 closing the file (version 1 had none)
+CHECK_BYTES = 2
 
 # Limits checked before anything is allocated: a 16384 px side, 64 Mpx, a 16 MiB file
 # (0.05 bpp of the largest image is about 400 KB, so these leave ample headroom).
@@ -125,6 +128,18 @@ class Container:
         return 8 * (total_bytes - payload)
 
 
+def crc16(data: bytes) -> int:
+    """CRC-16/GENIBUS: polynomial 0x1021, init 0xFFFF, no reflection, xorout 0xFFFF.
+
+    Any CRC whose polynomial has two or more terms catches every single-bit error at any length;
+    0x1021 (a multiple of x + 1) also catches every odd number of flipped bits, every burst of up
+    to 16 bits and any 3 flipped bits in files of up to 4 KB. The final inversion (xorout) keeps
+    zero bytes appended after the check value from checking out, which they would with xorout 0.
+    binascii.crc_hqx is the CCITT-FALSE core (same polynomial and init, xorout 0).
+    """
+    return binascii.crc_hqx(data, 0xFFFF) ^ 0xFFFF
+
+
 def check_size(width: int, height: int) -> None:
     if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
         raise BitstreamError(f"image size {width}x{height} outside 1..{MAX_SIDE}")
@@ -141,6 +156,7 @@ def pack(container: Container) -> bytes:
         if kind in container.sections:
             payload = container.sections[kind]
             out += write_varint(len(payload) << 3 | kind) + payload
+    out += crc16(out).to_bytes(CHECK_BYTES, "big")
     return bytes(out)
 
 
@@ -152,6 +168,16 @@ def unpack(data: bytes) -> Container:
         raise BitstreamError("not a .sedic file (bad magic)")
     if data[2] != VERSION:
         raise BitstreamError(f"unsupported .sedic version {data[2]} (this sedic reads version {VERSION})")
+    # The check comes before any field is trusted: a damaged file is reported as such, not as
+    # whatever its damaged fields happen to say. Truncation is caught here too (the check value
+    # would have to match whatever two bytes the cut left at the end) and, independently, by the
+    # last section's declared length running past the end.
+    if len(data) < 3 + CHECK_BYTES:
+        raise BitstreamError("truncated file: no check value")
+    data, stored = data[:-CHECK_BYTES], int.from_bytes(data[-CHECK_BYTES:], "big")
+    if crc16(data) != stored:
+        raise BitstreamError(f"corrupt file: CRC-16 is 0x{crc16(data):04x}, the file says 0x{stored:04x} "
+                             f"(damaged or truncated)")
     width, pos = read_varint(data, 3, "width", MAX_SIDE)
     height, pos = read_varint(data, pos, "height", MAX_SIDE)
     check_size(width, height)

@@ -42,8 +42,46 @@ def decode_all(data: bytes) -> None:
     assert preview.shape == (parsed.height, parsed.width, 3)
 
 
+@functools.lru_cache(maxsize=1)
+def valid_file_without_semantics() -> bytes:
+    y, x = np.mgrid[0:40, 0:56]
+    image = np.stack([x * 4, y * 5, (x * y) % 256], -1).astype(np.uint8)
+    return codec.encode(image, None, "test", bpp=None, reference_bpp=1.0, seed=7,
+                        overrides={"final_steps": 12, "final_cfg": 4.5})
+
+
 def test_valid_file_decodes():
     decode_all(valid_file())
+    decode_all(valid_file_without_semantics())
+
+
+def _flip(data: bytes, bit: int) -> bytes:
+    buf = bytearray(data)
+    buf[bit // 8] ^= 0x80 >> (bit % 8)
+    return bytes(buf)
+
+
+@pytest.mark.parametrize("make", [valid_file, valid_file_without_semantics], ids=["semantics", "reference-only"])
+def test_every_single_bit_flip_is_reported(make):
+    """The CRC-16 at the end of the file catches every single-bit error (docs/bitstream.md)."""
+    data = make()
+    decoded = []
+    for bit in range(8 * len(data)):
+        try:
+            codec.parse(_flip(data, bit))
+        except BitstreamError as exc:
+            assert str(exc)
+        else:
+            decoded.append(bit)
+    assert not decoded, f"{len(decoded)} of {8 * len(data)} single-bit flips parsed as valid files"
+
+
+@pytest.mark.parametrize("make", [valid_file, valid_file_without_semantics], ids=["semantics", "reference-only"])
+def test_every_truncation_is_reported(make):
+    data = make()
+    for cut in range(len(data)):
+        with pytest.raises(BitstreamError):
+            codec.parse(data[:cut])
 
 
 mutation = st.one_of(
@@ -83,7 +121,7 @@ def test_mutated_files_raise_only_bitstream_error(ops):
 @given(st.binary(max_size=64))
 def test_random_bytes_behind_a_valid_header(tail):
     try:
-        decode_all(b"SD\x01" + tail)
+        decode_all(bs.MAGIC + bytes([bs.VERSION]) + tail)
     except BitstreamError:
         pass
 
