@@ -59,3 +59,24 @@ def test_phone_and_limit_sizes_round_trip(w, h):
     assert (parsed.width, parsed.height) == (w, h)
     assert parsed.semantics.objects[0].mask.shape == (-(-h // 8), -(-w // 8))
     assert codec.decode_preview(parsed).shape == (h, w, 3)
+
+
+def test_the_documented_maximum_of_32_objects_round_trips():
+    from sedic.semantics import MAX_OBJECTS, SemanticObject, Semantics
+
+    h, w = 64, 128
+    objects = []
+    for k in range(MAX_OBJECTS):
+        mask = np.zeros((h, w), bool)
+        mask[(k // 8) * 16:(k // 8) * 16 + 16, (k % 8) * 16:(k % 8) * 16 + 16] = True
+        objects.append(SemanticObject(f"tile {k}", f"square tile number {k}", mask))
+    data = codec.encode(_pattern(w, h), Semantics("a grid of tiles", objects), "test", bpp=None)
+    parsed = codec.parse(data)
+    assert [o.name for o in parsed.semantics.objects] == [f"tile {k}" for k in range(MAX_OBJECTS)]
+    from sedic.semantics import SemanticObject as Obj
+
+    too_many = objects + [Obj("extra", "one too many", objects[0].mask)]
+    from sedic.errors import InputError
+
+    with pytest.raises(InputError, match="at most 32"):
+        codec.encode(_pattern(w, h), Semantics("a grid of tiles", too_many), "test", bpp=None)

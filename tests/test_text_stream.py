@@ -190,7 +190,7 @@ def test_encoder_rejects_bad_input():
     with pytest.raises(InputError):
         T.encode_strings(["a  b"])
     with pytest.raises(InputError):
-        T.encode_strings(["a"] * 65)
+        T.encode_strings(["a"] * 66)  # 65 = an overall description and 32 objects is the maximum
     with pytest.raises(InputError):
         T.encode_strings(["a" * 4097])
     with pytest.raises(InputError):
@@ -201,7 +201,8 @@ def test_deterministic_bytes():
     # Pinned output: any change to the tables, the model or the coder changes the bitstream.
     data = T.encode_strings(["a red lighthouse on a grassy hill", "lighthouse", "a tall white tower"])
     assert T.encode_strings(["a red lighthouse on a grassy hill", "lighthouse", "a tall white tower"]) == data
-    assert data.hex() == "0c55d4a507f84e77146ecc297031c4aa8d80b330"
+    # (bitstream version 2: the string count is coded with Uniform(66), it was Uniform(65))
+    assert data.hex() == "0c25fb60abfa3a2a3c853e48897768af26faddac"
 
 
 # -- robustness -------------------------------------------------------------------------------

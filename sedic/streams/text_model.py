@@ -22,7 +22,9 @@ import numpy as np
 
 from sedic.errors import BitstreamError, InputError
 
-MAX_STRINGS = 64
+# The overall description plus a name and a description for each of at most 32 objects
+# (sedic.semantics.MAX_OBJECTS); the count is coded with Uniform(MAX_STRINGS + 1).
+MAX_STRINGS = 1 + 2 * 32
 MAX_CHARS = 4096  # per string
 # Decoded characters per byte of stream, at most (plus a constant): bounds the decoder's work on
 # corrupt input. Real text needs ~4 chars/byte; the encoder refuses text above this (InputError).
