@@ -98,17 +98,20 @@ class Fault:
 
 # ------------------------------------------------------------------ what runs inside a worker
 
-_WORKERS: dict = {}  # (stage name, device) -> worker instance: one per process, models load once
+_WORKERS: dict = {}  # stage name -> ((factory, device), worker): one per process, models load once
 
 
 def _worker_for(stage: Stage, device: str, threads: int):
-    key = (stage.name, device)
-    if key not in _WORKERS:
+    # A process may serve several runs (a kept pool, a reused Ray worker): a stage made with other
+    # options (another bpp, semantics folder...) gets a new worker, never the previous run's.
+    config = (stage.make_worker, device)
+    cached = _WORKERS.get(stage.name)
+    if cached is None or cached[0] != config:
         import torch
 
         torch.set_num_threads(threads)
-        _WORKERS[key] = stage.make_worker(device)
-    return _WORKERS[key]
+        cached = _WORKERS[stage.name] = (config, stage.make_worker(device))
+    return cached[1]
 
 
 def apply_stages(stages: tuple[Stage, ...], item: WorkItem, device: str, threads: int,
@@ -153,7 +156,7 @@ class Executor(abc.ABC):
             raise InputError("threads and attempts must be at least 1")
         self.threads = threads
         self.max_attempts = max_attempts
-        self.fault = Fault.from_env()
+        self.fault: Fault | None = None  # read at each run (test-only, see the module docstring)
 
     @property
     @abc.abstractmethod
@@ -170,6 +173,7 @@ class Executor(abc.ABC):
 
     def run(self, stages: list[Stage], items: Iterable[WorkItem]) -> Iterator[WorkItem]:
         groups = plan(stages, self.gpus)
+        self.fault = Fault.from_env()
         todo = list(items)
         while todo:
             again = []
