@@ -90,11 +90,14 @@ def test_compress_and_decode_stage_by_stage(server, browser, tmp_path):
     page.goto(server + "/")
     page.wait_for_function("document.querySelectorAll('#profile option').length > 0")
 
-    # keyboard: the drop zone takes focus and Enter opens the file chooser
+    # keyboard: the drop zone takes focus, and Enter or Space opens the file picker (a click on the input)
+    page.eval_on_selector("#image-input", "i => { window.picks = 0; i.addEventListener('click', e => { "
+                          "e.preventDefault(); window.picks++; }); }")
     page.focus("#drop")
-    with page.expect_file_chooser() as chooser:
-        page.keyboard.press("Enter")
-    chooser.value.set_files(str(REPO / "examples" / "kodim23.png"))
+    page.keyboard.press("Enter")
+    page.keyboard.press(" ")
+    assert page.evaluate("window.picks") == 2
+    page.set_input_files("#image-input", str(REPO / "examples" / "kodim23.png"))
     page.set_input_files("#semantics-input", [str(EXAMPLES / n) for n in
                                               ("kodim23.json", "kodim23.mask0.png", "kodim23.mask1.png")])
     page.select_option("#bpp", "0.02")
@@ -170,12 +173,15 @@ def test_open_sedic_and_phone_width(server, browser, tmp_path):
 
 
 def test_bad_file_is_one_line_on_the_page(server, browser, tmp_path):
+    import sedic
+
+    data = sedic.compress(REPO / "examples" / "kodim23.png", bpp=0.02, analyze=False, profile="test")
     path = tmp_path / "broken.sedic"
-    path.write_bytes(b"SD\x01garbage")
+    path.write_bytes(data[:-10])
     page = browser.new_page()
     page.goto(server + "/")
     page.set_input_files("#sedic-input", str(path))
     page.wait_for_function("document.querySelector('#status').classList.contains('error')", timeout=30_000)
     message = page.text_content("#status")
-    assert "\n" not in message and ("truncated" in message or "limit" in message or "section" in message), message
+    assert "\n" not in message and "truncated" in message, message
     page.close()

@@ -174,10 +174,13 @@ def test_stream_sends_every_stage(client, small_file):
     with client.stream("POST", "/v1/decompress/stream", files={"file": ("small.sedic", small_file)}) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         events = read_events(r)
-    kinds = [e for e, _ in events]
+    kinds = [e for e, _ in events if e != "step"]
     assert kinds == ["info"] + ["stage", "image"] * 3 + ["done"]
     info = events[0][1]
     assert info["labels"] == ["preview", "object 1/1: parrot", "overall"] and info["total"] == 2
+    # the decoder's steps (one per stage in this file) arrive between a stage's start and its image
+    steps = [(d["index"], d["stage"], d["step"], d["steps"]) for e, d in events if e == "step"]
+    assert steps == [(1, 1, 1, 1), (2, 1, 1, 1), (2, 2, 1, 1)]
     assert info["streams"] == sedic.inspect(small_file)["streams"]
     images = [d for e, d in events if e == "image"]
     for k, data in enumerate(images):
@@ -188,6 +191,24 @@ def test_stream_sends_every_stage(client, small_file):
     with client.stream("POST", "/v1/decompress/stream", files={"file": ("s.sedic", small_file)},
                        data={"stages": "0"}) as r:
         assert [e for e, _ in read_events(r)] == ["info", "stage", "image", "done"]
+
+
+def test_stream_of_a_fused_schedule_file(client, small_image):
+    mask = np.zeros(small_image.shape[:2], bool)
+    mask[8:56, 10:60] = True
+    data = sedic.compress(small_image, bpp=None, reference_bpp=0.3, analyze=False, profile="test",
+                          semantics=Semantics("leaves", [SemanticObject("parrot", "red", mask)]),
+                          schedule={"schedule": "fused", "final_steps": 1})
+    with client.stream("POST", "/v1/decompress/stream", files={"file": ("f.sedic", data)}) as r:
+        events = read_events(r)
+    info = events[0][1]
+    assert info["labels"] == ["preview", "fused: 1 object + overall"] and info["stages"] == [0, 2]
+    images = [d for e, d in events if e == "image"]
+    assert [d["stages"] for d in images] == [0, 2]
+    final = np.asarray(Image.open(io.BytesIO(base64.b64decode(images[-1]["png"]))).convert("RGB"))
+    assert np.array_equal(final, sedic.decompress(data))
+    assert_error(client.post("/v1/decompress/stream", files={"file": ("f.sedic", data)}, data={"stages": "1"}),
+                 400, "must be one of 0, 2", "fused schedule")
 
 
 # ---- error paths -------------------------------------------------------------------------------
@@ -223,7 +244,7 @@ def test_bad_options_are_the_cli_messages(client, small_image, small_file):
     assert_error(client.post("/v1/decompress", files={"file": ("s.sedic", small_file)}, data={"stages": "5"}),
                  400, "--stages must be in 0..2")
     assert_error(client.post("/v1/decompress/stream", files={"file": ("s.sedic", small_file)},
-                             data={"stages": "-1"}), 400, "--stages must be in 0..2")
+                             data={"stages": "-1"}), 400, "--stages must be one of 0, 1, 2")
 
 
 def test_profiles_are_names_never_server_paths(client, small_image, tmp_path):
@@ -326,6 +347,35 @@ def test_full_queue_answers_503_with_retry_after(small_file):
             ticket.close()
         assert c.post("/v1/decompress", files={"file": ("s.sedic", small_file)}, data={"stages": "0"}).status_code == 200
         assert c.get("/v1/health").json()["queue"]["in_flight"] == 0
+
+
+def test_library_warnings_reach_the_client(client, small_image):
+    rgba = np.dstack([small_image, np.full(small_image.shape[:2], 200, np.uint8)])
+    r = client.post("/v1/compress", files={"image": ("alpha.png", png(rgba))}, data={"analyze": "false", "bpp": "0.5"})
+    assert r.status_code == 200, r.text
+    assert json.loads(r.headers["x-sedic-warnings"]) == ["alpha.png: alpha channel dropped"]
+    assert r.content == sedic.compress(small_image, bpp=0.5, analyze=False, profile="test")
+
+
+def test_cors_is_off_unless_configured():
+    preflight = {"Origin": "https://example.org", "Access-Control-Request-Method": "POST"}
+    with client_for() as c:
+        assert "access-control-allow-origin" not in c.get("/v1/health", headers={"Origin": "https://example.org"}).headers
+        assert "access-control-allow-origin" not in c.options("/v1/compress", headers=preflight).headers
+    with client_for(cors_origins=("https://example.org",)) as c:
+        r = c.options("/v1/compress", headers=preflight)
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://example.org"
+        r = c.get("/v1/health", headers={"Origin": "https://example.org"})
+        assert r.headers["access-control-allow-origin"] == "https://example.org"
+        assert "X-Sedic-Bpp" in r.headers["access-control-expose-headers"]
+
+
+def test_serve_command_line_errors(capsys):
+    assert cli_main(["serve", "--queue", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "sedic: error: --queue must be at least 1, got 0"
+    assert cli_main(["serve", "--port", "70000"]) == 2
+    assert cli_main(["serve", "--profile", "no-such"]) == 2
+    assert "unknown profile" in capsys.readouterr().err
 
 
 def test_missing_models_answer_503(client, small_image):

@@ -2,7 +2,8 @@
 
 compress -> sedic.compress (and the profile's analysis when no semantics are uploaded);
 inspect -> sedic.inspect; decompress -> sedic.decompress; the stream calls sedic.decompress once
-per stage (stages=0, 1, ..., K+1), so each image sent is exactly `sedic decompress --stages k`.
+per stage it can stop after (stages=0, 1, ..., K+1; 0 and K+1 for the fused schedule), so each
+image sent is exactly `sedic decompress --stages k`, with the decoder's steps as progress events.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 import sedic
 
-from .. import __version__
+from .. import __version__, codec
 from ..config import PROFILES, Profile
 from ..errors import InputError, SedicError
 from ..semantics import SemanticObject, Semantics
@@ -96,9 +97,15 @@ async def cancel_on_disconnect(request: Request, ticket: Ticket, every: float = 
         watcher.cancel()
 
 
-def stage_labels(parsed) -> list[str]:
+def stage_plan(parsed, profile: Profile | None) -> list[tuple[int, str]]:
+    """(decoder stages, label) of each image the stream sends: the preview, then each stage that the
+    file's schedule can stop after (sequential: every object, then overall; fused: one pass)."""
     objects = parsed.semantics.objects
-    return ["preview"] + [f"object {k}/{len(objects)}: {o.name}" for k, o in enumerate(objects, 1)] + ["overall"]
+    count = len(objects)
+    if codec.decoder_settings(parsed, profile).schedule == "fused":
+        return [(0, "preview"), (count + 1, f"fused: {count} object{'s' if count != 1 else ''} + overall")]
+    return ([(0, "preview")] + [(k, f"object {k}/{count}: {o.name}") for k, o in enumerate(objects, 1)]
+            + [(count + 1, "overall")])
 
 
 def stream_headers(data: bytes) -> dict[str, str]:
@@ -239,7 +246,8 @@ def build_router(state: ServerState) -> APIRouter:
             async with cancel_on_disconnect(request, ticket):
                 parsed = await ticket.run(uploads.parse_sedic, data, limit)
                 decode = partial(sedic.decompress, data, profile=state.profile_for_decode(parsed), stages=stages,
-                                 device=settings.device, progress=ticket.progress_guard())
+                                 device=settings.device, progress=ticket.progress_guard(),
+                                 on_step=ticket.progress_guard())
                 image = await ticket.run(decode, model=stages != 0)
                 png = await ticket.run(uploads.png_bytes, image)
         finally:
@@ -262,30 +270,60 @@ def build_router(state: ServerState) -> APIRouter:
         ticket = queue.admit()
         try:
             parsed = await ticket.run(uploads.parse_sedic, data, limit)
-            labels = stage_labels(parsed)
-            last = len(labels) - 1 if stages is None else stages
-            if not 0 <= last < len(labels):
-                raise InputError(f"--stages must be in 0..{len(labels) - 1} for this file "
-                                 f"({len(labels) - 2} objects)")
+            profile = state.profile_for_decode(parsed)
+            plan = stage_plan(parsed, profile)
+            if stages is not None:
+                if stages not in [value for value, _ in plan]:
+                    raise InputError(f"--stages must be one of {', '.join(str(v) for v, _ in plan)} for this file "
+                                     f"({len(parsed.semantics.objects)} objects, "
+                                     f"{codec.decoder_settings(parsed, profile).schedule} schedule)")
+                plan = [(value, label) for value, label in plan if value <= stages]
             info = await ticket.run(sedic.inspect, data)
         except BaseException:
             ticket.close()
             raise
-        profile = state.profile_for_decode(parsed)
+        total = len(plan) - 1
+
+        async def decode_with_steps(k: int, value: int):
+            """Decode up to stage `value` on the model thread; yield its denoising steps as they happen."""
+            loop = asyncio.get_running_loop()
+            steps: asyncio.Queue = asyncio.Queue()
+
+            def on_step(stage, stages_run, step, count):
+                ticket.check()  # a client that left stops the decode at the next step
+                loop.call_soon_threadsafe(steps.put_nowait, {"index": k, "stage": stage, "stages": stages_run,
+                                                             "step": step, "steps": count})
+
+            decode = partial(sedic.decompress, data, profile=profile, stages=value, device=settings.device,
+                             progress=ticket.progress_guard(), on_step=on_step)
+            job = asyncio.ensure_future(ticket.run(decode, model=value > 0))
+            getter = None
+            try:
+                while not job.done() or not steps.empty():
+                    getter = asyncio.ensure_future(steps.get())
+                    await asyncio.wait({job, getter}, return_when=asyncio.FIRST_COMPLETED)
+                    if getter.done():
+                        yield ("step", getter.result())
+                yield ("image", job.result())
+            finally:
+                for task in (job, getter):
+                    if task is not None:
+                        task.cancel()
 
         async def events():
             finished = False
             try:
-                yield sse("info", {**info, "total": last, "labels": labels[:last + 1]})
-                for k in range(last + 1):
-                    yield sse("stage", {"index": k, "total": last, "label": labels[k]})
-                    decode = partial(sedic.decompress, data, profile=profile, stages=k, device=settings.device,
-                                     progress=ticket.progress_guard())
-                    image = await ticket.run(decode, model=k > 0)
-                    png = await ticket.run(uploads.png_bytes, image)
-                    yield sse("image", {"index": k, "total": last, "label": labels[k],
+                yield sse("info", {**info, "total": total, "labels": [label for _, label in plan],
+                                   "stages": [value for value, _ in plan]})
+                for k, (value, label) in enumerate(plan):
+                    yield sse("stage", {"index": k, "total": total, "stages": value, "label": label})
+                    async for kind, payload in decode_with_steps(k, value):
+                        if kind == "step":
+                            yield sse("step", payload)
+                    png = await ticket.run(uploads.png_bytes, payload)
+                    yield sse("image", {"index": k, "total": total, "stages": value, "label": label,
                                         "png": base64.b64encode(png).decode("ascii")})
-                yield sse("done", {"stages": last, "warnings": ticket.warnings})
+                yield sse("done", {"stages": plan[-1][0], "warnings": ticket.warnings})
                 finished = True
             except (SedicError, QueueFull) as exc:
                 yield sse("error", error_body(status_of(exc), str(exc)))

@@ -292,7 +292,11 @@ function onEvent(event, data) {
     }));
   } else if (event === "stage") {
     stageItem(data.index).classList.add("running");
-    status(`Decoding stage ${data.index}/${data.total}: ${data.label}...`);
+    state.stageLabel = `Decoding stage ${data.index}/${data.total}: ${data.label}`;
+    status(state.stageLabel + "...");
+  } else if (event === "step") {
+    // stage k decodes stages 1..k (each image is exactly `sedic decompress --stages k`)
+    status(`${state.stageLabel}: decoder stage ${data.stage}/${data.stages}, step ${data.step}/${data.steps}`);
   } else if (event === "image") {
     const url = "data:image/png;base64," + data.png;
     state.stageUrls[data.index] = url;
