@@ -207,6 +207,30 @@ def local_gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def check_device(device: str, gpus: int | None = None) -> str:
+    """`device` if torch knows it and it exists here (gpus None) or in a cluster with `gpus` GPUs;
+    else an InputError, before any work."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise InputError(f"unknown device {device!r} (use cpu, cuda or cuda:N)") from None
+    where = "on this machine" if gpus is None else "in the Ray cluster"
+    if dev.type == "cuda":
+        count = local_gpu_count() if gpus is None else gpus
+        if count == 0:
+            raise InputError(f"device {device!r} requested but there is no CUDA GPU {where}")
+        if gpus is None and dev.index is not None and dev.index >= count:
+            raise InputError(f"device {device!r} requested but only {count} CUDA GPU(s) are {where}")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise InputError(f"device {device!r} requested but MPS is not available {where}")
+    elif dev.type != "cpu":
+        raise InputError(f"unsupported device {device!r} (use cpu, cuda or cuda:N)")
+    return device
+
+
 def _init_local_worker(visible_gpu: str | None) -> None:
     if visible_gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = visible_gpu

@@ -51,6 +51,11 @@ def register(sub) -> None:
     p.add_argument("--published", choices=("auto", "always", "never"), default="auto",
                    help="draw the peers' published Kodak points on the plots (auto: when the dataset "
                    "folder is named kodak)")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="one image per task on Ray (the executor of `sedic batch`): a local Ray when no "
+                   "ADDRESS, else that cluster; RESULTS_DIR must be on storage every node sees")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="one image per task on N local worker processes (default: all in this process)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_evaluate)
 
@@ -72,12 +77,21 @@ def _evaluate(args) -> int:
 
     if args.fid_patch < 32:
         raise InputError("--fid-patch must be at least 32")
+    if args.workers is not None and args.workers < 1:
+        raise InputError("--workers must be at least 1")
+    executor = None
+    if args.ray is not None or args.workers is not None:
+        from functools import partial
+
+        from ..batch import make_executor
+
+        executor = partial(make_executor, args.ray, workers=args.workers)
     evaluate(args.dataset, args.out, bpps=args.bpp, profile=args.profile, metrics=args.metrics,
              methods=args.methods, baselines=args.baselines, semantics_dir=args.semantics_dir,
              analyze=not args.no_analyze, limit=args.limit, device=args.device, stages=args.stages,
              weights_dir=args.weights_dir, clip_model=args.clip_model,
              compressai_checkpoints=parse_checkpoints(args.compressai_checkpoint), fid_patch=args.fid_patch,
-             seed=args.seed, progress=not args.no_progress, published=args.published,
+             seed=args.seed, progress=not args.no_progress, published=args.published, executor=executor,
              command="sedic " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["evaluate"]
              else None)
     return 0

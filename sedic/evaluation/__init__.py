@@ -8,13 +8,15 @@ from __future__ import annotations
 import datetime as _dt
 from pathlib import Path
 
+from ..batch.executor import Executor, RayExecutor
 from ..errors import InputError
-from .baselines import CLASSICAL, BaselineUnavailable, build_baseline
-from .methods import SEDIC_METHODS, BaselineMethod, SedicMethod
-from .metrics import build_metrics, parse_metric_list
+from .baselines import CLASSICAL
+from .methods import SEDIC_METHODS
+from .metrics import parse_metric_list
 from .published import PUBLISHED_KODAK
 from .report import aggregate, markdown_table, metric_order, plot_metrics, write_csv, write_json
-from .runner import Evaluation, list_images, machine_description
+from .runner import list_images, machine_description
+from .spec import EvaluateImages, EvaluationSpec
 
 DEFAULT_BPPS = (0.01, 0.02, 0.03, 0.05)
 DEFAULT_BASELINES = (*CLASSICAL, "compressai-cheng2020-attn")
@@ -33,7 +35,9 @@ def _split(value) -> list[str]:
 
 def resolve_device(device: str | None) -> str:
     if device:
-        return device
+        from ..batch.executor import check_device
+
+        return check_device(device)  # a bad or absent device fails here, before any work
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -44,8 +48,11 @@ def evaluate(dataset_dir, out_dir, *, bpps=DEFAULT_BPPS, profile: str | None = N
              limit: int | None = None, device: str | None = None, stages: int | None = None,
              weights_dir=None, clip_model: str = DEFAULT_CLIP, compressai_checkpoints=None,
              fid_patch: int = 256, seed: int = 0, progress: bool = True, command: str | None = None,
-             published: str = "auto", log=print) -> dict:
-    """Run the evaluation and write RESULTS_DIR/{results.csv, summary.json, table.md, plots/}."""
+             published: str = "auto", log=print, executor=None) -> dict:
+    """Run the evaluation and write RESULTS_DIR/{results.csv, summary.json, table.md, plots/}.
+
+    executor: None runs every image in this process; a sedic.batch Executor (or a callable making
+    one, closed at the end) runs one image per worker task, e.g. on Ray (docs/scale-out.md)."""
     bpps = [float(b) for b in bpps]
     if not bpps or any(not (0 < b < 24) for b in bpps):
         raise InputError("--bpp values must be in (0, 24)")
@@ -64,35 +71,42 @@ def evaluate(dataset_dir, out_dir, *, bpps=DEFAULT_BPPS, profile: str | None = N
     baseline_names = _split(baselines)
     if semantics_dir is not None and not Path(semantics_dir).is_dir():
         raise InputError(f"--semantics-dir {semantics_dir}: no such directory")
-    device = resolve_device(device)
     images = list_images(dataset_dir, limit)
+    if executor is None:
+        device = resolve_device(device)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-
-    run_methods = []
-    # sedic first: baselines look up the overall description in its file for the CLIP score.
-    for name in SEDIC_METHODS:
-        if name in method_names:
-            run_methods.append(SedicMethod(profile=profile, semantics_dir=semantics_dir, analyze=analyze,
-                                           device=device, stages=stages, seed=seed,
-                                           preview=(name == "sedic-preview")))
-    unavailable: dict[str, str] = {}
-    for name in baseline_names:
-        try:
-            run_methods.append(BaselineMethod(build_baseline(name, compressai_ckpts=compressai_checkpoints,
-                                                             device=device), device))
-        except BaselineUnavailable as exc:
-            unavailable[name] = str(exc)
-        except ValueError as exc:
-            raise InputError(str(exc)) from None
-    if not run_methods:
-        raise InputError("nothing to evaluate: every method was excluded or is unavailable "
-                         + "; ".join(f"{k}: {v}" for k, v in unavailable.items()))
-
-    suite = build_metrics(metric_names, weights_dir=weights_dir, device=device, clip_model=clip_model,
+    spec = EvaluationSpec(str(out.resolve()), tuple(bpps), tuple(metric_names), tuple(method_names),
+                          tuple(baseline_names), profile=profile,
+                          semantics_dir=str(Path(semantics_dir).resolve()) if semantics_dir else None,
+                          analyze=analyze, stages=stages, seed=seed,
+                          weights_dir=str(weights_dir) if weights_dir else None, clip_model=clip_model,
+                          compressai_checkpoints=tuple((a, tuple(sorted(q.items())))
+                                                       for a, q in sorted((compressai_checkpoints or {}).items())),
                           fid_patch=fid_patch)
-    ev = Evaluation(out, run_methods, suite, bpps, semantics_dir=semantics_dir, progress=progress)
-    result = ev.run(images)
+    own = executor is not None and not isinstance(executor, Executor)
+    if own:
+        executor = executor()  # after every option check: a bad option never waits for Ray to start
+    try:
+        if executor is not None:
+            worker_device = device
+            if device:  # the workers' device must exist where they run (GPUs of the cluster)
+                from ..batch.executor import check_device
+
+                check_device(device, executor.gpus if isinstance(executor, RayExecutor) else None)
+            device = device or ("cuda" if executor.gpus else "cpu")
+        out.mkdir(parents=True, exist_ok=True)
+        # The driver builds the evaluation too (names, metric list, FID/KID from cached features);
+        # with an executor its models stay on the CPU and the workers do the work.
+        ev, unavailable = spec.build(device if executor is None else "cpu", progress=progress)
+        if not ev.methods:
+            raise InputError("nothing to evaluate: every method was excluded or is unavailable "
+                             + "; ".join(f"{k}: {v}" for k, v in unavailable.items()))
+        worker = EvaluateImages(spec.available(unavailable), worker_device) if executor is not None else None
+        result = ev.run(images, executor=executor, worker=worker)
+    finally:
+        if own:
+            executor.close()
+    run_methods, suite = ev.methods, ev.suite
 
     computed = suite.names
     names = [m.name for m in run_methods]

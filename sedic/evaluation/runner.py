@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import SedicError
+from ..errors import RateError, SedicError
 from ..imageio import atomic_write_bytes, load_image
 from .baselines import RateUnmet
 from .methods import STREAMS, Method
@@ -185,8 +185,8 @@ class Evaluation:
         config = {"encode": m.encode_config(), "decode": m.decode_config()}
         if row.get("config") != config:
             row = {}  # made with other options (profile, stages, seed, search...): redo it
-        if row.get("status") == "failed":
-            return row  # a rate that cannot be met stays unmet: do not retry on resume
+        if row.get("status") == "failed" and str(row.get("error", "")).startswith(("RateUnmet", "RateError")):
+            return row  # a rate that cannot be met stays unmet: do not retry on resume (other failures: retry)
         done = row.get("status") == "ok" and all(k in row.get("metrics", {}) or k in row.get("skipped", {})
                                                  for k in wanted)
         if not done:
@@ -195,7 +195,11 @@ class Evaluation:
             except (RateUnmet, SedicError) as exc:
                 row = {"image": stem, "method": m.name, "target_bpp": bpp, "status": "failed",
                        "error": f"{type(exc).__name__}: {exc}", "width": w, "height": h, "config": config}
-                _write_json(row_path, row)
+                # Only an unmet rate belongs to the image and the options in `config`; any other
+                # failure (device, missing model, ...) comes from this run's environment and is
+                # not cached, so a rerun with other options tries again.
+                if isinstance(exc, (RateUnmet, RateError)):
+                    _write_json(row_path, row)
                 return row
             decoded, dmeta = self._decode(m, data, (w, h), emeta.get("info", {}), bpp, stem)
             row.update({"image": stem, "method": m.name, "target_bpp": bpp, "status": "ok", "width": w,
@@ -226,28 +230,60 @@ class Evaluation:
         return row
 
     # ------------------------------------------------------------ the run
-    def run(self, images: list[Path]) -> RunResult:
+    def image_rows(self, path: Path, bar=None) -> list[dict]:
+        """Every method at every rate on one image (the unit a worker runs): its rows."""
+        stem = path.stem
+        original = load_image(path)
+        if self.suite.patch_features is not None:
+            self._patch_features("original", None, stem, lambda: original)
+        rows = []
+        for m in self.methods:
+            for bpp in self.bpps:
+                if bar is not None:
+                    bar.set_description(f"{stem} {m.name} {bpp:g}bpp")
+                rows.append(self._one(m, stem, original, bpp))
+                if bar is not None:
+                    bar.update(1)
+        return rows
+
+    def run(self, images: list[Path], executor=None, worker=None) -> RunResult:
+        """In this process, or with `executor` (sedic.batch) running `worker` (a stage worker factory
+        that rebuilds this evaluation, see spec.py) on each image; rows come back in the same order."""
         from tqdm import tqdm
 
-        total = len(images) * len(self.methods) * len(self.bpps)
-        bar = tqdm(total=total, disable=not self.progress, unit="item", file=sys.stderr, dynamic_ncols=True)
-        originals_feats: dict[str, np.ndarray] = {}
+        per_image = len(self.methods) * len(self.bpps)
+        bar = tqdm(total=len(images) * per_image, disable=not self.progress, unit="item", file=sys.stderr,
+                   dynamic_ncols=True)
         try:
-            for path in images:  # deterministic: sorted images, then the methods and rates as given
-                stem = path.stem
-                original = load_image(path)
-                if self.suite.patch_features is not None:
-                    originals_feats[stem] = self._patch_features("original", None, stem, lambda: original)
-                for m in self.methods:
-                    for bpp in self.bpps:
-                        bar.set_description(f"{stem} {m.name} {bpp:g}bpp")
-                        self.result.rows.append(self._one(m, stem, original, bpp))
-                        bar.update(1)
+            if executor is None:
+                for path in images:  # deterministic: sorted images, then the methods and rates as given
+                    self.result.rows.extend(self.image_rows(path, bar))
+            else:
+                self.result.rows.extend(self._run_on(executor, worker, images, bar))
         finally:
             bar.close()
         if self.suite.patch_features is not None:
-            self._set_metrics(images, originals_feats)
+            originals = {p.stem: np.load(self._features("original", None, p.stem)) for p in images}
+            self._set_metrics(images, originals)
         return self.result
+
+    def _run_on(self, executor, worker, images: list[Path], bar) -> list[dict]:
+        from ..batch.executor import Stage, WorkItem
+
+        by_image: dict[str, list[dict]] = {}
+        items = [WorkItem(p.name, {"src": str(p.resolve())}) for p in images]
+        for item in executor.run([Stage("evaluate", worker, uses_models=True)], items):
+            if item.status == "ok":
+                by_image[item.key] = item.payload["rows"]
+                for k, v in item.payload["work"].items():
+                    self.result.work[k] = self.result.work.get(k, 0) + v
+            else:  # the whole image failed in its worker: report it, cache nothing
+                by_image[item.key] = [{"image": Path(item.key).stem, "method": m.name, "target_bpp": bpp,
+                                       "status": "failed", "error": item.error}
+                                      for m in self.methods for bpp in self.bpps]
+            bar.set_description(item.key)
+            bar.update(len(self.methods) * len(self.bpps))
+        return [row for p in images for row in by_image[p.name]]
 
     def _set_metrics(self, images, originals_feats) -> None:
         ok = {(r["method"], r["target_bpp"], r["image"]) for r in self.result.rows if r.get("status") == "ok"}
