@@ -339,3 +339,88 @@ def test_models_download_offline_is_one_line(tmp_path):
     assert "offline" in line and "lllyasviel/control_v11f1e_sd15_tile" in line and "sd15-tile" in line
     listed = run_cli(["models", "list", "sd15-tile"], tmp_path, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hub"))
     assert listed.returncode == 0 and listed.stdout.count("offline") == 1 and "missing" in listed.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 5: CompressAI reference weights are prefetched where the zoo looks (torch.hub's cache)
+
+
+def test_compressai_weights_prefetched_into_torch_hub(tmp_path, monkeypatch):
+    import threading
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    import torch
+    from compressai.zoo import image as zoo
+
+    from sedic.streams.reference import CompressAICodec
+
+    # the zoo's file for quality 1, served from 127.0.0.1 under a name carrying its SHA-256 prefix
+    served = tmp_path / "served"
+    served.mkdir()
+    blob = tmp_path / "w.pth.tar"
+    torch.save(zoo.bmshj2018_factorized(quality=1, pretrained=False).state_dict(), blob)
+    digest = hashlib.sha256(blob.read_bytes()).hexdigest()[:8]
+    (served / f"bmshj2018-factorized-prior-1-{digest}.pth.tar").write_bytes(blob.read_bytes())
+    (served / "bmshj2018-factorized-prior-2-00000000.pth.tar").write_bytes(blob.read_bytes())  # wrong hash
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(served)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        root = f"http://127.0.0.1:{httpd.server_address[1]}"
+        monkeypatch.setitem(zoo.model_urls, "bmshj2018-factorized", {"mse": {
+            1: f"{root}/bmshj2018-factorized-prior-1-{digest}.pth.tar",
+            2: f"{root}/bmshj2018-factorized-prior-2-00000000.pth.tar"}})
+        torch_home = tmp_path / "torch"
+        monkeypatch.setattr(torch.hub, "_hub_dir", str(torch_home))
+
+        profile = replace(get_profile("test"), reference=replace(get_profile("test").reference, codec="compressai",
+                                                                 compressai_model="bmshj2018-factorized"))
+        (ref,) = models.profile_models(profile)
+        assert ref.kind == "compressai" and not models.is_cached(ref)
+        one = replace(ref, qualities=(1,))
+        models.download(one)
+        assert models.is_cached(one) and (torch_home / "checkpoints" / f"bmshj2018-factorized-prior-1-{digest}.pth.tar").is_file()
+        httpd.shutdown()  # from here on, no network: the zoo must find the file in torch.hub's cache
+        httpd.server_close()
+        net = CompressAICodec("bmshj2018-factorized", qualities=[1]).net(1)
+        assert sum(p.numel() for p in net.parameters()) > 0
+        with pytest.raises(models.ModelUnavailableError, match="cannot download CompressAI"):
+            models.download(replace(ref, qualities=(2,)))  # nobody listens now
+    finally:
+        httpd.server_close()
+
+
+def test_compressai_hash_mismatch_is_refused(tmp_path, monkeypatch):
+    import threading
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    import torch
+    from compressai.zoo import image as zoo
+
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "bmshj2018-factorized-prior-2-00000000.pth.tar").write_bytes(b"tampered")
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(served)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/bmshj2018-factorized-prior-2-00000000.pth.tar"
+        monkeypatch.setitem(zoo.model_urls, "bmshj2018-factorized", {"mse": {2: url}})
+        monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "torch"))
+        ref = ModelRef("ref", "bmshj2018-factorized", None, "compressai", qualities=(2,))
+        with pytest.raises(models.ModelUnavailableError, match="cannot download CompressAI.*hash"):
+            models.download(ref)
+        assert not models.is_cached(ref)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

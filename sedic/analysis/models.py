@@ -286,14 +286,21 @@ def _compressai_download(ref: ModelRef) -> str:
     import torch.hub
     from compressai.zoo.image import model_urls
 
+    import socket
+
     urls = model_urls.get(ref.repo_id, {}).get(ref.metric, {})
-    for q, path in compressai_paths(ref).items():
-        if os.path.isfile(path):
-            continue
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        # The zoo's file names end in the first hex digits of their SHA-256: verify them.
-        m = re.search(r"-([a-f0-9]+)\.", os.path.basename(path))
-        torch.hub.download_url_to_file(urls[q], path, hash_prefix=m.group(1) if m else None, progress=True)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(60)  # torch.hub opens the URL without a time-out: a stalled server would hang
+    try:
+        for q, path in compressai_paths(ref).items():
+            if os.path.isfile(path):
+                continue
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            # The zoo's file names end in the first hex digits of their SHA-256: verify them.
+            m = re.search(r"-([a-f0-9]+)\.", os.path.basename(path))
+            torch.hub.download_url_to_file(urls[q], path, hash_prefix=m.group(1) if m else None, progress=True)
+    finally:
+        socket.setdefaulttimeout(previous)
     return os.path.join(torch.hub.get_dir(), "checkpoints")
 
 
