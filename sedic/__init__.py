@@ -16,6 +16,7 @@ import numpy as np
 
 from . import codec
 from .config import get_profile
+from .devices import resolve_device
 from .errors import BitstreamError, InputError, ModelUnavailableError, RateError, SedicError
 from .imageio import load_image
 from .semantics import SemanticObject, Semantics
@@ -33,7 +34,13 @@ def _as_image(image) -> np.ndarray:
 
 def analyze(image, *, profile: str | None = None, device: str | None = None) -> Semantics:
     """Turn an image into its semantics (descriptions and masks) with the profile's models."""
+    _check_device(device)
     return _analyze(_as_image(image), profile, device)
+
+
+def _check_device(device: str | None) -> None:
+    if device is not None:
+        resolve_device(device)  # a bad or absent device fails before any work
 
 
 def _analyze(pixels: np.ndarray, profile: str | None, device: str | None) -> Semantics:
@@ -53,6 +60,10 @@ def compress(image, *, bpp: float | None = 0.03, reference_bpp: float | None = N
     analysis models; None with analyze=False codes the reference alone.
     schedule: decoder steps/guidance stored in the file, e.g. {"object_steps": 8, "final_cfg": 6.5}.
     """
+    # options first: a bad one fails before the analysis, not after it
+    codec.settings_section(get_profile(profile), bpp=bpp, reference_bpp=reference_bpp, seed=seed,
+                           overrides=schedule)
+    _check_device(device)
     pixels = _as_image(image)
     if isinstance(semantics, (str, os.PathLike)):
         semantics = Semantics.load(Path(semantics))
@@ -69,6 +80,7 @@ def decompress(data: bytes, *, profile: str | None = None, stages: int | None = 
     progress(stage, stages, label) before each decoder stage; on_step(stage, stages, step, steps)
     after each denoising step.
     """
+    _check_device(device)
     return codec.decode(data, profile, stages=stages, device=device, progress=progress, on_step=on_step)
 
 

@@ -6,6 +6,7 @@ Rate control codes the side streams first and gives the reference what is left.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, replace
 
@@ -49,13 +50,60 @@ def _side_sections(semantics: Semantics | None, width: int, height: int) -> dict
         return {}
     semantics = semantics.validated(width, height)
     strings = [text_stream.fit_prompt(semantics.overall)]
+    _warn_if_cut("overall description", semantics.overall, strings[0])
     for obj in semantics.objects:
-        strings.extend(text_stream.object_prompt(obj.name, obj.description))
+        name, description = text_stream.object_prompt(obj.name, obj.description)
+        _warn_if_cut(f"object {name!r} description", obj.description, description)
+        strings.extend((name, description))
     sections = {bs.TEXT: text_stream.encode_strings(strings)}
     if semantics.objects:
         grids = [mask_stream.to_grid(obj.mask) for obj in semantics.objects]
         sections[bs.MASKS] = mask_stream.encode_masks(grids)
     return sections
+
+
+def settings_section(profile: Profile | str | None = None, *, bpp: float | None = 0.03,
+                     reference_bpp: float | None = None, seed: int = 0, overrides: dict | None = None) -> bytes:
+    """Check the encoder's options and return the settings section they give.
+
+    Cheap: callers run it before the analysis so that a bad option fails before minutes of work."""
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    for name, value in (("bpp", bpp), ("reference bpp", reference_bpp)):
+        if value is not None and not (_is_number(value) and math.isfinite(value) and value > 0):
+            raise InputError(f"{name} must be a positive finite number, got {value}")
+    if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 1 << 32:
+        raise InputError(f"seed must be an integer in 0..2^32-1, got {seed}")
+
+    overrides = dict(overrides or {})
+    if profile.decoder.schedule != profile_by_id(profile.id).decoder.schedule:
+        # a profile file changed the schedule: the file must say so, or it would decode differently
+        overrides.setdefault("schedule", profile.decoder.schedule)
+    unknown = set(overrides) - set(bs.OVERRIDE_KEYS.values())
+    if unknown:
+        raise InputError(f"unknown schedule settings {sorted(unknown)} (known: {', '.join(bs.OVERRIDE_KEYS.values())})")
+    for name, value in overrides.items():
+        if _is_number(value) and not math.isfinite(value):
+            raise InputError(f"{name} must be a finite number, got {value}")
+    try:
+        return bs.DecoderParams(profile.id, seed, overrides).to_bytes()
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"schedule: {exc}") from None
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _warn_if_cut(what: str, given: str, kept: str) -> None:
+    """Say how much of a text the decoder's CLIP window (77 tokens, start and end included) cut."""
+    canonical = text_stream.canonicalize(given)
+    if canonical == kept:
+        return
+    total = text_stream.token_count(canonical)
+    dropped = total - text_stream.token_count(kept)
+    if dropped > 0:
+        warnings.warn(f"{what} cut to fit the {text_stream.WINDOW}-token CLIP window: {dropped} of {total} "
+                      f"tokens dropped", SedicWarning)
 
 
 def encode(image: np.ndarray, semantics: Semantics | None = None, profile: Profile | str | None = None, *,
@@ -75,24 +123,8 @@ def encode(image: np.ndarray, semantics: Semantics | None = None, profile: Profi
         bs.check_size(width, height)
     except BitstreamError as exc:
         raise InputError(str(exc)) from None
-    for name, value in (("bpp", bpp), ("reference bpp", reference_bpp)):
-        if value is not None and not value > 0:
-            raise InputError(f"{name} must be positive, got {value}")
-    if not 0 <= seed < 1 << 32:
-        raise InputError(f"seed must be in 0..2^32-1, got {seed}")
-
-    overrides = dict(overrides or {})
-    if profile.decoder.schedule != profile_by_id(profile.id).decoder.schedule:
-        # a profile file changed the schedule: the file must say so, or it would decode differently
-        overrides.setdefault("schedule", profile.decoder.schedule)
-    unknown = set(overrides) - set(bs.OVERRIDE_KEYS.values())
-    if unknown:
-        raise InputError(f"unknown schedule settings {sorted(unknown)} (known: {', '.join(bs.OVERRIDE_KEYS.values())})")
-    try:
-        settings_payload = bs.DecoderParams(profile.id, seed, overrides).to_bytes()
-    except ValueError as exc:
-        raise InputError(f"schedule: {exc}") from None
-    sections = {bs.SETTINGS: settings_payload}
+    sections = {bs.SETTINGS: settings_section(profile, bpp=bpp, reference_bpp=reference_bpp, seed=seed,
+                                              overrides=overrides)}
     sections.update(_side_sections(semantics, width, height))
     # Size of everything but the reference payload; the reference's own section header grows with
     # its length, so take the header size for the largest payload it could get.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 import warnings
 from pathlib import Path
 
@@ -23,6 +23,13 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
             fmt = img.format
             if fmt not in ACCEPTED_FORMATS:
                 raise InputError(f"{path}: unsupported image format {fmt} (use PNG, JPEG or WebP)")
+            frames = getattr(img, "n_frames", 1)
+            if frames > 1:
+                warnings.warn(f"{path}: animated image with {frames} frames; only the first is coded", SedicWarning)
+            # Pillow opens a 16-bit RGB(A) PNG as 8-bit "RGB"/"RGBA" keeping the high byte of each
+            # sample; the depth shows only in the decoder's raw mode ("RGB;16B").
+            if img.mode in ("RGB", "RGBA") and any(";16" in str(tile.args) for tile in img.tile):
+                warnings.warn(f"{path}: 16-bit image reduced to 8 bits", SedicWarning)
             img.load()
             return image_to_array(img, str(path))
     except FileNotFoundError:
@@ -49,31 +56,71 @@ def image_to_array(img: Image.Image, label: str = "image") -> np.ndarray:
     return arr
 
 
-def check_writable(path: str | os.PathLike, force: bool) -> None:
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file (links and relative spellings included)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist (yet): compare where they would be
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def check_writable(path: str | os.PathLike, force: bool, inputs=()) -> None:
+    """Refuse, before any work, an output that would replace an input (even with --force), that
+    exists (without --force), or whose directory is missing or cannot be written."""
     path = Path(path)
-    if path.exists() and not force:
-        raise InputError(f"{path} exists; use --force to overwrite")
+    for source in inputs:
+        if source is not None and same_file(path, source):
+            raise InputError(f"{path} is an input of this command; choose another output")
     if path.is_dir():
         raise InputError(f"{path} is a directory")
-    if not path.parent.exists():
+    if path.exists() and not force:
+        raise InputError(f"{path} exists; use --force to overwrite")
+    if not path.parent.is_dir():
         raise InputError(f"{path.parent}: no such directory")
+    # Permission bits say too little (root, read-only mounts, ACLs): create and remove a file.
+    fd, probe = _create_temp(path)
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _create_temp(path: Path) -> tuple[int, str]:
+    """A new empty file beside `path` with mode 0666 before the umask, as any tool creates files
+    (tempfile.mkstemp would give 0600)."""
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise InputError(f"{path}: cannot write to {path.parent}: {exc.strerror or exc}") from None
+    raise InputError(f"{path}: cannot create a temporary file in {path.parent}")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, force: bool = False) -> None:
     """Write to a temporary file beside `path`, then rename: a crash never leaves a half-written output."""
     path = Path(path)
     check_writable(path, force)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         if not force and path.exists():  # appeared meanwhile: keep the other writer's file
             raise InputError(f"{path} exists; use --force to overwrite")
         os.replace(tmp, path)
-    except BaseException:
+    except OSError as exc:  # disk full, quota...: one line, and no half-written output
+        raise InputError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+
+
+def check_image_suffix(path: str | os.PathLike) -> str:
+    """The Pillow format an output image's suffix names; InputError for any other suffix."""
+    fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise InputError(f"{path}: output must end in .png, .jpg or .webp")
+    return fmt
 
 
 def save_image(path: str | os.PathLike, image: np.ndarray, force: bool = False) -> None:
@@ -81,9 +128,7 @@ def save_image(path: str | os.PathLike, image: np.ndarray, force: bool = False) 
     import io
 
     path = Path(path)
-    fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(path.suffix.lower())
-    if fmt is None:
-        raise InputError(f"{path}: output must end in .png, .jpg or .webp")
+    fmt = check_image_suffix(path)
     buf = io.BytesIO()
     save_kwargs = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
     if fmt == "WEBP":

@@ -95,20 +95,37 @@ class Semantics:
                                           _read_mask(path.parent / item["mask"], where)))
         return cls(overall, objects)
 
-    def save(self, path: str | os.PathLike, force: bool = False) -> None:
-        """Write the JSON and one PNG per mask beside it (`<stem>.mask<k>.png`), atomically."""
-        from .imageio import atomic_write_bytes, check_writable
+    def save(self, path: str | os.PathLike, force: bool = False, inputs=()) -> None:
+        """Write the JSON and one PNG per mask beside it (`<stem>.mask<k>.png`), atomically.
+
+        Every output is checked before the first is written: none may be one of `inputs`, and
+        none may exist unless `force`."""
+        from .imageio import atomic_write_bytes
 
         path = Path(path)
-        check_writable(path, force)
+        check_outputs(path, len(self.objects), force, inputs)
         entries = []
         for k, obj in enumerate(self.objects):
-            mask_name = f"{path.stem}.mask{k}.png"
-            buf = _png_bytes(obj.mask)
-            atomic_write_bytes(path.parent / mask_name, buf, force=True)
-            entries.append({"name": obj.name, "description": obj.description, "mask": mask_name})
+            mask = mask_path(path, k)
+            atomic_write_bytes(mask, _png_bytes(obj.mask), force=force)
+            entries.append({"name": obj.name, "description": obj.description, "mask": mask.name})
         text = json.dumps({"overall": self.overall, "objects": entries}, indent=2, ensure_ascii=False)
         atomic_write_bytes(path, (text + "\n").encode("utf-8"), force=force)
+
+
+def mask_path(json_path: str | os.PathLike, k: int) -> Path:
+    """Where `Semantics.save` writes the mask of object k: `<stem>.mask<k>.png` beside the JSON."""
+    json_path = Path(json_path)
+    return json_path.parent / f"{json_path.stem}.mask{k}.png"
+
+
+def check_outputs(json_path: str | os.PathLike, objects: int, force: bool, inputs=()) -> None:
+    """Check the JSON and the first `objects` mask paths (callers pass the most objects the
+    analysis can find, so nothing is overwritten without force after minutes of work)."""
+    from .imageio import check_writable
+
+    for target in [Path(json_path)] + [mask_path(json_path, k) for k in range(objects)]:
+        check_writable(target, force, inputs)
 
 
 def _read_mask(path: Path, where: str) -> np.ndarray:

@@ -27,6 +27,11 @@ _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf1
            "float16": "float16", "fp16": "float16"}
 
 
+# Below this the analysis models break (convolutions and group norms on 1x1 maps; Qwen2-VL asks
+# for 28 pixels); the codec itself takes any size from 1x1.
+MIN_SIDE = 32
+
+
 def resolve_device(device: str | None) -> str:
     import torch
 
@@ -124,6 +129,9 @@ def analyze(image: np.ndarray, settings: AnalysisSettings, device: str | None = 
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
         raise InputError(f"analysis needs a uint8 RGB image (H, W, 3), got {image.dtype} {image.shape}")
+    if min(image.shape[:2]) < MIN_SIDE:
+        raise InputError(f"image {image.shape[1]}x{image.shape[0]} is too small for the analysis (at least "
+                         f"{MIN_SIDE} pixels on each side); code it with --semantics or --no-semantics")
     check_settings(settings)
     device = resolve_device(device)
     k = settings.num_objects

@@ -13,10 +13,19 @@ from ..errors import SedicError
 COMMAND_MODULES = ("sedic.cli.codec_commands", "sedic.cli.analyze", "sedic.cli.evaluate", "sedic.cli.serve", "sedic.cli.batch")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line too (argparse prints the whole usage first), exit code 2.
+
+    Sub-command parsers inherit the class, so `sedic compress --bpp -inf` is one line as well."""
+
+    def error(self, message):
+        self.exit(2, f"sedic: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(prog="sedic", description="Extremely low-bitrate semantic image codec (SEDIC).")
+    parser = OneLineParser(prog="sedic", description="Extremely low-bitrate semantic image codec (SEDIC).")
     parser.add_argument("--version", action="version", version=f"sedic {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -31,7 +40,10 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage error (already printed), --help or --version
+        return exc.code if isinstance(exc.code, int) else 2
     previous = warnings.showwarning
     warnings.showwarning = _one_line_warning
     # libraries' deprecation notices (torch.jit in compressai...) are for developers, not users

@@ -64,15 +64,20 @@ def settings_from_args(args, profile):
 def _analyze(args) -> int:
     from ..analysis import analyze
     from ..config import get_profile
-    from ..imageio import check_writable, load_image
+    from ..devices import resolve_device
+    from ..imageio import load_image
+    from ..semantics import check_outputs
 
     profile = get_profile(args.profile)
     settings = settings_from_args(args, profile)
+    if args.device is not None:
+        resolve_device(args.device)
     out = Path(args.output)
-    check_writable(out, args.force)  # fail before minutes of model work, not after
+    # the JSON and every mask it may get: fail before minutes of model work, not after
+    check_outputs(out, settings.num_objects, args.force, inputs=[args.image])
     image = load_image(args.image)
     semantics = analyze(image, settings, device=args.device, profile=args.profile or profile.name)
-    semantics.save(out, force=args.force)
+    semantics.save(out, force=args.force, inputs=[args.image])
     print(f"{out}: {len(semantics.objects)} object(s): "
           + (", ".join(repr(o.name) for o in semantics.objects) or "none"), file=sys.stderr)
     return 0

@@ -55,19 +55,31 @@ def register(sub) -> None:
 
 def _compress(args) -> int:
     import sedic
+    from ..codec import settings_section
+    from ..config import get_profile
+    from ..devices import resolve_device
     from ..imageio import atomic_write_bytes, check_writable, load_image
+    from ..semantics import check_outputs
 
-    check_writable(Path(args.output), args.force)
+    # Everything that can be wrong with the options fails here, before minutes of analysis.
+    analysis = args.semantics is None and not args.no_semantics
+    if args.save_semantics and not analysis:
+        raise InputError("--save-semantics needs the analysis (not --semantics or --no-semantics)")
+    inputs = [p for p in (args.image, args.semantics) if p]
+    check_writable(Path(args.output), args.force, inputs)
+    profile = get_profile(args.profile)
+    settings_section(profile, bpp=args.bpp, reference_bpp=args.reference_bpp, seed=args.seed,
+                     overrides=_schedule(args))
+    if args.device is not None:
+        resolve_device(args.device)
     if args.save_semantics:
-        check_writable(Path(args.save_semantics), args.force)
+        check_outputs(args.save_semantics, profile.analysis.num_objects, args.force, inputs + [args.output])
     image = load_image(args.image)
     semantics = args.semantics
-    if semantics is None and not args.no_semantics:
+    if analysis:
         semantics = sedic.analyze(image, profile=args.profile, device=args.device)
         if args.save_semantics:
-            semantics.save(args.save_semantics, force=args.force)
-    elif args.save_semantics:
-        raise InputError("--save-semantics needs the analysis (not --semantics or --no-semantics)")
+            semantics.save(args.save_semantics, force=args.force, inputs=inputs + [args.output])
     data = sedic.compress(image, bpp=args.bpp, reference_bpp=args.reference_bpp, semantics=semantics,
                           analyze=False, profile=args.profile, best_effort=args.best_effort, seed=args.seed,
                           schedule=_schedule(args))
@@ -87,9 +99,13 @@ def _schedule(args) -> dict:
 
 def _decompress(args) -> int:
     import sedic
-    from ..imageio import check_writable, save_image
+    from ..devices import resolve_device
+    from ..imageio import check_image_suffix, check_writable, save_image
 
-    check_writable(Path(args.output), args.force)
+    if args.device is not None:
+        resolve_device(args.device)
+    check_image_suffix(args.output)
+    check_writable(Path(args.output), args.force, [args.input])
     data = read_file(args.input)
 
     from ..restoration.progress import DecodeProgress

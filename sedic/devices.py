@@ -1,0 +1,35 @@
+"""Checking a device name before any work: the CLI, the Python API, the server and the batch
+runner all call `resolve_device`, so a bad name is the same one-line error everywhere."""
+
+from __future__ import annotations
+
+from .errors import InputError
+
+
+def resolve_device(name: str | None) -> str:
+    """The device to run models on: `name` checked against this machine, or the best one here.
+
+    None -> "cuda" when a CUDA GPU is present, else "cpu". Accepted: cpu, cuda, cuda:N (N below
+    the number of GPUs) and mps where available; anything else is an InputError."""
+    import torch
+
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not isinstance(name, str) or not name.strip():
+        raise InputError(f"unknown device {name!r} (use cpu, cuda or cuda:N)")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise InputError(f"unknown device {name!r} (use cpu, cuda or cuda:N)") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InputError(f"device {name!r} requested but there is no CUDA GPU on this machine")
+        if device.index is not None and device.index >= count:
+            raise InputError(f"device {name!r} requested but this machine has {count} CUDA GPU(s)")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise InputError(f"device {name!r} requested but MPS is not available on this machine")
+    elif device.type != "cpu":
+        raise InputError(f"unsupported device {name!r} (use cpu, cuda or cuda:N)")
+    return name
