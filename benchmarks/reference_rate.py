@@ -159,7 +159,8 @@ def table(rows: list[dict]) -> str:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="/work/shared/datasets/kodak", help="folder of kodim*.png")
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "kodak"),
+                    help="folder of kodim*.png (default: ../shared/datasets/kodak beside the repository)")
     ap.add_argument("--limit", type=int, default=24, help="first N Kodak images")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--json", help="write per-image rows here")

@@ -13,7 +13,7 @@ from sedic.streams import avif as avif_mod
 from sedic.streams.reference import (FACTORS, AvifCodec, CompressAICodec, ReferenceSetting, decode_reference,
                                      encode_reference, make_codec, reduced_size)
 
-KODAK = "/work/shared/datasets/kodak/kodim{:02d}.png"
+from conftest import KODAK, require_data
 
 
 def _image(w, h, seed=0):
@@ -25,10 +25,7 @@ def _image(w, h, seed=0):
 
 
 def _kodak(i=1):
-    try:
-        return np.asarray(Image.open(KODAK.format(i)).convert("RGB"))
-    except OSError:
-        return _image(768, 512, seed=i)
+    return np.asarray(Image.open(require_data(KODAK / f"kodim{i:02d}.png")).convert("RGB"))
 
 
 @pytest.mark.parametrize("w,h,fi,q", [(13, 7, 0, 50), (64, 48, 0, 0), (767, 511, 4, 30), (200, 301, 2, 90),
