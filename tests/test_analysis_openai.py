@@ -36,6 +36,7 @@ class FakeServer:
     def __init__(self):
         self.requests = []
         self.replies = []
+        self.respond = None  # optional: request JSON -> (status, body, delay), an endpoint's behaviour
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -43,7 +44,10 @@ class FakeServer:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 outer.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
                                        "json": json.loads(body)})
-                status, payload, delay = outer.replies.pop(0) if outer.replies else (200, completion("{}"), 0)
+                if outer.respond is not None:
+                    status, payload, delay = outer.respond(outer.requests[-1]["json"])
+                else:
+                    status, payload, delay = outer.replies.pop(0) if outer.replies else (200, completion("{}"), 0)
                 time.sleep(delay)
                 try:
                     self.send_response(status)
@@ -218,3 +222,78 @@ def test_key_never_written(server, monkeypatch, image, tmp_path):
         assert KEY.encode() not in f.read_bytes()
     assert [o.name for o in sem.objects] == ["lighthouse", "sea"]
     _grounder.cache_clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# Endpoints that refuse parameters with HTTP 400 (issue 11 item 3)
+
+
+def lm_studio(body):
+    """LM Studio's chat endpoint: json_schema or text only (its real 400 body)."""
+    fmt = (body.get("response_format") or {}).get("type", "text")
+    if fmt not in ("json_schema", "text"):
+        return 400, json.dumps({"error": "'response_format.type' must be 'json_schema' or 'text'"}).encode(), 0
+    return 200, completion(json.dumps(VALID)), 0
+
+
+def test_lm_studio_falls_back_to_json_schema_and_remembers(server, monkeypatch, image):
+    from sedic.analysis.describe import REPLY_SCHEMA
+
+    server.respond = lm_studio
+    vlm = make(server, monkeypatch)
+    d = vlm.describe(image, 3)
+    assert [o[0] for o in d.objects] == ["lighthouse", "sea"]
+    first, second = (r["json"] for r in server.requests)
+    assert first["response_format"] == {"type": "json_object"}
+    assert second["response_format"]["type"] == "json_schema"
+    assert second["response_format"]["json_schema"]["schema"] == REPLY_SCHEMA
+    vlm.describe(image, 3)  # the next image goes straight to json_schema
+    assert len(server.requests) == 3 and server.requests[2]["json"]["response_format"]["type"] == "json_schema"
+
+
+def test_server_without_structured_output_gets_plain_text(server, monkeypatch, image):
+    def respond(body):
+        if "response_format" in body:
+            return 400, json.dumps({"error": {"message": "response_format is not supported by this server",
+                                              "type": "invalid_request_error"}}).encode(), 0
+        return 200, completion("Here is the JSON you asked for:\n```json\n" + json.dumps(VALID) + "\n```"), 0
+
+    server.respond = respond
+    d = make(server, monkeypatch).describe(image, 3)
+    assert d.overall.startswith("a coastal")
+    assert [("response_format" in r["json"]) for r in server.requests] == [True, True, False]
+
+
+def test_max_completion_tokens_when_max_tokens_is_refused(server, monkeypatch, image):
+    def respond(body):
+        if "max_tokens" in body:
+            return 400, json.dumps({"error": {
+                "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                           "Use 'max_completion_tokens' instead.",
+                "type": "invalid_request_error", "param": "max_tokens", "code": "unsupported_parameter"}}).encode(), 0
+        if body.get("temperature", 1) != 1:
+            return 400, json.dumps({"error": {
+                "message": "Unsupported value: 'temperature' does not support 0 with this model. "
+                           "Only the default (1) value is supported.",
+                "type": "invalid_request_error", "param": "temperature", "code": "unsupported_value"}}).encode(), 0
+        return 200, completion(json.dumps(VALID)), 0
+
+    server.respond = respond
+    make(server, monkeypatch).describe(image, 3)
+    last = server.requests[-1]["json"]
+    assert "max_tokens" not in last and last["max_completion_tokens"] > 100 and "temperature" not in last
+    assert len(server.requests) == 3
+
+
+def test_reasoning_model_family_sends_max_completion_tokens(server, monkeypatch, image):
+    server.replies.append((200, completion(json.dumps(VALID)), 0))
+    make(server, monkeypatch, openai_model="o4-mini").describe(image, 3)
+    (req,) = server.requests
+    assert "max_tokens" not in req["json"] and req["json"]["max_completion_tokens"] > 100
+
+
+def test_unrelated_400_is_reported_at_once(server, monkeypatch, image):
+    server.respond = lambda body: (400, json.dumps({"error": {"message": "model 'x' not found"}}).encode(), 0)
+    with pytest.raises(ModelUnavailableError, match="HTTP 400.*not found"):
+        make(server, monkeypatch).describe(image, 3)
+    assert len(server.requests) == 1

@@ -291,6 +291,14 @@ def image_data_url(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+# Tried in this order: the endpoint answers HTTP 400 to a format it lacks (LM Studio accepts only
+# json_schema or text), and the next one is used from then on.
+_RESPONSE_FORMATS = ("json_object", "json_schema", "text")
+# OpenAI's reasoning families refuse `max_tokens` and want `max_completion_tokens` (also learned
+# from a 400 for any other model that does).
+_COMPLETION_TOKENS_MODELS = re.compile(r"^(o\d|gpt-5)", re.IGNORECASE)
+
+
 class OpenAIVLM:
     """Chat completions through the `openai` client against any OpenAI-compatible server."""
 
@@ -312,43 +320,84 @@ class OpenAIVLM:
                                     timeout=settings.timeout_s, max_retries=settings.http_retries,
                                     http_client=http_client)
         self.label = f"model {settings.openai_model!r} at {settings.openai_base_url}"
+        # What this endpoint accepts, learned from its HTTP 400 answers and kept for later calls.
+        self._format = 0  # index into _RESPONSE_FORMATS
+        self._tokens_key = ("max_completion_tokens" if _COMPLETION_TOKENS_MODELS.match(settings.openai_model)
+                            else "max_tokens")
+        self._dropped: set[str] = set()  # sampling parameters the model refuses (reasoning models)
 
     def _request(self, image: Image.Image, prompt: str, max_tokens: int) -> dict:
-        return dict(
+        request = dict(
             model=self.settings.openai_model,
             messages=[{"role": "user", "content": [
                 {"type": "text", "text": prompt},
                 {"type": "image_url", "image_url": {"url": image_data_url(image)}},
             ]}],
-            response_format={"type": "json_object"},
             temperature=0,
             seed=0,
-            max_tokens=max_tokens,
         )
+        request[self._tokens_key] = max_tokens
+        fmt = _RESPONSE_FORMATS[self._format]
+        if fmt == "json_object":
+            request["response_format"] = {"type": "json_object"}
+        elif fmt == "json_schema":
+            request["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": "sedic_description", "schema": REPLY_SCHEMA}}
+        # "text": no response_format at all (the default everywhere); parse_reply finds the JSON
+        for key in self._dropped:
+            request.pop(key, None)
+        return request
+
+    def _adapt(self, message: str) -> bool:
+        """Change the request after an HTTP 400 that names a parameter this endpoint refuses;
+        False when the answer is about something else."""
+        text = message.lower()
+        if "max_tokens" in text and self._tokens_key == "max_tokens" and "max_completion_tokens" in text:
+            self._tokens_key = "max_completion_tokens"
+        elif "max_completion_tokens" in text and self._tokens_key == "max_completion_tokens":
+            self._tokens_key = "max_tokens"
+        elif any(w in text for w in ("response_format", "json_object", "json_schema")) \
+                and self._format + 1 < len(_RESPONSE_FORMATS):
+            self._format += 1
+        elif "temperature" in text and "temperature" not in self._dropped:
+            self._dropped.add("temperature")
+        elif "seed" in text and "seed" not in self._dropped:
+            self._dropped.add("seed")
+        else:
+            return False
+        log.info("%s refused a request parameter; now sending response_format=%s, %s%s", self.label,
+                 _RESPONSE_FORMATS[self._format], self._tokens_key,
+                 f", without {', '.join(sorted(self._dropped))}" if self._dropped else "")
+        return True
 
     def generate(self, image: Image.Image, prompt: str, max_tokens: int) -> str:
         openai = self._openai
         cap = self.settings.max_reply_bytes
-        try:
-            # Streaming the raw body lets us stop reading at the cap: a hostile or broken server
-            # cannot make us hold a 10 MB (or endless) reply in memory.
-            with self.client.chat.completions.with_streaming_response.create(
-                    **self._request(image, prompt, max_tokens)) as response:
-                body = bytearray()
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > cap:
-                        raise SedicError(f"{self.label} sent a reply larger than {cap} bytes; refused")
-        except openai.APITimeoutError:
-            raise ModelUnavailableError(
-                f"{self.label} did not answer within {self.settings.timeout_s:g} s") from None
-        except openai.APIStatusError as exc:
-            raise ModelUnavailableError(
-                f"{self.label} answered HTTP {exc.status_code}: "
-                f"{_short(str(exc.message).replace(self._key, '***'))}") from None
-        except openai.APIConnectionError:
-            raise ModelUnavailableError(f"cannot connect to {self.label}") from None
-        return self._content(bytes(body))
+        for _ in range(8):  # a few parameter adaptations at most, then the 400 is reported
+            try:
+                # Streaming the raw body lets us stop reading at the cap: a hostile or broken server
+                # cannot make us hold a 10 MB (or endless) reply in memory.
+                with self.client.chat.completions.with_streaming_response.create(
+                        **self._request(image, prompt, max_tokens)) as response:
+                    body = bytearray()
+                    for chunk in response.iter_bytes():
+                        body += chunk
+                        if len(body) > cap:
+                            raise SedicError(f"{self.label} sent a reply larger than {cap} bytes; refused")
+                return self._content(bytes(body))
+            except openai.APITimeoutError:
+                raise ModelUnavailableError(
+                    f"{self.label} did not answer within {self.settings.timeout_s:g} s") from None
+            except openai.APIStatusError as exc:
+                message = _error_text(exc)
+                if exc.status_code in (400, 422) and self._adapt(message):
+                    continue
+                raise ModelUnavailableError(
+                    f"{self.label} answered HTTP {exc.status_code}: "
+                    f"{_short(message.replace(self._key, '***'))}") from None
+            except openai.APIConnectionError:
+                raise ModelUnavailableError(f"cannot connect to {self.label}") from None
+        raise ModelUnavailableError(f"{self.label} refused every request format (json_object, json_schema, text)")
 
     def _content(self, body: bytes) -> str:
         """choices[0].message.content of a chat completion body, or '' (a rejected reply)."""
@@ -365,6 +414,25 @@ class OpenAIVLM:
         budget = max_new_tokens_for(self.settings, k)
         return describe_with_retries(lambda im, p: self.generate(im, p, budget), pil, k,
                                      self.settings, self.label)
+
+
+def _error_text(exc) -> str:
+    """The server's error message: openai's `message` is only "Error code: 400" when the body's
+    `error` is a plain string (LM Studio), so the body is read too."""
+    text = str(exc.message)
+    body = exc.body
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        body = body["error"].get("message", body)
+    elif isinstance(body, dict) and "error" in body:
+        body = body["error"]
+    if body is None:
+        try:
+            body = exc.response.text
+        except Exception:  # noqa: BLE001 - a streamed body that cannot be read again
+            body = None
+    if body and str(body) not in text:
+        text = f"{text} - {body}" if text else str(body)
+    return text
 
 
 def _short(text, limit: int = 200) -> str:

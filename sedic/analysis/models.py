@@ -215,7 +215,11 @@ def _weights_cached(get, folder: str, lib: str) -> bool:
 def missing_files(ref: ModelRef) -> list[str]:
     """Files (or groups of files) a loader reads that are not available locally; [] = available."""
     if ref.kind == "compressai":
-        return [os.path.basename(p) for p in compressai_paths(ref).values() if not os.path.isfile(p)]
+        try:
+            paths = compressai_paths(ref)
+        except ImportError:
+            return ["(the compressai package is not installed)"]
+        return [os.path.basename(p) for p in paths.values() if not os.path.isfile(p)]
     if _is_local_path(ref.repo_id):
         root = Path(ref.repo_id).expanduser()
 
