@@ -95,42 +95,74 @@ def markdown_table(means: list[dict], metric_names: list[str], notes: list[str])
     return text
 
 
-def plot_metrics(out_dir: Path, means: list[dict], methods: list[str], metric_names: list[str],
-                 title: str, show_published: bool = True) -> list[Path]:
+# The peers' published points are means over the whole Kodak set.
+PUBLISHED_IMAGES = 24
+
+
+def _images_covered(entry: dict, name: str) -> int:
+    """How many images a mean covers: those with a value of this metric (set metrics: the images
+    that met the rate)."""
+    return int(entry.get(f"{name}_n", entry.get("ok", 0)) or 0)
+
+
+def _count_text(counts: list[int]) -> str:
+    lo, hi = min(counts), max(counts)
+    images = "image" if hi == 1 else "images"
+    return f"mean of {lo} {images}" if lo == hi else f"means of {lo}-{hi} images"
+
+
+def metric_figure(means: list[dict], methods: list[str], name: str, title: str, show_published: bool = True):
+    """One metric against measured bpp: our means (the legend says over how many images) and,
+    optionally, the peers' published full-Kodak means, marked as such."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
+    fig, ax = plt.subplots(figsize=(9.0, 4.8), dpi=110)
+    markers = "osD^v<>pPX*h"
+    drawn, covered = False, []
+    for i, m in enumerate(methods):
+        pts = sorted((e["bpp"], e[name], _images_covered(e, name)) for e in means
+                     if e["method"] == m and e.get("bpp") is not None and e.get(name) is not None
+                     and math.isfinite(e[name]))
+        if pts:
+            xs, ys, ns = zip(*pts)
+            ax.plot(xs, ys, marker=markers[i % len(markers)], label=f"{m} ({_count_text(list(ns))}, this run)")
+            covered.extend(ns)
+            drawn = True
+    published = published_points(name) if show_published else []
+    for j, p in enumerate(published):
+        ax.scatter([p["bpp"]], [p["value"]], marker="x", s=40, color=f"C{(j + len(methods)) % 10}",
+                   label=f"{p['system']}: published, all {PUBLISHED_IMAGES} Kodak images ({p['source']})")
+        drawn = True
+    ax.set_xlabel("bits per pixel (measured, whole file)")
+    ax.set_ylabel(f"{name} ({'higher' if HIGHER_IS_BETTER[name] else 'lower'} is better)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, alpha=0.3)
+    if published and covered and min(covered) < PUBLISHED_IMAGES:
+        # A mean over a few images is not comparable with a full-set mean: say so on the plot.
+        fig.text(0.01, 0.01, f"Caveat: this run's points are means of {_count_text(covered).split(' of ')[1]}; "
+                 f"the published points (x) are means over all {PUBLISHED_IMAGES} Kodak images, "
+                 f"taken from their authors' result files, not measured here.", fontsize=7, ha="left",
+                 va="bottom", wrap=True)
+    if drawn:
+        # Outside the axes: published markers sit anywhere in the low-rate corner.
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    else:
+        ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
+
+
+def plot_metrics(out_dir: Path, means: list[dict], methods: list[str], metric_names: list[str],
+                 title: str, show_published: bool = True) -> list[Path]:
+    import matplotlib.pyplot as plt
+
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    markers = "osD^v<>pPX*h"
     for name in metric_names:
-        fig, ax = plt.subplots(figsize=(9.0, 4.8), dpi=110)
-        drawn = False
-        for i, m in enumerate(methods):
-            pts = sorted((e["bpp"], e[name]) for e in means
-                         if e["method"] == m and e.get("bpp") is not None and e.get(name) is not None
-                         and math.isfinite(e[name]))
-            if pts:
-                xs, ys = zip(*pts)
-                ax.plot(xs, ys, marker=markers[i % len(markers)], label=m)
-                drawn = True
-        if show_published:
-            for j, p in enumerate(published_points(name)):
-                ax.scatter([p["bpp"]], [p["value"]], marker="x", s=40, color=f"C{(j + len(methods)) % 10}",
-                           label=f"{p['system']} (Kodak, published: {p['source']})")
-                drawn = True
-        ax.set_xlabel("bits per pixel (measured, whole file)")
-        ax.set_ylabel(f"{name} ({'higher' if HIGHER_IS_BETTER[name] else 'lower'} is better)")
-        ax.set_title(title, fontsize=9)
-        ax.grid(True, alpha=0.3)
-        if drawn:
-            # Outside the axes: published markers sit anywhere in the low-rate corner.
-            ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-        else:
-            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-        fig.tight_layout()
+        fig = metric_figure(means, methods, name, title, show_published)
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
         plt.close(fig)
