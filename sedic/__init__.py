@@ -61,7 +61,7 @@ def compress(image, *, bpp: float | None = 0.03, reference_bpp: float | None = N
     schedule: decoder steps/guidance stored in the file, e.g. {"object_steps": 8, "final_cfg": 6.5}.
     """
     # options first: a bad one fails before the analysis, not after it
-    codec.settings_section(get_profile(profile), bpp=bpp, reference_bpp=reference_bpp, seed=seed,
+    codec.settings_section(profile, bpp=bpp, reference_bpp=reference_bpp, seed=seed,
                            overrides=schedule)
     _check_device(device)
     pixels = _as_image(image)

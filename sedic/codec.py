@@ -70,7 +70,7 @@ def settings_section(profile: Profile | str | None = None, *, bpp: float | None 
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     for name, value in (("bpp", bpp), ("reference bpp", reference_bpp)):
         if value is not None and not (_is_number(value) and math.isfinite(value) and value > 0):
-            raise InputError(f"{name} must be a positive finite number, got {value}")
+            raise InputError(f"{name} must be positive and finite, got {value}")
     if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 1 << 32:
         raise InputError(f"seed must be an integer in 0..2^32-1, got {seed}")
 
