@@ -56,10 +56,14 @@ def start_server(queue: int, extra=()) -> tuple[subprocess.Popen, str]:
         if proc.poll() is not None:
             raise SystemExit(f"sedic serve exited with {proc.returncode}")
         try:
-            if httpx.get(base + "/v1/health", timeout=2).json()["models"] in ("ready", "not loaded"):
-                return proc, base
+            models = httpx.get(base + "/v1/health", timeout=2).json()["models"]
         except httpx.TransportError:
-            pass
+            models = "starting"
+        if models in ("ready", "not loaded"):
+            return proc, base
+        if models not in ("starting", "loading"):
+            proc.kill()
+            raise SystemExit(f"sedic serve could not load its models: {models}")
         time.sleep(0.3)
     proc.kill()
     raise SystemExit("sedic serve did not become ready in 180 s")

@@ -99,12 +99,12 @@ class Ticket:
         future: Future = pool.submit(call)
         future.add_done_callback(lambda _: self._release())  # also fires when cancelled before start
         if model:
-            self._queue.model_waiting += 1
+            self._queue.model_in_flight += 1
         try:
             return await asyncio.wrap_future(future)
         finally:
             if model:
-                self._queue.model_waiting -= 1
+                self._queue.model_in_flight -= 1
 
     def close(self, cancelled: bool = False) -> None:
         """The request is over (answered or abandoned); its slot frees when its pieces end."""
@@ -128,7 +128,7 @@ class JobQueue:
         self._lock = threading.Lock()
         self._active: set[Ticket] = set()
         self._mean_seconds = 1.0  # moving average of a request's time in the server
-        self.model_waiting = 0
+        self.model_in_flight = 0
         self.counts = {"admitted": 0, "completed": 0, "cancelled": 0, "rejected": 0, "model_jobs": 0}
 
     def admit(self) -> Ticket:

@@ -26,7 +26,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 import sedic
 
 from .. import __version__, codec
-from ..config import PROFILES, Profile
+from ..config import PROFILES, Profile, get_profile
 from ..errors import InputError, SedicError
 from ..semantics import SemanticObject, Semantics
 from . import uploads
@@ -45,17 +45,22 @@ class ServerState:
     queue: JobQueue
     models: str = "not loaded"
 
-    def profile_for_compress(self, name: str | None) -> Profile:
+    @property
+    def profile_arg(self) -> str | None:
+        """The server's profile as the Python API takes it: a built-in name or the operator's file path."""
+        return self.settings.profile
+
+    def profile_for_compress(self, name: str | None) -> str | None:
         """Clients name built-in profiles only: never a path on the server."""
         if name is None or name == self.profile.name:
-            return self.profile
+            return self.profile_arg
         if name in PROFILES:
-            return PROFILES[name]
+            return name
         raise InputError(f"unknown profile {name!r} (known: {', '.join(PROFILES)})")
 
-    def profile_for_decode(self, parsed) -> Profile | None:
+    def profile_for_decode(self, parsed) -> str | None:
         """The server's profile when the file names it (a profile file keeps its base's id), else the file's."""
-        return self.profile if parsed.params.profile_id == self.profile.id else None
+        return self.profile_arg if parsed.params.profile_id == self.profile.id else None
 
 
 def warm_up_job(state: ServerState) -> None:
@@ -65,8 +70,8 @@ def warm_up_job(state: ServerState) -> None:
     mask[16:48, 16:48] = True
     semantics = Semantics("a grey square", [SemanticObject("square", "a grey square", mask)])
     data = sedic.compress(image, bpp=None, reference_bpp=0.5, semantics=semantics, analyze=False,
-                          profile=state.profile, schedule={"object_steps": 1, "final_steps": 1})
-    sedic.decompress(data, profile=state.profile, device=state.settings.device)
+                          profile=state.profile_arg, schedule={"object_steps": 1, "final_steps": 1})
+    sedic.decompress(data, profile=state.profile_arg, device=state.settings.device)
 
 
 async def warm_up(state: ServerState) -> None:
@@ -97,12 +102,16 @@ async def cancel_on_disconnect(request: Request, ticket: Ticket, every: float = 
         watcher.cancel()
 
 
-def stage_plan(parsed, profile: Profile | None) -> list[tuple[int, str]]:
+def decoder_schedule(parsed, profile: str | None) -> str:
+    return codec.decoder_settings(parsed, get_profile(profile) if profile else None).schedule
+
+
+def stage_plan(parsed, profile: str | None) -> list[tuple[int, str]]:
     """(decoder stages, label) of each image the stream sends: the preview, then each stage that the
     file's schedule can stop after (sequential: every object, then overall; fused: one pass)."""
     objects = parsed.semantics.objects
     count = len(objects)
-    if codec.decoder_settings(parsed, profile).schedule == "fused":
+    if decoder_schedule(parsed, profile) == "fused":
         return [(0, "preview"), (count + 1, f"fused: {count} object{'s' if count != 1 else ''} + overall")]
     return ([(0, "preview")] + [(k, f"object {k}/{count}: {o.name}") for k, o in enumerate(objects, 1)]
             + [(count + 1, "overall")])
@@ -156,7 +165,7 @@ def build_router(state: ServerState) -> APIRouter:
         return {"status": "ok", "version": __version__, "profile": state.profile.name,
                 "device": settings.device or "auto", "models": state.models,
                 "queue": {"capacity": queue.capacity, "in_flight": queue.in_flight,
-                          "model_waiting": queue.model_waiting, **queue.counts},
+                          "model_in_flight": queue.model_in_flight, **queue.counts},
                 "limits": {"max_upload_bytes": settings.max_upload_bytes, "max_pixels": settings.max_pixels}}
 
     @router.get("/profiles", summary="Built-in profiles (clients may name these in compress)")
@@ -202,10 +211,8 @@ def build_router(state: ServerState) -> APIRouter:
                 if semantics_upload is not None:
                     sem = await ticket.run(uploads.load_semantics, *semantics_upload, mask_uploads, limit)
                 elif analyze:
-                    from ..analysis import analyze as run_analysis
-
-                    sem = await ticket.run(partial(run_analysis, pixels, chosen.analysis, device=settings.device,
-                                                   profile=chosen.name), model=True)
+                    sem = await ticket.run(partial(sedic.analyze, pixels, profile=chosen, device=settings.device),
+                                           model=True)
                 else:
                     sem = None
                 data = await ticket.run(partial(sedic.compress, pixels, bpp=bpp, reference_bpp=reference_bpp,
@@ -276,7 +283,7 @@ def build_router(state: ServerState) -> APIRouter:
                 if stages not in [value for value, _ in plan]:
                     raise InputError(f"--stages must be one of {', '.join(str(v) for v, _ in plan)} for this file "
                                      f"({len(parsed.semantics.objects)} objects, "
-                                     f"{codec.decoder_settings(parsed, profile).schedule} schedule)")
+                                     f"{decoder_schedule(parsed, profile)} schedule)")
                 plan = [(value, label) for value, label in plan if value <= stages]
             info = await ticket.run(sedic.inspect, data)
         except BaseException:
