@@ -23,13 +23,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
             fmt = img.format
             if fmt not in ACCEPTED_FORMATS:
                 raise InputError(f"{path}: unsupported image format {fmt} (use PNG, JPEG or WebP)")
-            frames = getattr(img, "n_frames", 1)
-            if frames > 1:
-                warnings.warn(f"{path}: animated image with {frames} frames; only the first is coded", SedicWarning)
-            # Pillow opens a 16-bit RGB(A) PNG as 8-bit "RGB"/"RGBA" keeping the high byte of each
-            # sample; the depth shows only in the decoder's raw mode ("RGB;16B").
-            if img.mode in ("RGB", "RGBA") and any(";16" in str(tile.args) for tile in img.tile):
-                warnings.warn(f"{path}: 16-bit image reduced to 8 bits", SedicWarning)
+            warn_before_load(img, str(path))
             img.load()
             return image_to_array(img, str(path))
     except FileNotFoundError:
@@ -38,6 +32,18 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         raise InputError(f"{path}: is a directory, expected an image") from None
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise InputError(f"{path}: cannot read image: {exc}") from None
+
+
+def warn_before_load(img: Image.Image, label: str = "image") -> None:
+    """Warn about what reading drops that only an unloaded image shows: frames after the first,
+    and the low bytes of a 16-bit RGB(A) PNG. Call between Image.open and load."""
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1:
+        warnings.warn(f"{label}: animated image with {frames} frames; only the first is coded", SedicWarning)
+    # Pillow opens a 16-bit RGB(A) PNG as 8-bit "RGB"/"RGBA" keeping the high byte of each
+    # sample; the depth shows only in the decoder's raw mode ("RGB;16B"), gone after load().
+    if img.mode in ("RGB", "RGBA") and any(";16" in str(tile.args) for tile in img.tile):
+        warnings.warn(f"{label}: 16-bit image reduced to 8 bits", SedicWarning)
 
 
 def image_to_array(img: Image.Image, label: str = "image") -> np.ndarray:

@@ -19,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from .. import bitstream as bs
 from .. import codec
 from ..errors import InputError
-from ..imageio import ACCEPTED_FORMATS, image_to_array
+from ..imageio import ACCEPTED_FORMATS, image_to_array, warn_before_load
 from ..semantics import Semantics
 from .errors import TooLarge, UnsupportedMedia, error_body
 
@@ -102,6 +102,7 @@ def decode_image(data: bytes, name: str, max_pixels: int):
         if img.format not in ACCEPTED_FORMATS:
             raise UnsupportedMedia(f"{name}: unsupported image format {img.format} (use PNG, JPEG or WebP)")
         _check_pixels(*img.size, f"image {name}", max_pixels)
+        warn_before_load(img, name)  # animation, 16-bit RGB: what only the unloaded image shows
         try:
             img.load()
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
