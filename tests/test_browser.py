@@ -129,6 +129,7 @@ def test_compress_and_decode_stage_by_stage(server, browser, tmp_path):
     assert info["profile"] == "test" and len(info["semantics"]["objects"]) == 2
 
     # decode stage by stage: preview, two objects, overall
+    assert not page.is_visible("#download-png")
     page.click("#decode")
     page.wait_for_selector("#decode-panel[data-done=true]", timeout=300_000)
     stages = page.eval_on_selector_all("#stages li", "els => els.map(e => [e.className, e.textContent])")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import hmac
 import json
 import logging
@@ -20,7 +19,7 @@ from functools import partial
 
 import numpy as np
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 import sedic
@@ -117,7 +116,7 @@ def stage_plan(parsed, profile: str | None) -> list[tuple[int, str]]:
             + [(count + 1, "overall")])
 
 
-def stream_headers(data: bytes) -> dict[str, str]:
+def rate_headers(data: bytes) -> dict[str, str]:
     info = sedic.inspect(data)
     headers = {"X-Sedic-Bytes": str(info["bytes"]), "X-Sedic-Bpp": f"{info['bpp']:.6f}",
                "X-Sedic-Width": str(info["width"]), "X-Sedic-Height": str(info["height"])}
@@ -218,7 +217,7 @@ def build_router(state: ServerState) -> APIRouter:
                 data = await ticket.run(partial(sedic.compress, pixels, bpp=bpp, reference_bpp=reference_bpp,
                                                 semantics=sem, analyze=False, profile=chosen,
                                                 best_effort=best_effort, seed=seed, schedule=schedule))
-                headers = stream_headers(data)
+                headers = await ticket.run(rate_headers, data)
         finally:
             ticket.close(cancelled=ticket.cancel.is_set())
         stem = image_name.rsplit(".", 1)[0] or "image"
