@@ -117,11 +117,25 @@ def test_mutated_files_raise_only_bitstream_error(ops):
         assert str(exc)
 
 
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(mutation, min_size=1, max_size=4))
+def test_resealed_mutations_raise_only_bitstream_error(ops):
+    """Damage behind a recomputed check value (what a buggy writer would produce) still reaches
+    the section and stream parsers: they must fail cleanly too."""
+    body = apply(valid_file()[:-bs.CHECK_BYTES], ops)
+    data = body + bs.crc16(body).to_bytes(bs.CHECK_BYTES, "big")
+    try:
+        decode_all(data)
+    except BitstreamError as exc:
+        assert str(exc)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=64))
 def test_random_bytes_behind_a_valid_header(tail):
     try:
-        decode_all(bs.MAGIC + bytes([bs.VERSION]) + tail)
+        body = bs.MAGIC + bytes([bs.VERSION]) + tail
+        decode_all(body + bs.crc16(body).to_bytes(bs.CHECK_BYTES, "big"))
     except BitstreamError:
         pass
 
