@@ -338,3 +338,11 @@ def test_text_cut_at_the_clip_window_warns_with_how_much(capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("error", SedicWarning)
         codec.encode(image, short, "test", bpp=None)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "0"])
+def test_analysis_time_out_must_be_positive_and_finite(tmp_path, photo, capsys, value):
+    code, _, err = run_cli(capsys, "analyze", photo, "-o", tmp_path / "t.json", "--profile", "test",
+                           "--timeout", value)
+    assert_one_line_error(code, err, "time-out")
+    assert not (tmp_path / "t.json").exists()

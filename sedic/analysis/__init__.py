@@ -64,8 +64,8 @@ def check_settings(settings: AnalysisSettings) -> None:
                          "including its start and end tokens)")
     if settings.sam_variant not in ("sam", "sam2"):
         raise InputError(f"unknown SAM variant {settings.sam_variant!r} (sam, sam2)")
-    if settings.retries < 0 or settings.timeout_s <= 0:
-        raise InputError("retries must be >= 0 and the time-out > 0")
+    if settings.retries < 0 or not 0 < settings.timeout_s < float("inf"):  # nan fails both
+        raise InputError(f"retries must be >= 0 and the time-out positive and finite, got {settings.timeout_s}")
 
 
 # --------------------------------------------------------------------------------------------
