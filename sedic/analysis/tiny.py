@@ -39,14 +39,16 @@ def _seeded(seed: int):
 def byte_tokenizer():
     """A byte-level BPE tokenizer with no merges (256 byte tokens + Qwen's special tokens)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    # Qwen's own tokenizer class around our byte-level model: transformers 4.x processors check
+    # the class (a plain PreTrainedTokenizerFast is refused), 5.x accept either.
+    from transformers import Qwen2TokenizerFast
 
     vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
     tk = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tk.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   additional_special_tokens=_SPECIALS)
+    return Qwen2TokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                              additional_special_tokens=_SPECIALS)
 
 
 def vlm_processor(tokenizer=None, max_pixels: int = 28 * 28 * 16):
@@ -63,14 +65,19 @@ def qwen25vl_config(tokenizer, *, hidden=32, layers=2, heads=4, kv_heads=2, inte
                     vision_intermediate=64, fullatt=(1,), mrope_section=(1, 1, 2)):
     from transformers import Qwen2_5_VLConfig
 
+    import transformers
+
     ids = {s: tokenizer.convert_tokens_to_ids(s) for s in _SPECIALS}
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        rope = dict(rope_parameters={"rope_type": "default", "mrope_section": list(mrope_section),
+                                     "rope_theta": 1000000.0})
+    else:  # transformers 4.x names
+        rope = dict(rope_scaling={"type": "mrope", "mrope_section": list(mrope_section)}, rope_theta=1000000.0)
     return Qwen2_5_VLConfig(
         text_config=dict(
             vocab_size=vocab_size or len(tokenizer), hidden_size=hidden, intermediate_size=intermediate,
             num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-            max_position_embeddings=32768,
-            rope_parameters={"rope_type": "default", "mrope_section": list(mrope_section),
-                             "rope_theta": 1000000.0},
+            max_position_embeddings=32768, **rope,
             bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"]),
         vision_config=dict(depth=vision_depth, hidden_size=vision_hidden, intermediate_size=vision_intermediate,
                            num_heads=vision_heads, out_hidden_size=hidden, fullatt_block_indexes=list(fullatt),
@@ -160,7 +167,12 @@ def tiny_sam():
 @lru_cache(maxsize=1)
 def tiny_sam2():
     """(model, processor) of a toy SAM 2 (Hiera backbone) on 128x128 inputs."""
-    from transformers import Sam2Config, Sam2HieraDetConfig, Sam2ImageProcessor, Sam2Model, Sam2Processor
+    from transformers import Sam2Config, Sam2HieraDetConfig, Sam2Model, Sam2Processor
+
+    try:
+        from transformers import Sam2ImageProcessor
+    except ImportError:  # transformers 4.x has only the fast one
+        from transformers import Sam2ImageProcessorFast as Sam2ImageProcessor
 
     # A global-attention block must not open a stage (stage openers pool their queries by the
     # window size, which global blocks set to 0).
