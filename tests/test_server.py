@@ -431,7 +431,7 @@ def test_one_model_job_at_a_time_and_cancellation():
 
 
 def test_disconnect_cancels_a_stream(small_file):
-    """A real server: a client that leaves after the preview stops the decode before its last stages."""
+    """A real server: a client that leaves stops the decode (a stream after its preview; a plain decompress)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -457,21 +457,30 @@ def test_disconnect_cancels_a_stream(small_file):
             mask[:, 30 * k:30 * k + 30] = True
             objects.append(SemanticObject(f"thing {k}", "a thing", mask))
         data = sedic.compress(image, bpp=None, reference_bpp=0.3, semantics=Semantics("things", objects),
-                              analyze=False, profile="test", schedule={"object_steps": 3, "final_steps": 3})
+                              analyze=False, profile="test", schedule={"object_steps": 20, "final_steps": 20})
         with httpx.stream("POST", base + "/v1/decompress/stream", files={"file": ("t.sedic", data)},
                           timeout=60) as r:
             for line in r.iter_lines():
                 if line.startswith("event: image"):
                     break  # the preview arrived; leave
-        deadline = time.monotonic() + 60
-        while True:
-            queue = httpx.get(base + "/v1/health", timeout=5).json()["queue"]
-            if queue["in_flight"] == 0:
-                break
-            assert time.monotonic() < deadline, queue
-            time.sleep(0.2)
+
+        def settled() -> dict:
+            deadline = time.monotonic() + 60
+            while True:
+                queue = httpx.get(base + "/v1/health", timeout=5).json()["queue"]
+                if queue["in_flight"] == 0:
+                    return queue
+                assert time.monotonic() < deadline, queue
+                time.sleep(0.2)
+
+        queue = settled()
         assert queue["cancelled"] == 1 and queue["completed"] == 0
         assert queue["model_jobs"] <= 1, queue  # at most the stage that was running when the client left
+        # a plain decompress whose client gives up: stopped at the next denoising step
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(base + "/v1/decompress", files={"file": ("t.sedic", data)}, timeout=1)
+        queue = settled()
+        assert queue["cancelled"] == 2 and queue["completed"] == 0, queue
     finally:
         proc.terminate()
         proc.wait(10)
