@@ -256,8 +256,10 @@ def test_backbone_loads_offline_from_exactly_the_selected_files(hub_cache, tmp_p
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "loaded ControlNetModel" in out.stdout
-    # item 5: no dtype (or any other) warning from loading the control network
+    # item 5: no dtype warning from loading the control network; item 16: no hub chatter (the
+    # complete cache is read with local_files_only, so no request is even attempted)
     assert "dtype" not in out.stderr.lower(), out.stderr
+    assert "Could not reach the Hub" not in out.stderr and "Retry" not in out.stderr, out.stderr
     listed = subprocess.run([sys.executable, "-m", "sedic", "models", "list", str(profile)], env=env,
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert "available  sedic-test/tiny-sd" in listed.stdout and "available  sedic-test/tiny-ir [v2.pth]" in listed.stdout
