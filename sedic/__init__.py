@@ -74,14 +74,16 @@ def compress(image, *, bpp: float | None = 0.03, reference_bpp: float | None = N
 
 
 def decompress(data: bytes, *, profile: str | None = None, stages: int | None = None,
-               device: str | None = None, progress=None, on_step=None) -> np.ndarray:
+               device: str | None = None, progress=None, on_step=None, on_image=None) -> np.ndarray:
     """Decode .sedic bytes to uint8 (H, W, 3) at the original size; stages=0 gives the preview.
 
     progress(stage, stages, label) before each decoder stage; on_step(stage, stages, step, steps)
-    after each denoising step.
+    after each denoising step; on_image(stages_value, image) with the preview (0) and every stage's
+    image as it is ready (each equal to a decode with stages=stages_value).
     """
     _check_device(device)
-    return codec.decode(data, profile, stages=stages, device=device, progress=progress, on_step=on_step)
+    return codec.decode(data, profile, stages=stages, device=device, progress=progress, on_step=on_step,
+                        on_image=on_image)
 
 
 def inspect(data: bytes) -> dict:

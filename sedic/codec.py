@@ -212,8 +212,10 @@ def decoder_settings(parsed: DecodedFile, profile: Profile | None = None):
 
 
 def decode(data: bytes, profile: Profile | str | None = None, stages: int | None = None,
-           device: str | None = None, progress=None, on_step=None) -> np.ndarray:
-    """Decode a file to uint8 RGB at its original size. stages=0 gives the preview."""
+           device: str | None = None, progress=None, on_step=None, on_image=None) -> np.ndarray:
+    """Decode a file to uint8 RGB at its original size. stages=0 gives the preview.
+
+    on_image(stages_value, image) receives the preview (0) and each stage's image as it is ready."""
     parsed = parse(data)
     requested = profile if isinstance(profile, str) else None  # "my.json": what `models download` takes
     if profile is not None and not isinstance(profile, Profile):
@@ -223,6 +225,8 @@ def decode(data: bytes, profile: Profile | str | None = None, stages: int | None
     count = len(parsed.semantics.objects)
     if stages is not None and not 0 <= stages <= count + 1:
         raise InputError(f"--stages must be in 0..{count + 1} for this file ({count} objects)")
+    if on_image is not None:
+        on_image(0, preview)
     if stages == 0:
         return preview
     from .analysis.models import decoder_models, require_models
@@ -231,7 +235,8 @@ def decode(data: bytes, profile: Profile | str | None = None, stages: int | None
     settings = decoder_settings(parsed, profile)
     require_models(decoder_models(settings), requested or profile.name)  # one error naming every missing model
     return restore(preview, parsed.semantics, settings, parsed.params.seed,
-                   stages=stages, device=device, progress=progress, on_step=on_step)
+                   stages=stages, device=device, progress=progress, on_step=on_step,
+                   on_image=on_image)
 
 
 def inspect(data: bytes) -> dict:

@@ -313,3 +313,23 @@ def test_pure_noise_start_ignores_the_stage_input(bb):
     assert not torch.equal(run(a, "input"), run(b, "input"))
     with pytest.raises(ValueError):
         PipelineSettings(object_start="noise", object_start_strength=0.6)
+
+
+def test_stage_images_of_one_decode_equal_partial_decodes(bb):
+    """on_image hands out, from ONE decode, what decoding with stages=k returns, for every k."""
+    img, sem = _image(48, 64), _semantics(48, 64, k=3)
+    sem.objects[1] = dataclasses.replace(sem.objects[1], mask=np.zeros_like(sem.objects[1].mask))  # a no-op stage
+    seen = []
+    full = restore(img, sem, Settings(**FAST), seed=3, backbone=bb, on_image=lambda k, im: seen.append((k, im)))
+    assert [k for k, _ in seen] == [1, 2, 3, 4]
+    assert np.array_equal(seen[-1][1], full)
+    for k, image in seen[:-1]:
+        assert np.array_equal(image, restore(img, sem, Settings(**FAST), seed=3, stages=k, backbone=bb)), k
+    assert np.array_equal(seen[0][1], seen[1][1])  # the empty object changes nothing
+    partial = []
+    restore(img, sem, Settings(**FAST), seed=3, stages=2, backbone=bb, on_image=lambda k, im: partial.append(k))
+    assert partial == [1, 2]
+    fused = []
+    restore(img, sem, Settings(**FAST, schedule="fused"), seed=3, backbone=bb,
+            on_image=lambda k, im: fused.append(k))
+    assert fused == [4]

@@ -178,9 +178,13 @@ def test_stream_sends_every_stage(client, small_file):
     assert kinds == ["info"] + ["stage", "image"] * 3 + ["done"]
     info = events[0][1]
     assert info["labels"] == ["preview", "object 1/1: parrot", "overall"] and info["total"] == 2
-    # the decoder's steps (one per stage in this file) arrive between a stage's start and its image
+    # ONE decode: each decoder stage runs once (one step per stage in this file), its steps arriving
+    # between that stage's start and its image
     steps = [(d["index"], d["stage"], d["step"], d["steps"]) for e, d in events if e == "step"]
-    assert steps == [(1, 1, 1, 1), (2, 1, 1, 1), (2, 2, 1, 1)]
+    assert steps == [(1, 1, 1, 1), (2, 2, 1, 1)]
+    order = [(e, d["index"]) for e, d in events if e in ("stage", "step", "image")]
+    assert order == [("stage", 0), ("image", 0), ("stage", 1), ("step", 1), ("image", 1),
+                     ("stage", 2), ("step", 2), ("image", 2)]
     assert info["streams"] == sedic.inspect(small_file)["streams"]
     images = [d for e, d in events if e == "image"]
     for k, data in enumerate(images):

@@ -148,13 +148,16 @@ def _object_mask(obj, lh: int, lw: int, grid: tuple[int, int], device) -> torch.
 
 
 def restore(preview: np.ndarray, semantics, settings, seed: int, stages: int | None = None,
-            device: str | None = None, progress=None, backbone=None, on_step=None) -> np.ndarray:
+            device: str | None = None, progress=None, backbone=None, on_step=None, on_image=None) -> np.ndarray:
     """Restore the decoded reference `preview` (uint8 (H, W, 3)) with the file's semantics.
 
     stages: None = all K+1, 0 = the preview unchanged, k <= K = objects 1..k only (sequential
     schedule; the fused schedule is one pass: 0 or K+1).
     progress(stage_index, total, label) is called before each stage (1-based).
     on_step(stage_index, total, step, steps) is called after each denoising step (step 1-based).
+    on_image(stages_value, image) is called after each stage with the uint8 image that a decode with
+    stages=stages_value returns (one VAE decode per stage), so a client watches the stages of ONE
+    decode instead of re-running stages 1..k-1 for image k; the fused schedule emits once (K+1).
     """
     preview = np.asarray(preview)
     if preview.dtype != np.uint8 or preview.ndim != 3 or preview.shape[2] != 3:
@@ -209,6 +212,14 @@ def restore(preview: np.ndarray, semantics, settings, seed: int, stages: int | N
 
     def object_prompt(obj) -> str:
         return f"{obj.name}, {obj.description}" if name_in_prompt else obj.description
+
+    def to_image(z_now) -> torch.Tensor:
+        out = backbone.decode_latent(z_now).float()[..., :H, :W]
+        return color_fix(out, x.to(dev), st.color_fix)
+
+    def emit(index, z_now) -> None:
+        if on_image is not None:
+            on_image(index, _to_uint8(to_image(z_now)))
 
     def run_stage(index, spec, z_in, steps, **kwargs):
         hook = None
@@ -268,7 +279,9 @@ def restore(preview: np.ndarray, semantics, settings, seed: int, stages: int | N
                         progress(k, n_stages, f"object {k}/{n_obj}: {obj.name}")
                     mask = _object_mask(obj, lh, lw, grid, dev)
                     if not mask.any():
-                        continue  # nothing of the object survives on the latent grid: the stage is a no-op
+                        if k < n_stages:  # nothing of the object survives on the latent grid: a no-op stage
+                            emit(k, z)
+                        continue
                     tokens = (object_token_mask(backbone.tokenizer, obj.name, obj.description, orag,
                                                 name_in_prompt=name_in_prompt) if use_attn else None)
                     emb = backbone.encode_prompt([object_prompt(obj)])
@@ -278,6 +291,8 @@ def restore(preview: np.ndarray, semantics, settings, seed: int, stages: int | N
                                   orag=orag, blend_mask=mask if orag.blend_on else None, start=st.object_start,
                                   blend_every_step=orag.blend_every_step)
                     image = None
+                    if k < n_stages:  # the last stage run is emitted below, from the decode that returns
+                        emit(k, z)
                 if n_stages == n_obj + 1:
                     if progress is not None:
                         progress(n_stages, n_stages, "overall")
@@ -288,11 +303,16 @@ def restore(preview: np.ndarray, semantics, settings, seed: int, stages: int | N
                         spec = spec_for(emb, settings.final_cfg, z, image)
                     z = run_stage(n_stages, spec, z, settings.final_steps, start_strength=st.final_start_strength,
                                   generator=stage_generator(seed, n_obj + 1), start=final_start(z, image))
-            out = backbone.decode_latent(z).float()[..., :H, :W]
-            out = color_fix(out, x.to(dev), st.color_fix)
+            result = _to_uint8(to_image(z))
     finally:
         for model, originals in installed:
             uninstall(model, originals)
+    if on_image is not None:
+        on_image(n_stages, result)
+    return result
+
+
+def _to_uint8(out: torch.Tensor) -> np.ndarray:
     out = ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return out[0].permute(1, 2, 0).cpu().numpy()
 

@@ -1,9 +1,10 @@
 """The /v1 endpoints: each one reads uploads, takes a queue ticket and calls the Python API.
 
 compress -> sedic.compress (and the profile's analysis when no semantics are uploaded);
-inspect -> sedic.inspect; decompress -> sedic.decompress; the stream calls sedic.decompress once
-per stage it can stop after (stages=0, 1, ..., K+1; 0 and K+1 for the fused schedule), so each
-image sent is exactly `sedic decompress --stages k`, with the decoder's steps as progress events.
+inspect -> sedic.inspect; decompress -> sedic.decompress; the stream runs ONE sedic.decompress and
+sends the image of every stage it can stop after as it is ready (stages=0, 1, ..., K+1; 0 and K+1
+for the fused schedule; each equal to `sedic decompress --stages k`), with the decoder's steps as
+progress events.
 """
 
 from __future__ import annotations
@@ -290,27 +291,35 @@ def build_router(state: ServerState) -> APIRouter:
             raise
         total = len(plan) - 1
 
-        async def decode_with_steps(k: int, value: int):
-            """Decode up to stage `value` on the model thread; yield its denoising steps as they happen."""
+        async def decode_events():
+            """ONE decode up to the plan's last stage on the model thread; yield its steps and each
+            stage's image (equal to a decode with stages=k) as they happen."""
             loop = asyncio.get_running_loop()
-            steps: asyncio.Queue = asyncio.Queue()
+            events_in: asyncio.Queue = asyncio.Queue()
+            wanted = {value for value, _ in plan}
+
+            def push(kind, payload):
+                loop.call_soon_threadsafe(events_in.put_nowait, (kind, payload))
 
             def on_step(stage, stages_run, step, count):
                 ticket.check()  # a client that left stops the decode at the next step
-                loop.call_soon_threadsafe(steps.put_nowait, {"index": k, "stage": stage, "stages": stages_run,
-                                                             "step": step, "steps": count})
+                push("step", {"stage": stage, "stages": stages_run, "step": step, "steps": count})
 
-            decode = partial(sedic.decompress, data, profile=profile, stages=value, device=settings.device,
-                             progress=ticket.progress_guard(), on_step=on_step)
-            job = asyncio.ensure_future(ticket.run(decode, model=value > 0))
+            def on_image(value, image):
+                if value in wanted:
+                    push("image", (value, image))
+
+            decode = partial(sedic.decompress, data, profile=profile, stages=plan[-1][0], device=settings.device,
+                             progress=ticket.progress_guard(), on_step=on_step, on_image=on_image)
+            job = asyncio.ensure_future(ticket.run(decode, model=plan[-1][0] > 0))
             getter = None
             try:
-                while not job.done() or not steps.empty():
-                    getter = asyncio.ensure_future(steps.get())
+                while not job.done() or not events_in.empty():
+                    getter = asyncio.ensure_future(events_in.get())
                     await asyncio.wait({job, getter}, return_when=asyncio.FIRST_COMPLETED)
                     if getter.done():
-                        yield ("step", getter.result())
-                yield ("image", job.result())
+                        yield getter.result()
+                job.result()  # a failed decode raises here
             finally:
                 for task in (job, getter):
                     if task is not None:
@@ -321,14 +330,22 @@ def build_router(state: ServerState) -> APIRouter:
             try:
                 yield sse("info", {**info, "total": total, "labels": [label for _, label in plan],
                                    "stages": [value for value, _ in plan]})
-                for k, (value, label) in enumerate(plan):
-                    yield sse("stage", {"index": k, "total": total, "stages": value, "label": label})
-                    async for kind, payload in decode_with_steps(k, value):
-                        if kind == "step":
-                            yield sse("step", payload)
-                    png = await ticket.run(uploads.png_bytes, payload)
-                    yield sse("image", {"index": k, "total": total, "stages": value, "label": label,
+                index = {value: k for k, (value, _) in enumerate(plan)}
+                running = 0  # the plan entry whose image comes next
+                yield sse("stage", {"index": 0, "total": total, "stages": plan[0][0], "label": plan[0][1]})
+                async for kind, payload in decode_events():
+                    if kind == "step":
+                        yield sse("step", {"index": running, **payload})
+                        continue
+                    value, image = payload
+                    k = index[value]
+                    png = await ticket.run(uploads.png_bytes, image)
+                    yield sse("image", {"index": k, "total": total, "stages": value, "label": plan[k][1],
                                         "png": base64.b64encode(png).decode("ascii")})
+                    running = k + 1
+                    if running < len(plan):
+                        yield sse("stage", {"index": running, "total": total, "stages": plan[running][0],
+                                            "label": plan[running][1]})
                 yield sse("done", {"stages": plan[-1][0], "warnings": ticket.warnings})
                 finished = True
             except (SedicError, QueueFull) as exc:

@@ -295,7 +295,7 @@ function onEvent(event, data) {
     state.stageLabel = `Decoding stage ${data.index}/${data.total}: ${data.label}`;
     status(state.stageLabel + "...");
   } else if (event === "step") {
-    // stage k decodes stages 1..k (each image is exactly `sedic decompress --stages k`)
+    // one decode; image k is exactly `sedic decompress --stages k`
     status(`${state.stageLabel}: decoder stage ${data.stage}/${data.stages}, step ${data.step}/${data.steps}`);
   } else if (event === "image") {
     const url = "data:image/png;base64," + data.png;
