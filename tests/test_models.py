@@ -270,7 +270,7 @@ def test_backbone_loads_offline_from_exactly_the_selected_files(hub_cache, tmp_p
 
 
 def run_cli(args, cwd, **env):
-    full = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_ENDPOINT")}
+    full = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT")}
     full.update(env)
     return subprocess.run([sys.executable, "-m", "sedic", *args], env=full, cwd=cwd, capture_output=True,
                           text=True, timeout=300)
@@ -426,3 +426,102 @@ def test_compressai_hash_mismatch_is_refused(tmp_path, monkeypatch):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+# ---------------------------------------------------------------------------------------------
+# `sedic models download` end to end, against a hub served from 127.0.0.1
+
+
+class FakeHub:
+    """The few hub endpoints huggingface_hub uses to list and fetch a model repository."""
+
+    def __init__(self, repos: dict[str, dict[str, bytes]]):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import unquote, urlparse
+
+        self.repos, self.fetched = repos, []
+        sha = COMMIT
+        outer = self
+
+        def blob_id(data):
+            return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+        class Handler(BaseHTTPRequestHandler):
+            def _send(self, status, body=b"", headers=None, head=False):
+                self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if not head:
+                    self.wfile.write(body)
+
+            def _route(self, head):
+                path = unquote(urlparse(self.path).path)
+                for repo, files in outer.repos.items():
+                    api = f"/api/models/{repo}/"
+                    if path.startswith(api + "revision/") or path == api.rstrip("/"):
+                        info = {"id": repo, "sha": sha, "siblings": [
+                            {"rfilename": f, "size": len(d), "blobId": blob_id(d)} for f, d in files.items()]}
+                        return self._send(200, json.dumps(info).encode(), {"Content-Type": "application/json"}, head)
+                    if path.startswith(api + "tree/"):
+                        tree = [{"type": "file", "path": f, "size": len(d), "oid": blob_id(d)} for f, d in files.items()]
+                        return self._send(200, json.dumps(tree).encode(), {"Content-Type": "application/json"}, head)
+                    prefix = f"/{repo}/resolve/"
+                    if path.startswith(prefix):
+                        name = path[len(prefix):].split("/", 1)[1]
+                        if name not in files:
+                            return self._send(404, b"{}", {"X-Error-Code": "EntryNotFound"}, head)
+                        if not head:
+                            outer.fetched.append(f"{repo}/{name}")
+                        return self._send(200, files[name], {"X-Repo-Commit": sha, "ETag": f'"{blob_id(files[name])}"'},
+                                          head)
+                return self._send(404, b"{}", {"X-Error-Code": "RepoNotFound"}, head)
+
+            def do_GET(self):
+                self._route(head=False)
+
+            def do_HEAD(self):
+                self._route(head=True)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_models_download_fetches_exactly_the_selection(tmp_path):
+    # every file of the real listing; weights 1000x smaller than the real ones
+    sd = {name: bytes(size // 1000) if size > 10**7 else f"<{name}>".encode() for name, size in SD21_BASE}
+    ir = {name: f"<{name}>".encode() for name, _ in DIFFBIR_V2}
+    hub = FakeHub({"sedic-test/sd21": sd, "sedic-test/diffbir": ir})
+    try:
+        profile = tmp_path / "p.json"
+        profile.write_text(json.dumps({"base": "sedic", "analysis": {"backend": "tiny"}, "decoder": {
+            "base_model": "sedic-test/sd21", "controlnet": "sedic-test/diffbir"}}))
+        env = {"HF_ENDPOINT": hub.url, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_DISABLE_XET": "1",
+               "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+        base = ModelRef("b", "sedic-test/sd21", None, "sd-pipeline")
+        want = select_files(base, sd)
+        listed = run_cli(["models", "list", str(profile)], tmp_path, **env)
+        assert listed.returncode == 0, listed.stderr
+        size = sum(len(sd[f]) for f in want)
+        assert f"missing    sedic-test/sd21  {size / 1e6:.1f} MB" in listed.stdout, listed.stdout
+        out = run_cli(["models", "download", str(profile)], tmp_path, **env)
+        assert out.returncode == 0, out.stderr
+        assert sorted(hub.fetched) == sorted([f"sedic-test/sd21/{f}" for f in want] + ["sedic-test/diffbir/v2.pth"])
+        listed = run_cli(["models", "list", str(profile)], tmp_path, HF_HUB_OFFLINE="1",
+                         HF_HUB_CACHE=str(tmp_path / "hub"))
+        assert "available  sedic-test/sd21" in listed.stdout and "available  sedic-test/diffbir [v2.pth]" in listed.stdout
+        again = run_cli(["models", "download", str(profile)], tmp_path, **env)
+        assert again.returncode == 0 and again.stderr.count("already available") == 2
+        assert len(hub.fetched) == len(want) + 1  # nothing fetched twice
+    finally:
+        hub.close()
