@@ -43,7 +43,14 @@ def _override_code(name: str, value) -> int:
         if value not in _OVERRIDE_CHOICES[name]:
             raise ValueError(f"{name} must be one of {', '.join(_OVERRIDE_CHOICES[name])}, got {value!r}")
         return _OVERRIDE_CHOICES[name].index(value)
-    return round(value * _OVERRIDE_SCALE.get(name, 1))
+    scale = _OVERRIDE_SCALE.get(name, 1)
+    code = round(value * scale)
+    # Refuse what the file cannot carry rather than decode with another value than asked
+    # (round() would turn a guidance of 0.04 into 0 and 3.25 into 3.2).
+    if abs(code - value * scale) > 1e-6:
+        unit = "a whole number" if scale == 1 else f"a multiple of {1 / scale:g} (the file stores it in steps of {1 / scale:g})"
+        raise ValueError(f"{name} must be {unit}, got {value}")
+    return code
 
 
 def write_varint(value: int) -> bytes:

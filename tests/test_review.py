@@ -29,3 +29,31 @@ def test_output_into_a_closed_pipe_is_quiet(sedic_file, unbuffered):
     err = child.stderr.read().decode()
     assert child.wait(timeout=120) == 141, err
     assert err == "", err
+
+
+@pytest.mark.parametrize("option, value", [("--object-cfg", "0.04"), ("--final-cfg", "3.25")])
+def test_guidance_the_file_cannot_carry_is_refused(tmp_path, capsys, option, value):
+    """Guidance travels in tenths: 0.04 used to become 0 (no guidance) and 3.25 become 3.2, silently."""
+    from PIL import Image
+
+    from sedic.cli import main
+
+    src, out = tmp_path / "in.png", tmp_path / "out.sedic"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(src)
+    code = main(["compress", str(src), "-o", str(out), "--no-semantics", "--bpp", "1", "--profile", "test",
+                 option, value])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "multiple of 0.1" in err, err
+    assert not out.exists()
+
+
+def test_schedule_values_the_file_cannot_carry_in_the_api():
+    from sedic.codec import settings_section
+    from sedic.errors import InputError
+
+    with pytest.raises(InputError, match="whole number"):
+        settings_section("test", overrides={"object_steps": 4.5})
+    with pytest.raises(InputError, match="multiple of 0.1"):
+        settings_section("test", overrides={"final_cfg": 7.05})
+    # representable values, including ones with binary rounding error, still pass
+    assert settings_section("test", overrides={"final_cfg": 5.5, "object_cfg": 0.3, "object_steps": 4.0})
