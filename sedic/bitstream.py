@@ -36,6 +36,7 @@ OVERRIDE_KEYS = {1: "object_steps", 2: "final_steps", 3: "object_cfg", 4: "final
 _OVERRIDE_SCALE = {"object_cfg": 10, "final_cfg": 10}
 _OVERRIDE_CHOICES = {"schedule": ("sequential", "fused")}  # the order is the file format
 _OVERRIDE_MAX = {"object_steps": 1000, "final_steps": 1000, "object_cfg": 1000, "final_cfg": 1000, "schedule": 1}
+_OVERRIDE_MIN = {"object_steps": 1, "final_steps": 1}  # a stage runs at least one step
 
 
 def _override_code(name: str, value) -> int:
@@ -100,7 +101,7 @@ class DecoderParams:
         for key, name in OVERRIDE_KEYS.items():
             if name in self.overrides:
                 scaled = _override_code(name, self.overrides[name])
-                if not 0 <= scaled <= _OVERRIDE_MAX[name]:
+                if not _OVERRIDE_MIN.get(name, 0) <= scaled <= _OVERRIDE_MAX[name]:
                     raise ValueError(f"{name}={self.overrides[name]} out of range")
                 out += write_varint(key) + write_varint(scaled)
         return bytes(out)
@@ -117,6 +118,8 @@ class DecoderParams:
                 raise BitstreamError(f"unknown or repeated decoder setting key {key}")
             name = OVERRIDE_KEYS[key]
             value, pos = read_varint(data, pos, name, _OVERRIDE_MAX[name])
+            if value < _OVERRIDE_MIN.get(name, 0):
+                raise BitstreamError(f"{name} is {value}, below the minimum {_OVERRIDE_MIN[name]}")
             overrides[name] = (_OVERRIDE_CHOICES[name][value] if name in _OVERRIDE_CHOICES
                                else value / _OVERRIDE_SCALE[name] if name in _OVERRIDE_SCALE else value)
             last_key = key

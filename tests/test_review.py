@@ -57,3 +57,46 @@ def test_schedule_values_the_file_cannot_carry_in_the_api():
         settings_section("test", overrides={"final_cfg": 7.05})
     # representable values, including ones with binary rounding error, still pass
     assert settings_section("test", overrides={"final_cfg": 5.5, "object_cfg": 0.3, "object_steps": 4.0})
+
+
+def test_zero_steps_are_refused_at_compress(tmp_path, capsys):
+    """A stage needs a step: 0 used to be written into the file and crash the decoder with a traceback."""
+    from PIL import Image
+
+    from sedic.cli import main
+
+    src, out = tmp_path / "in.png", tmp_path / "out.sedic"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(src)
+    for option in ("--object-steps", "--final-steps"):
+        code = main(["compress", str(src), "-o", str(out), "--no-semantics", "--bpp", "1", "--profile", "test",
+                     option, "0"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and "out of range" in err, err
+        assert not out.exists()
+
+
+def test_a_file_with_zero_steps_is_a_bitstream_error(sedic_file):
+    from sedic import bitstream as bs
+    from sedic.errors import BitstreamError
+
+    container = bs.unpack(sedic_file.read_bytes())
+    for key in (1, 2):  # object_steps, final_steps = 0
+        container.sections[bs.SETTINGS] = bytes([1, 0, key, 0])  # profile test, seed 0
+        with pytest.raises(BitstreamError, match="steps"):
+            sedic.decompress(bs.pack(container))
+
+
+@pytest.mark.parametrize("decoder", [{"final_steps": 0}, {"object_steps": -1},
+                                     {"pipeline": {"object_start_strength": 0}},
+                                     {"pipeline": {"final_start_strength": 1.5}}])
+def test_profile_files_with_settings_the_decoder_cannot_run_are_refused(tmp_path, decoder):
+    """These used to pass the profile check and end in a ValueError traceback in the sampler."""
+    import json
+
+    from sedic.config import get_profile
+    from sedic.errors import InputError
+
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"base": "test", "decoder": decoder}))
+    with pytest.raises(InputError, match="p.json"):
+        get_profile(str(path))

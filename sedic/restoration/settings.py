@@ -92,6 +92,9 @@ class PipelineSettings:
                                        ("final", self.final_start, self.final_start_strength)):
             if start == "noise" and strength != 1.0:
                 raise ValueError(f"{which}_start='noise' needs {which}_start_strength 1.0 (pure noise is t = T-1)")
+        for which, strength in (("object", self.object_start_strength), ("final", self.final_start_strength)):
+            if not 0.0 < strength <= 1.0:
+                raise ValueError(f"{which}_start_strength must be in (0, 1], got {strength}")
         if any(not isinstance(n, int) or n < 1 for n in self.object_stage_steps):
             raise ValueError("object_stage_steps must be positive integers")
         if self.object_prompt not in ("name+description", "description"):
@@ -136,6 +139,10 @@ class DecoderSettings:
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        for name in ("object_steps", "final_steps"):
+            steps = getattr(self, name)
+            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+                raise ValueError(f"{name} must be a positive integer (a stage runs at least one step), got {steps!r}")
 
     def object_steps_for(self, k: int) -> int:
         """Steps of object stage k (1-based)."""
