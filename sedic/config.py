@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -131,6 +132,8 @@ def _apply(obj, changes, where: str, frozen_keys=()):
                 raise InputError(f"{where}: {key} must be {type(current).__name__}, got {value!r}")
             if isinstance(current, float):
                 value = float(value)
+                if not math.isfinite(value):  # Python's json reads NaN and Infinity
+                    raise InputError(f"{where}: {key} must be a finite number, got {value!r}")
         updates[key] = value
     try:
         return replace(obj, **updates)

@@ -88,10 +88,17 @@ def test_a_file_with_zero_steps_is_a_bitstream_error(sedic_file):
 
 @pytest.mark.parametrize("decoder", [{"final_steps": 0}, {"object_steps": -1},
                                      {"pipeline": {"object_start_strength": 0}},
-                                     {"pipeline": {"final_start_strength": 1.5}}])
+                                     {"pipeline": {"final_start_strength": 1.5}},
+                                     {"pipeline": {"dtype": "banana"}}, {"pipeline": {"pad_mode": "banana"}},
+                                     '{"final_cfg": NaN}', '{"control_scale": Infinity}',
+                                     '{"orag": {"strength": -Infinity}}'])
 def test_profile_files_with_settings_the_decoder_cannot_run_are_refused(tmp_path, decoder):
-    """These used to pass the profile check and end in a ValueError traceback in the sampler."""
+    """These used to pass the profile check and end in a traceback in the decoder (steps, start
+    strength, dtype, pad_mode at sizes that need padding) or decode to NaN pixels (non-finite
+    numbers, which Python's json accepts)."""
     import json
+
+    decoder = json.loads(decoder) if isinstance(decoder, str) else decoder
 
     from sedic.config import get_profile
     from sedic.errors import InputError

@@ -105,6 +105,10 @@ class PipelineSettings:
             raise ValueError(f"color_fix must be 'wavelet', 'adain' or 'none', got {self.color_fix!r}")
         if self.tile % 8 or self.tile < 16 or not 0 <= self.tile_overlap < self.tile:
             raise ValueError("tile must be a multiple of 8 (>= 16) and tile_overlap in [0, tile)")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be 'auto', 'float32', 'bfloat16' or 'float16', got {self.dtype!r}")
+        if self.pad_mode not in ("reflect", "replicate", "constant", "circular"):  # torch's F.pad modes
+            raise ValueError(f"pad_mode must be 'reflect', 'replicate', 'constant' or 'circular', got {self.pad_mode!r}")
         if self.compile not in ("none", "default", "reduce-overhead", "max-autotune"):
             raise ValueError(f"unknown compile mode {self.compile!r}")
 
