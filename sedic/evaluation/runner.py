@@ -263,7 +263,9 @@ class Evaluation:
         finally:
             bar.close()
         if self.suite.patch_features is not None:
-            originals = {p.stem: np.load(self._features("original", None, p.stem)) for p in images}
+            originals = {p.stem: (np.load(self._features("original", None, p.stem))
+                                  if self._features("original", None, p.stem).is_file() else np.zeros((0, 1)))
+                         for p in images}  # absent: the image failed before its features (no FID/KID share)
             self._set_metrics(images, originals)
         return self.result
 
