@@ -413,8 +413,8 @@ class RayExecutor(Executor):
                                  f"{one_line(exc)}") from None
             self._started = True
         # Ray Data's plan and progress notices would tear through sedic's own progress bar
-        for name in ("ray", "ray.data"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger("ray").setLevel(logging.WARNING)
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # incl. "progress bars disabled"
         resources = ray.cluster_resources()
         self.cpus = int(resources.get("CPU", 1))
         self._gpus = int(resources.get("GPU", 0))

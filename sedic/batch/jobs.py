@@ -117,8 +117,9 @@ def run_batch(command: str, in_dir, out_dir, *, suffixes, what: str, out_suffix:
                         record["bytes"] = item.payload["input_bytes"]
                 except (InputError, OSError) as exc:
                     record.update(status="failed", error=f"writing {target}: {one_line(exc)}")
-            if record["status"] != "ok":
-                bar.write(f"sedic: error: {item.key}: {record['error']}", file=sys.stderr)
+            if record["status"] != "ok":  # name the image once (input errors already start with its path)
+                error = record["error"] if item.key in (record["error"] or "") else f"{item.key}: {record['error']}"
+                bar.write(f"sedic: error: {error}", file=sys.stderr)
             record["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             manifest.append(record)
             counts[record["status"]] += 1

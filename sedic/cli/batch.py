@@ -6,7 +6,7 @@ from __future__ import annotations
 def _executor_options(p) -> None:
     p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="run on Ray: a local Ray when no ADDRESS, else that cluster (e.g. auto, "
-                   "ray://head:10001); needs the `ray` extra")
+                   "ray://head:10001); needs the `ray` extra. Put it after IN_DIR or write --ray=ADDRESS")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="local CPU worker processes (default: one per core / --threads); model stages use "
                    "one worker per GPU when there are GPUs")

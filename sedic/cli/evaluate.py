@@ -53,7 +53,7 @@ def register(sub) -> None:
                    "folder is named kodak)")
     p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="one image per task on Ray (the executor of `sedic batch`): a local Ray when no "
-                   "ADDRESS, else that cluster; RESULTS_DIR must be on storage every node sees")
+                   "ADDRESS, else that cluster (--ray=ADDRESS); RESULTS_DIR must be on storage every node sees")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="one image per task on N local worker processes (default: all in this process)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
