@@ -32,6 +32,17 @@ def _as_image(image) -> np.ndarray:
     return np.asarray(image)
 
 
+def _as_file_bytes(data) -> bytes:
+    """The bytes of a .sedic file, given them or its path (as compress takes an image's path)."""
+    if isinstance(data, (str, os.PathLike)):
+        from .bitstream import read_file
+
+        return read_file(data)
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InputError(f"expected the bytes of a .sedic file or its path, got {type(data).__name__}")
+    return bytes(data)
+
+
 def analyze(image, *, profile: str | None = None, device: str | None = None) -> Semantics:
     """Turn an image into its semantics (descriptions and masks) with the profile's models."""
     _check_device(device)
@@ -73,19 +84,20 @@ def compress(image, *, bpp: float | None = 0.03, reference_bpp: float | None = N
                         best_effort=best_effort, seed=seed, overrides=schedule)
 
 
-def decompress(data: bytes, *, profile: str | None = None, stages: int | None = None,
+def decompress(data: bytes | str | os.PathLike, *, profile: str | None = None, stages: int | None = None,
                device: str | None = None, progress=None, on_step=None, on_image=None) -> np.ndarray:
-    """Decode .sedic bytes to uint8 (H, W, 3) at the original size; stages=0 gives the preview.
+    """Decode .sedic bytes (or a .sedic file's path) to uint8 (H, W, 3) at the original size;
+    stages=0 gives the preview.
 
     progress(stage, stages, label) before each decoder stage; on_step(stage, stages, step, steps)
     after each denoising step; on_image(stages_value, image) with the preview (0) and every stage's
     image as it is ready (each equal to a decode with stages=stages_value).
     """
     _check_device(device)
-    return codec.decode(data, profile, stages=stages, device=device, progress=progress, on_step=on_step,
-                        on_image=on_image)
+    return codec.decode(_as_file_bytes(data), profile, stages=stages, device=device, progress=progress,
+                        on_step=on_step, on_image=on_image)
 
 
-def inspect(data: bytes) -> dict:
+def inspect(data: bytes | str | os.PathLike) -> dict:
     """Width, height, bytes, bpp, bits per stream and the decoded texts of a .sedic file."""
-    return codec.inspect(data)
+    return codec.inspect(_as_file_bytes(data))

@@ -107,3 +107,18 @@ def test_profile_files_with_settings_the_decoder_cannot_run_are_refused(tmp_path
     path.write_text(json.dumps({"base": "test", "decoder": decoder}))
     with pytest.raises(InputError, match="p.json"):
         get_profile(str(path))
+
+
+def test_api_takes_a_file_path_and_refuses_other_objects_in_one_line(sedic_file):
+    """sedic.inspect("f.sedic") used to say "not a .sedic file (bad magic)" about the path's own
+    characters, and inspect(None) raised a TypeError."""
+    from sedic.errors import InputError
+
+    assert sedic.inspect(str(sedic_file)) == sedic.inspect(sedic_file) == sedic.inspect(sedic_file.read_bytes())
+    preview = sedic.decompress(sedic_file, stages=0)
+    assert (preview == sedic.decompress(sedic_file.read_bytes(), stages=0)).all()
+    for bad in (None, 123, [1, 2]):
+        with pytest.raises(InputError, match="bytes of a .sedic file or its path"):
+            sedic.inspect(bad)
+    with pytest.raises(InputError, match="no such file"):
+        sedic.decompress(str(sedic_file) + ".missing")
