@@ -113,6 +113,21 @@ class Semantics:
         atomic_write_bytes(path, (text + "\n").encode("utf-8"), force=force)
 
 
+def input_files(json_path: str | os.PathLike) -> list[Path]:
+    """The semantics JSON and the mask files it names: inputs that no output may replace.
+
+    Best effort: a JSON that cannot be read gives just itself (loading it reports why)."""
+    json_path = Path(json_path)
+    try:
+        raw = json.loads(json_path.read_text(encoding="utf-8"))
+        items = raw.get("objects", []) if isinstance(raw, dict) else []
+        masks = [json_path.parent / item["mask"] for item in items
+                 if isinstance(item, dict) and isinstance(item.get("mask"), str)]
+    except (OSError, ValueError, UnicodeDecodeError, AttributeError, TypeError):
+        masks = []
+    return [json_path] + masks
+
+
 def mask_path(json_path: str | os.PathLike, k: int) -> Path:
     """Where `Semantics.save` writes the mask of object k: `<stem>.mask<k>.png` beside the JSON."""
     json_path = Path(json_path)

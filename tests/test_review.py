@@ -122,3 +122,27 @@ def test_api_takes_a_file_path_and_refuses_other_objects_in_one_line(sedic_file)
             sedic.inspect(bad)
     with pytest.raises(InputError, match="no such file"):
         sedic.decompress(str(sedic_file) + ".missing")
+
+
+def test_compress_never_replaces_a_mask_the_semantics_names(tmp_path, capsys):
+    """The masks are inputs too: `-o sem/m0.png --force` used to overwrite the mask with the .sedic file."""
+    import json
+
+    from PIL import Image
+
+    from sedic.cli import main
+
+    src = tmp_path / "in.png"
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(src)
+    (tmp_path / "sem").mkdir()
+    mask = np.zeros((64, 64), bool)
+    mask[8:40, 8:40] = True
+    Image.fromarray(mask).save(tmp_path / "sem" / "m0.png")
+    before = (tmp_path / "sem" / "m0.png").read_bytes()
+    (tmp_path / "sem" / "s.json").write_text(json.dumps(
+        {"overall": "a grey square", "objects": [{"name": "square", "description": "grey", "mask": "m0.png"}]}))
+    code = main(["compress", str(src), "-o", str(tmp_path / "sem" / "m0.png"), "--force", "--bpp", "1",
+                 "--profile", "test", "--semantics", str(tmp_path / "sem" / "s.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "is an input of this command" in err, err
+    assert (tmp_path / "sem" / "m0.png").read_bytes() == before

@@ -59,13 +59,13 @@ def _compress(args) -> int:
     from ..config import get_profile
     from ..devices import resolve_device
     from ..imageio import atomic_write_bytes, check_writable, load_image
-    from ..semantics import check_outputs
+    from ..semantics import check_outputs, input_files
 
     # Everything that can be wrong with the options fails here, before minutes of analysis.
     analysis = args.semantics is None and not args.no_semantics
     if args.save_semantics and not analysis:
         raise InputError("--save-semantics needs the analysis (not --semantics or --no-semantics)")
-    inputs = [p for p in (args.image, args.semantics) if p]
+    inputs = [args.image] + (input_files(args.semantics) if args.semantics else [])  # masks are inputs too
     check_writable(Path(args.output), args.force, inputs)
     profile = get_profile(args.profile)
     settings_section(profile, bpp=args.bpp, reference_bpp=args.reference_bpp, seed=args.seed,
