@@ -146,3 +146,16 @@ def test_compress_never_replaces_a_mask_the_semantics_names(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "is an input of this command" in err, err
     assert (tmp_path / "sem" / "m0.png").read_bytes() == before
+
+
+def test_inspect_shows_the_schedule_the_file_carries(tmp_path, capsys):
+    """Only --json showed it: a fused or re-stepped file looked like a default one."""
+    from sedic.cli import main
+
+    path = tmp_path / "s.sedic"
+    image = np.full((64, 64, 3), 120, np.uint8)
+    path.write_bytes(sedic.compress(image, bpp=1.0, analyze=False, profile="test",
+                                    schedule={"final_steps": 3, "final_cfg": 5.5}))
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "schedule: final_steps 3, final_cfg 5.5" in out, out

@@ -131,6 +131,8 @@ def _inspect(args) -> int:
     s = info["streams"]
     print(f"{args.input}: {info['width']}x{info['height']}, {info['bytes']} bytes, {info['bpp']:.5f} bpp, "
           f"profile {info['profile']}, seed {info['seed']}")
+    if info["schedule"]:  # what the file changes in its profile's decoder schedule
+        print("  schedule: " + ", ".join(f"{k} {v}" for k, v in info["schedule"].items()))
     for name in ("reference", "text", "masks", "header"):
         print(f"  {name:<9} {s[name]:>7} bits  {s[name] / (info['width'] * info['height']):.5f} bpp")
     sem = info["semantics"]
