@@ -79,6 +79,30 @@ def _claim_out_dir(out_dir: Path, command: str, options: dict) -> None:
     atomic_write_bytes(path, (json.dumps(wanted, indent=1, sort_keys=True) + "\n").encode(), force=True)
 
 
+class _NoBar:
+    """Stands in for tqdm when it is not installed (it comes with the `eval` extra)."""
+
+    def update(self, n=1):
+        pass
+
+    def set_postfix(self, **kw):
+        pass
+
+    def write(self, text, file=None):
+        print(text, file=file or sys.stderr)
+
+    def close(self):
+        pass
+
+
+def _progress_bar(**kwargs):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(**kwargs)
+
+
 def run_batch(command: str, in_dir, out_dir, *, suffixes, what: str, out_suffix: str, options: dict,
               stages: list[Stage], executor=None, progress: bool = True,
               log=None) -> BatchSummary:
@@ -97,9 +121,7 @@ def run_batch(command: str, in_dir, out_dir, *, suffixes, what: str, out_suffix:
     executor = (executor or LocalExecutor)() if own else executor
     counts = {"ok": 0, "failed": 0}
     start = time.perf_counter()
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(todo), unit="img", file=sys.stderr, disable=not progress or not todo,
+    bar = _progress_bar(total=len(todo), unit="img", file=sys.stderr, disable=not progress or not todo,
                dynamic_ncols=True, desc=f"batch {command}")
     try:
         items = [WorkItem(p.name, {"src": str(p.resolve())}) for p in todo]
