@@ -6,11 +6,12 @@ from __future__ import annotations
 from .errors import InputError
 
 
-def resolve_device(name: str | None) -> str:
+def resolve_device(name: str | None, gpus: int | None = None) -> str:
     """The device to run models on: `name` checked against this machine, or the best one here.
 
     None -> "cuda" when a CUDA GPU is present, else "cpu". Accepted: cpu, cuda, cuda:N (N below
-    the number of GPUs) and mps where available; anything else is an InputError."""
+    the number of GPUs) and mps where available; anything else is an InputError. `gpus`: check
+    against a cluster with that many GPUs instead of this machine (the batch runner on Ray)."""
     import torch
 
     if name is None:
@@ -21,15 +22,17 @@ def resolve_device(name: str | None) -> str:
         device = torch.device(name)
     except (RuntimeError, ValueError, TypeError):
         raise InputError(f"unknown device {name!r} (use cpu, cuda or cuda:N)") from None
+    where = "on this machine" if gpus is None else "in the Ray cluster"
     if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        count = gpus if gpus is not None else torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise InputError(f"device {name!r} requested but there is no CUDA GPU on this machine")
-        if device.index is not None and device.index >= count:
+            raise InputError(f"device {name!r} requested but there is no CUDA GPU {where}")
+        # a cluster's GPUs are numbered per node: only this machine's index can be checked
+        if gpus is None and device.index is not None and device.index >= count:
             raise InputError(f"device {name!r} requested but this machine has {count} CUDA GPU(s)")
     elif device.type == "mps":
         if not torch.backends.mps.is_available():
-            raise InputError(f"device {name!r} requested but MPS is not available on this machine")
+            raise InputError(f"device {name!r} requested but MPS is not available {where}")
     elif device.type != "cpu":
         raise InputError(f"unsupported device {name!r} (use cpu, cuda or cuda:N)")
     return name

@@ -209,27 +209,11 @@ def local_gpu_count() -> int:
 
 
 def check_device(device: str, gpus: int | None = None) -> str:
-    """`device` if torch knows it and it exists here (gpus None) or in a cluster with `gpus` GPUs;
-    else an InputError, before any work."""
-    import torch
+    """`device` if it exists here (gpus None) or in a cluster with `gpus` GPUs; else an InputError,
+    before any work (the one device check of the CLI, API and server)."""
+    from ..devices import resolve_device
 
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError, TypeError):
-        raise InputError(f"unknown device {device!r} (use cpu, cuda or cuda:N)") from None
-    where = "on this machine" if gpus is None else "in the Ray cluster"
-    if dev.type == "cuda":
-        count = local_gpu_count() if gpus is None else gpus
-        if count == 0:
-            raise InputError(f"device {device!r} requested but there is no CUDA GPU {where}")
-        if gpus is None and dev.index is not None and dev.index >= count:
-            raise InputError(f"device {device!r} requested but only {count} CUDA GPU(s) are {where}")
-    elif dev.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise InputError(f"device {device!r} requested but MPS is not available {where}")
-    elif dev.type != "cpu":
-        raise InputError(f"unsupported device {device!r} (use cpu, cuda or cuda:N)")
-    return device
+    return resolve_device(device, gpus)
 
 
 @contextmanager
