@@ -95,7 +95,7 @@ def main() -> int:
               "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, "
                          f"load average at the end {os.getloadavg()[0]:.1f}",
               "runs": runs, "median": summary, "ray_over_local": ratio, "identical_outputs": True}
-    print(f"| executor | start-up s | compress s | stage-0 decode s | images/hour |\n|---|---|---|---|---|")
+    print("| executor | start-up s | compress s | stage-0 decode s | images/hour |\n|---|---|---|---|---|")
     for kind in ("local", "ray"):
         s = summary[kind]
         print(f"| {kind} | {s['startup_s']:.1f} | {s['compress_s']:.1f} | {s['decompress_s']:.1f} | "

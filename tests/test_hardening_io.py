@@ -1,7 +1,6 @@
 """Inputs and outputs (issue 11, items 8 and 10-13): one line on stderr, exit code 2, nothing
 written, checked before any work; written files follow the umask; warnings for what is lost."""
 
-import json
 import math
 import os
 import stat

@@ -1,7 +1,6 @@
 """No absolute path of a development machine in code or docs (issue 11, item 19): CI clones the
 repository elsewhere, with the shared data at ../shared beside it."""
 
-import os
 import re
 import subprocess
 from pathlib import Path

@@ -5,7 +5,6 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
-import pytest  # noqa: E402
 
 from sedic.evaluation.published import published_points  # noqa: E402
 from sedic.evaluation.report import PUBLISHED_IMAGES, metric_figure, plot_metrics  # noqa: E402

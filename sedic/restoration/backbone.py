@@ -14,7 +14,6 @@ See docs/backbones.md.
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import inspect
 import os
 from dataclasses import dataclass, field

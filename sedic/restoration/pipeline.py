@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from .settings import OragSettings, PipelineSettings
 from .orag import OragState, install, object_token_mask, uninstall
 from .sampler import Denoiser, StageSpec, sample_stage
 

@@ -9,12 +9,11 @@ import functools
 import gzip
 import html
 import importlib.resources
-import os
 import unicodedata
 
 import regex
 
-from sedic.errors import BitstreamError, InputError, ModelUnavailableError
+from sedic.errors import InputError, ModelUnavailableError
 from sedic.streams import text_model
 
 WINDOW = 77  # decoder's token window including start and end tokens
