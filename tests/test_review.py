@@ -173,3 +173,40 @@ def test_the_example_file_in_docs_bitstream_md():
     settings = bs.DecoderParams(profile_id=1, seed=0).to_bytes()
     assert bs.pack(bs.Container(8, 8, {bs.SETTINGS: settings, bs.REFERENCE: b"\x20"})) == example
     assert sedic.inspect(example)["streams"] == {"reference": 8, "text": 0, "masks": 0, "header": 88}
+
+
+def test_live_progress_lines_fit_the_terminal(monkeypatch):
+    """A rewritten line longer than the terminal wraps, and each rewrite then adds a row."""
+    import io
+    import re
+
+    from sedic.restoration.progress import DecodeProgress
+
+    monkeypatch.setenv("COLUMNS", "40")
+    stream = io.StringIO()
+    printer = DecodeProgress(stream, tty=True, clock=iter(range(100)).__next__)
+    printer.stage(1, 3, "object 1/2: blue-and-yellow macaw with a very long name")
+    for step in (1, 2):
+        printer.step(1, 3, step, 10)
+    live = re.sub(r"\x1b\[K", "", stream.getvalue()).split("\r")[1:]
+    assert live and all(len(line) <= 39 for line in live), live
+    assert live[-1].endswith("2/10 steps, 1.00 s/step, ETA 8 s")
+    printer.finish()  # the stage's summary line, ending in a newline, may be longer
+    assert stream.getvalue().endswith("in 3 s (1.50 s/step)\x1b[K\n")
+
+
+def test_a_terminal_that_reports_no_width_gets_80_columns(monkeypatch):
+    """`script` and some CI pseudo-terminals report 0 columns: the line must not shrink to nothing."""
+    import io
+    import os as os_module
+
+    from sedic.restoration import progress
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.setattr(progress.os, "get_terminal_size", lambda fd: os_module.terminal_size((0, 0)))
+    stream = io.StringIO()
+    stream.fileno = lambda: 2
+    printer = progress.DecodeProgress(stream, tty=True, clock=iter(range(100)).__next__)
+    printer.stage(1, 1, "overall")
+    printer.step(1, 1, 1, 20)
+    assert stream.getvalue().split("\r")[-1].startswith("stage 1/1: overall  1/20 steps")

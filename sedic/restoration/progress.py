@@ -10,6 +10,7 @@ printer.finish().
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -32,7 +33,7 @@ class DecodeProgress:
         self._stage = (index, total, label, self.clock())
         self._done = self._steps = 0
         if self.tty:
-            self._write(f"\r{self._head()}\x1b[K")
+            self._write(f"\r{self._fit(self._head(), '')}\x1b[K")
 
     # restore(on_step=...)
     def step(self, index: int, total: int, step: int, steps: int) -> None:
@@ -42,8 +43,8 @@ class DecodeProgress:
         if self.tty:
             per_step = self._elapsed() / step
             left = per_step * (steps - step)
-            self._write(f"\r{self._head()}  {step}/{steps} steps, {per_step:.2f} s/step, "
-                        f"ETA {_duration(left)}\x1b[K")
+            tail = f"  {step}/{steps} steps, {per_step:.2f} s/step, ETA {_duration(left)}"
+            self._write(f"\r{self._fit(self._head(), tail)}\x1b[K")
 
     def finish(self) -> None:
         self._end_stage()
@@ -53,6 +54,15 @@ class DecodeProgress:
     def _head(self) -> str:
         index, total, label, _ = self._stage
         return f"stage {index}/{total}" + (f": {label}" if label else "")
+
+    def _fit(self, head: str, tail: str) -> str:
+        """head + tail within one terminal row: a line that wraps cannot be rewritten in place
+        (the carriage return only goes back to the start of its last row)."""
+        columns = _columns(self.stream)
+        room = columns - 1 - len(tail)  # the last column would wrap on some terminals
+        if len(head) > room:
+            head = head[:max(room - 3, 0)] + "..."
+        return (head + tail)[:max(columns - 1, 1)]
 
     def _elapsed(self) -> float:
         return max(self.clock() - self._stage[3], 0.0)
@@ -70,6 +80,20 @@ class DecodeProgress:
     def _write(self, text: str) -> None:
         self.stream.write(text)
         self.stream.flush()
+
+
+def _columns(stream) -> int:
+    """$COLUMNS, else the stream's terminal width, else 80 (a pseudo-terminal may report 0)."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            columns = 0
+    return columns if columns > 0 else 80
 
 
 def _duration(seconds: float) -> str:
