@@ -147,7 +147,8 @@ def profile_by_id(profile_id: int) -> Profile:
             return p
     from .errors import BitstreamError
 
-    raise BitstreamError(f"file names profile id {profile_id}, unknown to this version of sedic")
+    raise BitstreamError(f"file names profile id {profile_id}, unknown to this version of sedic; "
+                         f"name a profile to decode it with (--profile NAME or a .json profile file)")
 
 
 def with_reference_codec(profile: Profile, codec: str) -> Profile:

@@ -210,3 +210,16 @@ def test_a_terminal_that_reports_no_width_gets_80_columns(monkeypatch):
     printer.stage(1, 1, "overall")
     printer.step(1, 1, 1, 20)
     assert stream.getvalue().split("\r")[-1].startswith("stage 1/1: overall  1/20 steps")
+
+
+def test_unknown_profile_id_says_how_to_decode_anyway(sedic_file):
+    from sedic import bitstream as bs
+    from sedic.errors import BitstreamError
+
+    container = bs.unpack(sedic_file.read_bytes())
+    container.sections[bs.SETTINGS] = bs.DecoderParams(9, 0).to_bytes()
+    data = bs.pack(container)
+    assert sedic.inspect(data)["profile"] == 9
+    with pytest.raises(BitstreamError, match=r"profile id 9, .*--profile NAME"):
+        sedic.decompress(data, stages=0)
+    assert sedic.decompress(data, stages=0, profile="test").shape == (64, 96, 3)
