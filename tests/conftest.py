@@ -38,3 +38,21 @@ def small_image() -> np.ndarray:
         return np.asarray(Image.open(path).convert("RGB"))[200:264, 300:396].copy()
     y, x = np.mgrid[0:64, 0:96]
     return np.stack([(x * 2) % 256, (y * 3) % 256, ((x + y) * 5) % 256], -1).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def bb():
+    """The tiny random-weight decoder backbone (profile `test`'s; get_backbone caches it per process).
+
+    One torch thread meanwhile: on a loaded 2-core runner, OpenMP's spinning threads make tiny
+    convolutions 50x slower."""
+    import torch
+
+    from sedic.restoration.pipeline import get_backbone
+    from sedic.restoration.settings import DecoderSettings
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    settings = DecoderSettings(backbone="tiny", base_model="", controlnet="", controlnet_file="")
+    yield get_backbone(settings, torch.device("cpu"), torch.float32)
+    torch.set_num_threads(threads)

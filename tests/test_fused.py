@@ -1,7 +1,6 @@
 """The fused schedule (one pass, every object routed to its own mask) on the tiny random backbone."""
 
 import hashlib
-import math
 from dataclasses import replace
 
 import numpy as np
@@ -15,38 +14,18 @@ from sedic.config import PROFILES, get_profile
 from sedic.errors import BitstreamError, InputError
 from sedic.restoration import restore
 from sedic.restoration.orag import OragState, install, object_token_mask, uninstall
-from sedic.restoration.pipeline import fused_context, fused_token_matrix, get_backbone
+from sedic.restoration.pipeline import fused_context, fused_token_matrix
 from sedic.restoration.sampler import Denoiser, StageSpec, sample_stage
 from sedic.restoration.settings import SCHEDULES, DecoderSettings, OragSettings, PipelineSettings
 from sedic.semantics import SemanticObject, Semantics
+from tiny_decoder import FAST, box_semantics, gradient_image
 
-FAST = dict(backbone="tiny", base_model="", controlnet="", controlnet_file="", object_steps=2, final_steps=3)
 LH, LW = 8, 16  # latent grid of a 64x128 image
 
 
-@pytest.fixture(scope="module")
-def bb():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # see tests/test_orag.py
-    yield get_backbone(DecoderSettings(**FAST), torch.device("cpu"), torch.float32)
-    torch.set_num_threads(threads)
 
 
-def _image(h, w, seed=0):
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w]
-    base = np.stack([x / w, y / h, 0.5 + 0.0 * x], -1) * 200
-    return np.clip(base + rng.normal(0, 10, (h, w, 3)), 0, 255).astype(np.uint8)
-
-
-def _semantics(h, w, k=2):
-    gh, gw = math.ceil(h / 8), math.ceil(w / 8)
-    objs = []
-    for i in range(k):
-        m = np.zeros((gh, gw), bool)
-        m[i:i + gh // 2 + 1, 2 * i:2 * i + gw // 2 + 1] = True
-        objs.append(SemanticObject(["dog", "ball", "tree"][i % 3], f"a detailed thing number {i}", m))
-    return Semantics("a photo of a dog with a ball in a garden", objs)
+_image, _semantics = gradient_image, box_semantics
 
 
 def _sha(a) -> str:

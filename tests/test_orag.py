@@ -5,22 +5,11 @@ import torch
 
 from sedic.restoration.orag import OragState, install, object_token_mask, uninstall
 from sedic.restoration.settings import OragSettings
-from sedic.restoration.pipeline import get_backbone
 from sedic.restoration.sampler import Denoiser, StageSpec, sample_stage, spaced_timesteps
-from sedic.restoration.settings import DecoderSettings
 
 LH, LW = 8, 16  # latent grid of a 64x128 image
 
 
-@pytest.fixture(scope="module")
-def bb():
-    # One thread: on a loaded 2-core runner, OpenMP's spinning threads make tiny convolutions 50x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    # the `test` profile's settings: the cached backbone is shared with the other test modules
-    settings = DecoderSettings(backbone="tiny", base_model="", controlnet="", controlnet_file="")
-    yield get_backbone(settings, torch.device("cpu"), torch.float32)
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
