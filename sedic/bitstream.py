@@ -222,11 +222,17 @@ def read_file(path) -> bytes:
     from .errors import InputError
 
     path = Path(os.fspath(path))
+    too_big = f"is above the limit of {MAX_FILE_BYTES} bytes for a .sedic file"
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
-            raise BitstreamError(f"{path}: {size} bytes is above the limit of {MAX_FILE_BYTES} for a .sedic file")
-        return path.read_bytes()
+            raise BitstreamError(f"{path}: {size} bytes {too_big}")
+        # Read one byte past the limit at most: a pipe or device (/dev/zero) reports size 0.
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise BitstreamError(f"{path}: more than {MAX_FILE_BYTES} bytes {too_big}")
+        return data
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except IsADirectoryError:

@@ -79,6 +79,9 @@ def check_writable(path: str | os.PathLike, force: bool, inputs=()) -> None:
             raise InputError(f"{path} is an input of this command; choose another output")
     if path.is_dir():
         raise InputError(f"{path} is a directory")
+    if path.exists() and not path.is_file():
+        # the atomic rename would replace the device or pipe itself (as root: /dev/full, /dev/stdout)
+        raise InputError(f"{path} is not a regular file (a device, pipe or socket); choose a file path")
     if path.exists() and not force:
         raise InputError(f"{path} exists; use --force to overwrite")
     if not path.parent.is_dir():

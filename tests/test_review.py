@@ -223,3 +223,53 @@ def test_unknown_profile_id_says_how_to_decode_anyway(sedic_file):
     with pytest.raises(BitstreamError, match=r"profile id 9, .*--profile NAME"):
         sedic.decompress(data, stages=0)
     assert sedic.decompress(data, stages=0, profile="test").shape == (64, 96, 3)
+
+
+def _fifo_with(path, data: bytes):
+    """A named pipe at `path` whose writer sends `data` then closes (a thread)."""
+    import threading
+
+    os.mkfifo(path)
+
+    def write():
+        with open(path, "wb") as fh:
+            fh.write(data)
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+def test_reading_a_pipe_or_device_stops_at_the_size_limit(tmp_path, monkeypatch):
+    """A pipe or device reports size 0: `sedic decompress /dev/zero` used to read until killed."""
+    from sedic import bitstream as bs
+    from sedic.errors import BitstreamError
+
+    monkeypatch.setattr(bs, "MAX_FILE_BYTES", 1000)
+    thread = _fifo_with(tmp_path / "pipe", b"\0" * 5000)
+    with pytest.raises(BitstreamError, match="above the limit of 1000 bytes"):
+        bs.read_file(tmp_path / "pipe")
+    thread.join(timeout=0)  # the writer may still block on the pipe: it is a daemon
+    thread = _fifo_with(tmp_path / "small", b"SD")
+    assert bs.read_file(tmp_path / "small") == b"SD"  # `sedic inspect /dev/stdin` keeps working
+    thread.join(timeout=10)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+def test_an_output_that_is_not_a_regular_file_is_refused_even_with_force(tmp_path, capsys):
+    """The atomic rename replaced the node itself: as root, `-o /dev/full --force` replaced the device."""
+    import stat
+
+    from PIL import Image
+
+    from sedic.cli import main
+
+    src, fifo = tmp_path / "in.png", tmp_path / "out.sedic"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(src)
+    os.mkfifo(fifo)
+    code = main(["compress", str(src), "-o", str(fifo), "--force", "--no-semantics", "--bpp", "1",
+                 "--profile", "test"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "not a regular file" in err, err
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
