@@ -62,6 +62,19 @@ def image_to_array(img: Image.Image, label: str = "image") -> np.ndarray:
     return arr
 
 
+MAX_TEXT_BYTES = 16 << 20  # a semantics or profile JSON is a few KB
+
+
+def read_text_file(path: str | os.PathLike, what: str) -> str:
+    """A UTF-8 text file, refused past MAX_TEXT_BYTES: a pipe or device (/dev/zero) reports size 0,
+    so only a bounded read keeps it from filling the memory. OSError and UnicodeDecodeError pass."""
+    with open(path, "rb") as fh:
+        data = fh.read(MAX_TEXT_BYTES + 1)
+    if len(data) > MAX_TEXT_BYTES:
+        raise InputError(f"{what} {path} is larger than {MAX_TEXT_BYTES} bytes")
+    return data.decode("utf-8")
+
+
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """Whether two paths name one file (links and relative spellings included)."""
     try:

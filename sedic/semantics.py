@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import InputError, SedicWarning
+from .imageio import read_text_file
 
 # A file carries at most this many objects: bounds decoder work and what a corrupted file can ask for.
 MAX_OBJECTS = 32
@@ -70,7 +71,7 @@ class Semantics:
     def load(cls, path: str | os.PathLike) -> "Semantics":
         path = Path(path)
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
+            raw = json.loads(read_text_file(path, "semantics file"))
         except OSError as exc:
             raise InputError(f"cannot read semantics file {path}: {exc.strerror or exc}") from None
         except (ValueError, UnicodeDecodeError) as exc:
@@ -116,14 +117,17 @@ class Semantics:
 def input_files(json_path: str | os.PathLike) -> list[Path]:
     """The semantics JSON and the mask files it names: inputs that no output may replace.
 
-    Best effort: a JSON that cannot be read gives just itself (loading it reports why)."""
+    Best effort: a JSON that cannot be read gives just itself (loading it reports why).
+    Regular files only: a pipe would be consumed here and be empty for the load."""
     json_path = Path(json_path)
+    if not json_path.is_file():  # a pipe (`--semantics <(...)`) can be read only once: by the load
+        return [json_path]
     try:
-        raw = json.loads(json_path.read_text(encoding="utf-8"))
+        raw = json.loads(read_text_file(json_path, "semantics file"))
         items = raw.get("objects", []) if isinstance(raw, dict) else []
         masks = [json_path.parent / item["mask"] for item in items
                  if isinstance(item, dict) and isinstance(item.get("mask"), str)]
-    except (OSError, ValueError, UnicodeDecodeError, AttributeError, TypeError):
+    except (OSError, ValueError, UnicodeDecodeError, AttributeError, TypeError, InputError):
         masks = []
     return [json_path] + masks
 

@@ -273,3 +273,23 @@ def test_an_output_that_is_not_a_regular_file_is_refused_even_with_force(tmp_pat
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "not a regular file" in err, err
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+@pytest.mark.parametrize("option", ["--semantics", "--profile"])
+def test_json_inputs_from_a_pipe_stop_at_the_size_limit(tmp_path, capsys, monkeypatch, option):
+    """`--semantics /dev/zero` read until memory ran out (a MemoryError traceback or the OOM killer)."""
+    from PIL import Image
+
+    from sedic import imageio
+    from sedic.cli import main
+
+    monkeypatch.setattr(imageio, "MAX_TEXT_BYTES", 1000)
+    src = tmp_path / "in.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(src)
+    _fifo_with(tmp_path / "big.json", b" " * 5000)
+    args = ["compress", str(src), "-o", str(tmp_path / "o.sedic"), "--bpp", "1", option, str(tmp_path / "big.json")]
+    code = main(args + (["--profile", "test"] if option == "--semantics" else ["--no-semantics"]))
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "larger than 1000 bytes" in err, err
+    assert not (tmp_path / "o.sedic").exists()
