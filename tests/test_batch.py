@@ -187,8 +187,12 @@ def test_options_are_checked_before_any_work(images, tmp_path, capsys):
     assert main([*base, "--semantics-dir", str(tmp_path / "nowhere")]) == 2
     assert main(["batch", "compress", str(tmp_path / "none"), "-o", str(out)]) == 2
     assert main(["batch", "decompress", str(images), "-o", str(out)]) == 2  # no .sedic files there
+    # every schedule value is checked by the codec's own rules before any work, leaving no batch.json
+    assert main([*base, "--object-steps", "5000"]) == 2
+    assert main([*base, "--object-cfg", "3.25"]) == 2
+    assert not (out / "batch.json").exists()
     err = capsys.readouterr().err
-    assert err.count("sedic: error:") == 4 and "Traceback" not in err
+    assert err.count("sedic: error:") == 6 and "Traceback" not in err
     # An output folder made with other options is refused, not mixed.
     (out).mkdir(exist_ok=True)
     (out / "batch.json").write_text(json.dumps({"command": "compress", "options": {"bpp": 0.05}}))
@@ -235,3 +239,21 @@ def test_evaluate_on_ray_and_local_workers_matches_the_in_process_run(images, ra
     for key in ("ray", "workers"):
         assert _files(tmp_path / key / "files" / "sedic" / "bpp0.3", ".sedic") == \
             _files(tmp_path / "here" / "files" / "sedic" / "bpp0.3", ".sedic")
+
+
+def test_an_output_the_batch_did_not_make_is_neither_skipped_nor_replaced(images, local, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("kodim01", "kodim02"):
+        (src / f"{name}.png").write_bytes((images / f"{name}.png").read_bytes())
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "kodim02.sedic").write_bytes(b"someone else's file")
+    summary = compress_dir(src, out, executor=local, progress=False, **SMALL)
+    assert (summary.done, summary.failed, summary.skipped) == (1, 1, 0)
+    assert (out / "kodim02.sedic").read_bytes() == b"someone else's file"
+    records = {r["image"]: r for r in _manifest(out)}
+    assert "does not record it" in records["kodim02.png"]["error"]
+    # what the batch made and recorded is skipped on a rerun; the foreign file is reported again
+    summary = compress_dir(src, out, executor=local, progress=False, **SMALL)
+    assert (summary.done, summary.failed, summary.skipped) == (0, 1, 1)

@@ -1,7 +1,8 @@
 """`sedic batch compress|decompress`: a folder in, a folder out, resumably, on any executor.
 
-OUT_DIR holds the outputs (<stem>.sedic or <stem>.png, each written atomically, so an output that
-exists is finished), `manifest.jsonl` (one line per image processed: see manifest.py) and
+OUT_DIR holds the outputs (<stem>.sedic or <stem>.png, each written atomically; an output that
+exists AND that the manifest records as made is finished; one it does not record is never
+skipped nor replaced, but reported as a failure), `manifest.jsonl` (one line per image processed: see manifest.py) and
 `batch.json` (the options the outputs were made with: a rerun with other options into the same
 folder is refused rather than mixing files made two ways). A rerun skips every finished output.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -114,13 +114,27 @@ def run_batch(command: str, in_dir, out_dir, *, suffixes, what: str, out_suffix:
     out = Path(out_dir)
     _claim_out_dir(out, command, options)
     manifest = Manifest(out / MANIFEST_FILE)
-    todo = [p for p in files if not (out / f"{p.stem}{out_suffix}").exists()]
-    skipped = len(files) - len(todo)
+    made = {r.get("output") for r in manifest.records() if r.get("status") == "ok"}
+    todo, foreign = [], []
+    for p in files:
+        target = out / f"{p.stem}{out_suffix}"
+        if not target.exists():
+            todo.append(p)
+        elif target.name not in made:  # not this batch's output: never skipped as done, never replaced
+            foreign.append(p)
+    skipped = len(files) - len(todo) - len(foreign)
     # a factory is called only now, after every check: a bad option never waits for Ray to start
     own = not isinstance(executor, Executor)
     executor = (executor or LocalExecutor)() if own else executor
     counts = {"ok": 0, "failed": 0}
     start = time.perf_counter()
+    for p in foreign:
+        target = out / f"{p.stem}{out_suffix}"
+        error = f"{target} exists but {manifest.path.name} does not record it as this batch's output; remove it or use another -o folder"
+        log(f"sedic: error: {p.name}: {error}")
+        manifest.append({"image": p.name, "status": "failed", "error": error, "attempts": 0,
+                         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+        counts["failed"] += 1
     bar = _progress_bar(total=len(todo), unit="img", file=sys.stderr, disable=not progress or not todo,
                dynamic_ncols=True, desc=f"batch {command}")
     try:
@@ -165,18 +179,11 @@ def compress_dir(in_dir, out_dir, *, bpp: float = 0.03, semantics_dir=None, anal
 
     Semantics: `analyze` runs the profile's analysis models; `semantics_dir` reads
     <stem>.json there (an image without one fails); neither codes the reference alone."""
-    from .. import bitstream as bs
-    from ..config import get_profile
+    from ..codec import settings_section
 
-    get_profile(profile)  # an unknown profile fails here, before any work
-    if not (isinstance(bpp, (int, float)) and math.isfinite(bpp) and bpp > 0):
-        raise InputError(f"--bpp must be a positive number, got {bpp}")
-    if not 0 <= seed < 1 << 32:
-        raise InputError(f"--seed must be in 0..2^32-1, got {seed}")
     schedule = dict(schedule or {})
-    unknown = set(schedule) - set(bs.OVERRIDE_KEYS.values())
-    if unknown:
-        raise InputError(f"unknown schedule settings {sorted(unknown)}")
+    # the codec's own checks (profile, rate, seed, every schedule value), before any work or batch.json
+    settings_section(profile, bpp=bpp, seed=seed, overrides=schedule)
     if analyze and semantics_dir is not None:
         raise InputError("--analyze and --semantics-dir exclude each other")
     if semantics_dir is not None:
