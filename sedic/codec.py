@@ -206,9 +206,15 @@ def decode_preview(parsed: DecodedFile, profile: Profile | None = None) -> np.nd
 
 
 def decoder_settings(parsed: DecodedFile, profile: Profile | None = None):
-    """The profile's decoder settings with the file's schedule overrides applied."""
+    """The profile's decoder settings with the file's schedule overrides applied.
+
+    The schedule (sequential or fused) is always the file's, even under another profile (e.g. a
+    profile file naming local weights): its key 5 when present, else its own profile's schedule."""
     profile = profile or parsed.profile
-    return replace(profile.decoder, **parsed.params.overrides)
+    settings = replace(profile.decoder, **parsed.params.overrides)
+    if "schedule" not in parsed.params.overrides and _known(parsed.params.profile_id):
+        settings = replace(settings, schedule=profile_by_id(parsed.params.profile_id).decoder.schedule)
+    return settings
 
 
 def decode(data: bytes, profile: Profile | str | None = None, stages: int | None = None,

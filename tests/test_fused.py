@@ -258,6 +258,10 @@ def test_schedule_travels_in_the_file(tmp_path, small_image):
     parsed = codec.parse(data)
     assert parsed.params.profile_id == 3 and "schedule" not in parsed.params.overrides
     assert codec.decoder_settings(parsed).schedule == "fused"
+    # ...and stays the file's under another profile (a profile file naming local weights, say)
+    assert codec.decoder_settings(parsed, get_profile("test")).schedule == "fused"
+    plain = codec.parse(codec.encode(small_image, sem, "test", bpp=0.5))
+    assert codec.decoder_settings(plain, get_profile("sedic-fast")).schedule == "sequential"
     # a profile file based on `test` that switches the schedule: the file stores it
     prof = tmp_path / "fast-test.json"
     prof.write_text('{"base": "test", "decoder": {"schedule": "fused", "final_steps": 2}}')

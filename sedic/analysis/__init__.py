@@ -131,7 +131,8 @@ def analyze(image: np.ndarray, settings: AnalysisSettings, device: str | None = 
         raise InputError(f"analysis needs a uint8 RGB image (H, W, 3), got {image.dtype} {image.shape}")
     if min(image.shape[:2]) < MIN_SIDE:
         raise InputError(f"image {image.shape[1]}x{image.shape[0]} is too small for the analysis (at least "
-                         f"{MIN_SIDE} pixels on each side); code it with --semantics or --no-semantics")
+                         f"{MIN_SIDE} pixels on each side); compress it with hand-made semantics "
+                         f"(--semantics) or the reference alone (--no-semantics)")
     check_settings(settings)
     device = resolve_device(device)
     k = settings.num_objects

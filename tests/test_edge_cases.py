@@ -1,4 +1,4 @@
-"""Defects found by trying the command line as a new user (helper "review")."""
+"""Edge cases a new user hits on the command line and API (pipes, devices, values a file cannot carry...)."""
 
 import os
 import subprocess
