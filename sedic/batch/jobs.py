@@ -20,6 +20,7 @@ from ..errors import InputError
 from ..imageio import atomic_write_bytes
 from .executor import Executor, LocalExecutor, Stage, WorkItem, one_line
 from .manifest import Manifest
+from .progress import progress_bar
 from .work import Analyzer, Decoder, Encoder
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -79,30 +80,6 @@ def _claim_out_dir(out_dir: Path, command: str, options: dict) -> None:
     atomic_write_bytes(path, (json.dumps(wanted, indent=1, sort_keys=True) + "\n").encode(), force=True)
 
 
-class _NoBar:
-    """Stands in for tqdm when it is not installed (it comes with the `eval` extra)."""
-
-    def update(self, n=1):
-        pass
-
-    def set_postfix(self, **kw):
-        pass
-
-    def write(self, text, file=None):
-        print(text, file=file or sys.stderr)
-
-    def close(self):
-        pass
-
-
-def _progress_bar(**kwargs):
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _NoBar()
-    return tqdm(**kwargs)
-
-
 def run_batch(command: str, in_dir, out_dir, *, suffixes, what: str, out_suffix: str, options: dict,
               stages: list[Stage], executor=None, progress: bool = True,
               log=None) -> BatchSummary:
@@ -135,8 +112,8 @@ def run_batch(command: str, in_dir, out_dir, *, suffixes, what: str, out_suffix:
         manifest.append({"image": p.name, "status": "failed", "error": error, "attempts": 0,
                          "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
         counts["failed"] += 1
-    bar = _progress_bar(total=len(todo), unit="img", file=sys.stderr, disable=not progress or not todo,
-               dynamic_ncols=True, desc=f"batch {command}")
+    bar = progress_bar(total=len(todo), unit="img", file=sys.stderr, disable=not progress or not todo,
+                       desc=f"batch {command}")
     try:
         items = [WorkItem(p.name, {"src": str(p.resolve())}) for p in todo]
         for item in executor.run(stages, items):
@@ -174,7 +151,7 @@ def run_batch(command: str, in_dir, out_dir, *, suffixes, what: str, out_suffix:
 
 def compress_dir(in_dir, out_dir, *, bpp: float = 0.03, semantics_dir=None, analyze: bool = False,
                  profile: str | None = None, seed: int = 0, schedule: dict | None = None,
-                 executor=None, progress: bool = True, log=None) -> BatchSummary:
+                 best_effort: bool = False, executor=None, progress: bool = True, log=None) -> BatchSummary:
     """Compress every PNG/JPEG/WebP of in_dir to out_dir/<stem>.sedic.
 
     Semantics: `analyze` runs the profile's analysis models; `semantics_dir` reads
@@ -192,7 +169,10 @@ def compress_dir(in_dir, out_dir, *, bpp: float = 0.03, semantics_dir=None, anal
         semantics_dir = str(Path(semantics_dir).resolve())
     options = {"bpp": bpp, "profile": profile, "seed": seed, "schedule": schedule,
                "semantics": "analyze" if analyze else (semantics_dir or "none")}
-    stages = [Stage("encode", Encoder(bpp, profile, seed, tuple(sorted(schedule.items())), semantics_dir))]
+    if best_effort:  # only when set: folders made before the option existed keep their batch.json
+        options["best_effort"] = True
+    stages = [Stage("encode", Encoder(bpp, profile, seed, tuple(sorted(schedule.items())), semantics_dir,
+                              best_effort))]
     if analyze:
         stages.insert(0, Stage("analyze", Analyzer(profile), uses_models=True))
     return run_batch("compress", in_dir, out_dir, suffixes=IMAGE_SUFFIXES, what="PNG, JPEG or WebP images",

@@ -37,6 +37,7 @@ class Encoder:
     seed: int
     schedule: tuple  # ((key, value), ...): hashable, picklable
     semantics_dir: str | None
+    best_effort: bool = False  # a target that cannot be met: the smallest file and a warning
 
     def __call__(self, device: str):
         return partial(self.run, device=device)
@@ -53,7 +54,8 @@ class Encoder:
             if not semantics.is_file():
                 raise InputError(f"no semantics for this image: {semantics} is missing")
         data = sedic.compress(image, bpp=self.bpp, semantics=semantics, analyze=False, profile=self.profile,
-                              seed=self.seed, schedule=dict(self.schedule) or None)
+                              seed=self.seed, schedule=dict(self.schedule) or None,
+                              best_effort=self.best_effort)
         height, width = image.shape[:2]
         return {"data": data, "pixels": width * height, "semantics": None}
 

@@ -34,6 +34,9 @@ def register(sub) -> None:
                        "(without this or --semantics-dir the reference alone is coded)")
     c.add_argument("--profile", default=None, help="sedic (default), test, another profile or a .json file")
     c.add_argument("--seed", type=int, default=0, help="decoder seed stored in each file (default 0)")
+    c.add_argument("--best-effort", action="store_true", help="when --bpp cannot be met, write the smallest "
+                   "file instead of failing that image (as `sedic compress --best-effort`; the warning goes "
+                   "to the manifest)")
     for name, kind, what in (("object-steps", int, "denoising steps of each object stage"),
                              ("object-cfg", float, "guidance of object stages"),
                              ("final-steps", int, "denoising steps of the final stage"),
@@ -72,7 +75,7 @@ def _compress(args) -> int:
                 if getattr(args, n) is not None}
     summary = compress_dir(args.in_dir, args.output, bpp=args.bpp, semantics_dir=args.semantics_dir,
                            analyze=args.analyze, profile=args.profile, seed=args.seed, schedule=schedule,
-                           executor=_executor(args), progress=not args.no_progress)
+                           best_effort=args.best_effort, executor=_executor(args), progress=not args.no_progress)
     return summary.exit_code
 
 
