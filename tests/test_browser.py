@@ -87,6 +87,7 @@ def test_compress_and_decode_stage_by_stage(server, browser, tmp_path):
     page = browser.new_page(viewport={"width": 1100, "height": 900})
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)  # e.g. a 404
     page.goto(server + "/")
     page.wait_for_function("document.querySelectorAll('#profile option').length > 0")
 
@@ -108,6 +109,8 @@ def test_compress_and_decode_stage_by_stage(server, browser, tmp_path):
     page.wait_for_selector("#result:not([hidden])", timeout=60_000)
     page.wait_for_function("document.querySelector('#status').textContent.startsWith('Compressed')",
                            timeout=60_000)
+    # keyboard users keep a focus: the busy (disabled) button hands it to the result
+    assert page.evaluate("document.activeElement.id") == "result-title"
 
     # what the bits bought: size and bpp, stream bar adding up to the file, texts, masks
     summary = page.text_content("#summary")
@@ -130,8 +133,12 @@ def test_compress_and_decode_stage_by_stage(server, browser, tmp_path):
 
     # decode stage by stage: preview, two objects, overall
     assert not page.is_visible("#download-png")
-    page.click("#decode")
+    page.focus("#decode")
+    page.keyboard.press("Enter")
     page.wait_for_selector("#decode-panel[data-done=true]", timeout=300_000)
+    assert page.evaluate("document.activeElement.id") == "decode-title"
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "0. preview"
     stages = page.eval_on_selector_all("#stages li", "els => els.map(e => [e.className, e.textContent])")
     assert [t for _, t in stages] == ["0. preview", "1. object 1/2: blue-and-yellow macaw",
                                       "2. object 2/2: scarlet macaw", "3. overall"]

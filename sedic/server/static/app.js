@@ -112,6 +112,7 @@ async function compress() {
     state.sedicName = state.image.name.replace(/\.[^.]*$/, "") + ".sedic";
     await showFile(blob, state.imageUrl);
     status(`Compressed to ${blob.size} bytes.`);
+    $("result-title").focus();  // the Compress button is disabled while working, which drops the focus
   } catch (e) {
     status(e.message, true);
   } finally {
@@ -227,6 +228,7 @@ async function decode() {
   form.append("file", state.sedic, state.sedicName);
   $("decode").disabled = true;
   $("decode-panel").hidden = false;
+  $("decode-title").focus();  // (the disabled Decode button would drop it); next Tab: the stages
   $("download-png").hidden = true;
   delete $("decode-panel").dataset.done;
   $("stages").replaceChildren();
