@@ -224,6 +224,15 @@ def test_corrupt_and_truncated_files(client, small_file, endpoint):
     assert_error(client.post(endpoint, files={"file": ("x.sedic", b"")}), 422)
 
 
+def test_wrong_method_and_unknown_endpoint_are_405_and_404(client):
+    body = assert_error(client.get("/v1/compress"), 405, "POST")
+    assert client.get("/v1/compress").headers["allow"] == "POST"
+    assert_error(client.post("/v1/health"), 405, "GET")
+    assert_error(client.post("/v1/nothing"), 404, "/v1/nothing", "/docs")
+    assert body["error"] == "GET /v1/compress: use POST"
+    assert client.get("/").status_code == 200  # the page is still served
+
+
 def test_wrong_content_type(client, small_file):
     assert_error(client.post("/v1/compress", json={"image": "photo.png"}), 415, "multipart/form-data")
     assert_error(client.post("/v1/inspect", content=small_file, headers={"content-type": "application/x-sedic"}),

@@ -7,9 +7,10 @@ import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -75,7 +76,25 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected)
 
-    app.include_router(build_router(state))
+    router = build_router(state)
+    app.include_router(router)
+    methods_of: dict[str, set[str]] = {}
+    for route in router.routes:
+        if isinstance(route, APIRoute):
+            methods_of.setdefault(route.path, set()).update(route.methods)
+
+    # without this the page's mount at "/" answers every other /v1 request: "Not Found" even for
+    # a GET on a POST endpoint
+    @app.api_route("/v1/{rest:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+                   include_in_schema=False)
+    async def no_such_endpoint(request: Request, rest: str):
+        path = request.url.path
+        allowed = sorted(methods_of.get(path, ()))
+        if allowed:
+            raise StarletteHTTPException(405, f"{request.method} {path}: use {' or '.join(allowed)}",
+                                         headers={"Allow": ", ".join(allowed)})
+        raise StarletteHTTPException(404, f"no endpoint {path} (the API is listed at /docs)")
+
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="page")
 
     if settings.cors_origins:
