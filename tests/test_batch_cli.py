@@ -61,3 +61,12 @@ def test_best_effort_writes_the_smallest_file_instead_of_failing(two_images, tmp
     assert [r["status"] for r in records] == ["ok", "ok"]
     assert all("best effort" in " ".join(r["warnings"]) for r in records)
     assert json.loads((tmp_path / "lax" / "batch.json").read_text())["options"]["best_effort"] is True
+
+
+def test_evaluate_progress_in_a_pipe_is_whole_lines(two_images, tmp_path, capsys):
+    argv = ["evaluate", str(two_images), "--out", str(tmp_path / "ev"), "--profile", "test", "--bpp", "0.5",
+            "--methods", "none", "--baselines", "jpeg", "--metrics", "psnr", "--published", "never"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert sum("2/2" in line for line in err.splitlines()) == 1, err

@@ -20,6 +20,9 @@ class NoBar:
     def set_postfix(self, **kw):
         pass
 
+    def set_description(self, text, refresh=True):
+        pass
+
     def write(self, text, file=None):
         print(text, file=file or sys.stderr, flush=True)
 
@@ -44,6 +47,7 @@ class LineProgress(NoBar):
         self.start = self._last = clock()
         self.count = 0
         self.postfix: dict = {}
+        self.current = ""  # set_description: what is being worked on
 
     def update(self, n=1):
         self.count += n
@@ -54,6 +58,9 @@ class LineProgress(NoBar):
 
     def set_postfix(self, refresh=True, **kw):
         self.postfix.update(kw)
+
+    def set_description(self, text, refresh=True):
+        self.current = text
 
     def write(self, text, file=None):
         print(text, file=file or self.file, flush=True)
@@ -69,7 +76,8 @@ class LineProgress(NoBar):
             if self.count < self.total:
                 text += f", ETA {_clock((self.total - self.count) / rate)}"
         text += f", {_clock(elapsed)} elapsed"
-        return text + "".join(f", {k}={v}" for k, v in self.postfix.items())
+        text += "".join(f", {k}={v}" for k, v in self.postfix.items())
+        return f"{text} ({self.current})" if self.current and self.count < self.total else text
 
 
 def _is_terminal(file) -> bool:

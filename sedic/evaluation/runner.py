@@ -249,11 +249,11 @@ class Evaluation:
     def run(self, images: list[Path], executor=None, worker=None) -> RunResult:
         """In this process, or with `executor` (sedic.batch) running `worker` (a stage worker factory
         that rebuilds this evaluation, see spec.py) on each image; rows come back in the same order."""
-        from tqdm import tqdm
+        from ..batch.progress import progress_bar  # tqdm on a terminal, whole lines in a pipe
 
         per_image = len(self.methods) * len(self.bpps)
-        bar = tqdm(total=len(images) * per_image, disable=not self.progress, unit="item", file=sys.stderr,
-                   dynamic_ncols=True)
+        bar = progress_bar(total=len(images) * per_image, desc="evaluate", unit="item", file=sys.stderr,
+                           disable=not self.progress)
         try:
             if executor is None:
                 for path in images:  # deterministic: sorted images, then the methods and rates as given
