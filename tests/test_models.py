@@ -4,6 +4,7 @@ Hugging Face cache built in the test exactly as huggingface_hub lays it out."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -347,11 +348,27 @@ def test_models_download_offline_is_one_line(tmp_path):
 # Item 5: CompressAI reference weights are prefetched where the zoo looks (torch.hub's cache)
 
 
-def test_compressai_weights_prefetched_into_torch_hub(tmp_path, monkeypatch):
+@contextlib.contextmanager
+def serve_folder(folder):
+    """A plain static file server for `folder` on 127.0.0.1 (the CompressAI zoo's URLs point here)."""
     import threading
     from functools import partial
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(folder)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield httpd
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_compressai_weights_prefetched_into_torch_hub(tmp_path, monkeypatch):
     import torch
     from compressai.zoo import image as zoo
 
@@ -366,13 +383,7 @@ def test_compressai_weights_prefetched_into_torch_hub(tmp_path, monkeypatch):
     (served / f"bmshj2018-factorized-prior-1-{digest}.pth.tar").write_bytes(blob.read_bytes())
     (served / "bmshj2018-factorized-prior-2-00000000.pth.tar").write_bytes(blob.read_bytes())  # wrong hash
 
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(served)))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
+    with serve_folder(served) as httpd:
         root = f"http://127.0.0.1:{httpd.server_address[1]}"
         monkeypatch.setitem(zoo.model_urls, "bmshj2018-factorized", {"mse": {
             1: f"{root}/bmshj2018-factorized-prior-1-{digest}.pth.tar",
@@ -387,21 +398,14 @@ def test_compressai_weights_prefetched_into_torch_hub(tmp_path, monkeypatch):
         one = replace(ref, qualities=(1,))
         models.download(one)
         assert models.is_cached(one) and (torch_home / "checkpoints" / f"bmshj2018-factorized-prior-1-{digest}.pth.tar").is_file()
-        httpd.shutdown()  # from here on, no network: the zoo must find the file in torch.hub's cache
-        httpd.server_close()
-        net = CompressAICodec("bmshj2018-factorized", qualities=[1]).net(1)
-        assert sum(p.numel() for p in net.parameters()) > 0
-        with pytest.raises(models.ModelUnavailableError, match="cannot download CompressAI"):
-            models.download(replace(ref, qualities=(2,)))  # nobody listens now
-    finally:
-        httpd.server_close()
+    # from here on, no network: the zoo must find the file in torch.hub's cache
+    net = CompressAICodec("bmshj2018-factorized", qualities=[1]).net(1)
+    assert sum(p.numel() for p in net.parameters()) > 0
+    with pytest.raises(models.ModelUnavailableError, match="cannot download CompressAI"):
+        models.download(replace(ref, qualities=(2,)))  # nobody listens now
 
 
 def test_compressai_hash_mismatch_is_refused(tmp_path, monkeypatch):
-    import threading
-    from functools import partial
-    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-
     import torch
     from compressai.zoo import image as zoo
 
@@ -409,13 +413,7 @@ def test_compressai_hash_mismatch_is_refused(tmp_path, monkeypatch):
     served.mkdir()
     (served / "bmshj2018-factorized-prior-2-00000000.pth.tar").write_bytes(b"tampered")
 
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(served)))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
+    with serve_folder(served) as httpd:
         url = f"http://127.0.0.1:{httpd.server_address[1]}/bmshj2018-factorized-prior-2-00000000.pth.tar"
         monkeypatch.setitem(zoo.model_urls, "bmshj2018-factorized", {"mse": {2: url}})
         monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "torch"))
@@ -423,9 +421,6 @@ def test_compressai_hash_mismatch_is_refused(tmp_path, monkeypatch):
         with pytest.raises(models.ModelUnavailableError, match="cannot download CompressAI.*hash"):
             models.download(ref)
         assert not models.is_cached(ref)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 # ---------------------------------------------------------------------------------------------
