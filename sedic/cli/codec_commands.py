@@ -21,8 +21,9 @@ def register(sub) -> None:
     group.add_argument("--semantics", help="semantics JSON (overall, objects with name, description, mask PNG)")
     group.add_argument("--no-semantics", action="store_true", help="code the reference image alone")
     p.add_argument("--save-semantics", help="write the semantics computed by the analysis to this JSON")
-    p.add_argument("--profile", default=None, help="models and settings: sedic (default), sd15-tile, test "
-                   "(offline, tiny random models) or a .json profile file (docs/profiles.md)")
+    p.add_argument("--profile", default=None, help="models and settings: sedic (default), sedic-fast (one-pass "
+                   "decoder), authors, sd15-tile, test (offline, tiny random models) or a .json profile file "
+                   "(docs/profiles.md)")
     p.add_argument("--seed", type=int, default=0, help="decoder seed stored in the file (default 0)")
     for name, kind, what in (("object-steps", int, "denoising steps of each object stage"),
                              ("object-cfg", float, "classifier-free guidance of object stages"),
