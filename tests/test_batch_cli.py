@@ -70,3 +70,16 @@ def test_evaluate_progress_in_a_pipe_is_whole_lines(two_images, tmp_path, capsys
     err = capsys.readouterr().err
     assert "\r" not in err
     assert sum("2/2" in line for line in err.splitlines()) == 1, err
+
+
+def test_an_unreachable_ray_address_fails_at_once(two_images, tmp_path):
+    # ray.init waited for minutes on an address nothing answers; port 1 of localhost is closed
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "sedic", "batch", "compress", str(two_images), "-o",
+                          str(tmp_path / "out"), "--profile", "test", "--no-progress", "--ray=127.0.0.1:1"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert run.stderr.startswith("sedic: error: cannot reach Ray at 127.0.0.1:1:"), run.stderr
+    assert "Traceback" not in run.stderr

@@ -28,6 +28,7 @@ import abc
 import logging
 import os
 import pickle
+import socket
 import time
 import warnings
 from collections import deque
@@ -375,6 +376,20 @@ def _ray_stage_task(row: dict, group, threads, fault) -> dict:
     return {"item": pickle.dumps(item)}
 
 
+def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """A HOST:PORT (or ray://HOST:PORT) that nothing answers is an error now: ray.init would wait
+    for it for minutes. "auto", None and addresses without a port are left to Ray."""
+    target = (address or "").removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise InputError(f"cannot reach Ray at {address}: {one_line(exc) or type(exc).__name__} "
+                         f"(is `ray start --head` running there, and the port open?)") from None
+
+
 class RayExecutor(Executor):
     """A Ray Data pipeline: model stages on actors (one per GPU, or per CPU group without GPUs),
     other stages as CPU tasks. `address` None starts a local Ray unless one is running."""
@@ -389,6 +404,7 @@ class RayExecutor(Executor):
             raise InputError(f"--ray needs Ray Data: pip install 'sedic[ray]' ({exc})") from None
         self._started = False
         if not ray.is_initialized():
+            _check_reachable(address)
             try:
                 ray.init(address=address or None, num_cpus=num_cpus if not address else None,
                          include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
