@@ -83,3 +83,15 @@ def test_an_unreachable_ray_address_fails_at_once(two_images, tmp_path):
     assert run.returncode == 2
     assert run.stderr.startswith("sedic: error: cannot reach Ray at 127.0.0.1:1:"), run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_the_last_progress_line_counts_every_failure(tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a.png", "b.png"):
+        (src / name).write_bytes(b"not an image")
+    with LocalExecutor(1) as ex:
+        summary = compress_dir(src, tmp_path / "out", bpp=0.5, profile="test", executor=ex, progress=True)
+    assert summary.failed == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("batch compress: 2/2")]
+    assert len(lines) == 1 and lines[0].endswith("failed=2"), lines

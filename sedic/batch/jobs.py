@@ -136,9 +136,9 @@ def run_batch(command: str, in_dir, out_dir, *, suffixes, what: str, out_suffix:
             record["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             manifest.append(record)
             counts[record["status"]] += 1
-            bar.update(1)
-            if counts["failed"]:
+            if counts["failed"]:  # before update(), which may print the line
                 bar.set_postfix(failed=counts["failed"], refresh=False)
+            bar.update(1)
     finally:
         bar.close()
         if own:
