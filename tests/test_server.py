@@ -391,6 +391,20 @@ def test_serve_command_line_errors(capsys):
     assert "unknown profile" in capsys.readouterr().err
 
 
+def test_serve_on_a_port_in_use_is_a_one_line_error(capsys):
+    # uvicorn logged the bind error and exited with status 3 after printing the server's URL
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert cli_main(["serve", "--profile", "test", "--no-warm", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"sedic: error: cannot listen on 127.0.0.1:{port}: Address already in use"), err
+    assert "http://" not in err
+    assert cli_main(["serve", "--profile", "test", "--no-warm", "--host", "999.1.1.1"]) == 2
+    assert "cannot listen on 999.1.1.1:8000" in capsys.readouterr().err
+
+
 def test_missing_models_answer_503(client, small_image):
     r = client.post("/v1/compress", files={"image": ("crop.png", png(small_image))}, data={"profile": "sedic"})
     assert_error(r, 503, "sedic models download")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 
 from ..errors import InputError
@@ -42,8 +43,32 @@ def _serve(args) -> int:
                                        max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels,
                                        cors_origins=tuple(args.cors_origin), warm=not args.no_warm, **options)
     app = create_app(settings)
+    sock = _listen(args.host, args.port)  # before announcing the URL: a port in use is a one-line error
     key = "API key required (SEDIC_API_KEY)" if settings.api_key else "no API key"
     print(f"sedic serve: http://{args.host}:{args.port}/ (API /v1, docs /docs), profile {app.state.sedic.profile.name}, "
           f"{key}", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, server_header=False)
-    return 0
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                                           server_header=False))
+    with sock:
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:  # Ctrl-C: uvicorn shut down gracefully, then re-raised it (as uvicorn.run)
+            pass
+    return 0 if server.started else 1
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The bound listening socket for uvicorn (it would log a bind error and exit with status 3)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restarts reuse the port
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
