@@ -120,28 +120,31 @@ class Stats:
                 self.rss[n] = rss_mib(self.pid)
 
 
+def timed_post(http, stats: Stats, what: str, path: str, **request):
+    """POST and time it; a transport error or a non-200 answer is recorded as an error (None back)."""
+    t = time.monotonic()
+    try:
+        r = http.post(path, **request)
+    except httpx.HTTPError as exc:
+        stats.record(time.monotonic() - t, type(exc).__name__)
+        return None, t
+    if r.status_code != 200:
+        stats.record(time.monotonic() - t, f"{what} {r.status_code}")
+        return None, t
+    return r, t
+
+
 def client_loop(base: str, work, stats: Stats, stop: float) -> None:
     files, options, expected_file, expected_preview = work
     with httpx.Client(base_url=base, timeout=120) as http:
         while time.monotonic() < stop:
-            t = time.monotonic()
-            try:
-                r = http.post("/v1/compress", files=files, data=options)
-            except httpx.HTTPError as exc:
-                stats.record(time.monotonic() - t, type(exc).__name__)
-                continue
-            if r.status_code != 200:
-                stats.record(time.monotonic() - t, f"compress {r.status_code}")
+            r, t = timed_post(http, stats, "compress", "/v1/compress", files=files, data=options)
+            if r is None:
                 continue
             stats.record(time.monotonic() - t, wrong=r.content != expected_file)
-            t = time.monotonic()
-            try:
-                d = http.post("/v1/decompress", files={"file": ("c.sedic", r.content)}, data={"stages": "0"})
-            except httpx.HTTPError as exc:
-                stats.record(time.monotonic() - t, type(exc).__name__)
-                continue
-            if d.status_code != 200:
-                stats.record(time.monotonic() - t, f"decompress {d.status_code}")
+            d, t = timed_post(http, stats, "decompress", "/v1/decompress",
+                              files={"file": ("c.sedic", r.content)}, data={"stages": "0"})
+            if d is None:
                 continue
             preview = np.asarray(Image.open(io.BytesIO(d.content)).convert("RGB"))
             stats.record(time.monotonic() - t, wrong=not np.array_equal(preview, expected_preview))
