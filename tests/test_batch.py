@@ -190,9 +190,11 @@ def test_options_are_checked_before_any_work(images, tmp_path, capsys):
     # every schedule value is checked by the codec's own rules before any work, leaving no batch.json
     assert main([*base, "--object-steps", "5000"]) == 2
     assert main([*base, "--object-cfg", "3.25"]) == 2
+    assert main([*base, "--threads", "-1"]) == 2
+    assert main([*base, "--attempts", "0"]) == 2
     assert not (out / "batch.json").exists()
     err = capsys.readouterr().err
-    assert err.count("sedic: error:") == 6 and "Traceback" not in err
+    assert err.count("sedic: error:") == 8 and "Traceback" not in err
     # An output folder made with other options is refused, not mixed.
     (out).mkdir(exist_ok=True)
     (out / "batch.json").write_text(json.dumps({"command": "compress", "options": {"bpp": 0.05}}))

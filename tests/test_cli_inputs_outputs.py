@@ -119,6 +119,9 @@ def test_usage_errors_are_one_line(capsys):
     assert_one_line_error(code, err, "sedic compress", "--bpp")
     code, _, err = run_cli(capsys, "compress", "x.png", "-o", "y.sedic", "--seed", "many")
     assert_one_line_error(code, err, "--seed", "invalid int value")
+    code, _, err = run_cli(capsys)  # no command: the program is named once
+    assert_one_line_error(code, err, "required")
+    assert "sedic: error: sedic:" not in err
 
 
 def test_resolve_device():

@@ -27,6 +27,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 import sedic  # noqa: E402
 from sedic.cli import main as cli_main  # noqa: E402
 from sedic.semantics import SemanticObject, Semantics  # noqa: E402
+from sedic.errors import InputError  # noqa: E402
 from sedic.server import ServerSettings, create_app  # noqa: E402
 from sedic.server.jobs import JobCancelled, JobQueue, QueueFull  # noqa: E402
 
@@ -511,3 +512,10 @@ def test_disconnect_cancels_a_stream(small_file):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.mark.parametrize("settings", [dict(max_upload_mb=float("inf")), dict(max_upload_mb=float("nan")),
+                                      dict(max_upload_mb=0), dict(queue=0)])
+def test_server_settings_refuse_unbounded_or_empty_limits(settings):
+    with pytest.raises(InputError, match="must be"):
+        ServerSettings(profile="test", warm=False, **settings)

@@ -20,7 +20,8 @@ class OneLineParser(argparse.ArgumentParser):
     Sub-command parsers inherit the class, so `sedic compress --bpp -inf` is one line as well."""
 
     def error(self, message):
-        self.exit(2, f"sedic: error: {self.prog}: {message} (see {self.prog} --help)\n")
+        where = "" if self.prog == "sedic" else f"{self.prog}: "
+        self.exit(2, f"sedic: error: {where}{message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -65,6 +65,9 @@ def _executor(args):
 
     if args.workers is not None and args.workers < 1:
         raise InputError("--workers must be at least 1")
+    for name in ("threads", "attempts"):  # here, before the output folder is claimed
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name} must be at least 1, got {getattr(args, name)}")
     return partial(make_executor, args.ray, workers=args.workers, threads=args.threads, max_attempts=args.attempts)
 
 

@@ -26,8 +26,8 @@ class ServerSettings:
     def __post_init__(self):
         if self.queue < 1:
             raise InputError(f"--queue must be at least 1, got {self.queue}")
-        if not self.max_upload_mb > 0:
-            raise InputError(f"--max-upload-mb must be positive, got {self.max_upload_mb}")
+        if not 0 < self.max_upload_mb < float("inf"):
+            raise InputError(f"--max-upload-mb must be positive and finite, got {self.max_upload_mb}")
         if self.max_pixels < 1:
             raise InputError(f"--max-pixels must be positive, got {self.max_pixels}")
         if self.cpu_workers < 1:
