@@ -20,30 +20,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..devices import resolve_device, resolve_dtype
 from ..errors import InputError
+from ..streams.text import join_object_prompt
 from .orag import OragState, install, object_token_mask, uninstall
 from .sampler import Denoiser, StageSpec, sample_stage
 
 
 UNET_MULTIPLE = 64  # VAE factor 8 x three 2x down-samplings in SD's UNet
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _BACKBONE_CACHE: dict = {}
 _COMPILED: dict = {}
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device)
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    try:
-        return _DTYPES[name]
-    except KeyError:
-        raise ValueError(f"unknown dtype {name!r} (known: auto, {', '.join(_DTYPES)})") from None
 
 
 def get_backbone(settings, device: torch.device, dtype: torch.dtype):
@@ -210,7 +196,7 @@ def restore(preview: np.ndarray, semantics, settings, seed: int, stages: int | N
     name_in_prompt = st.object_prompt == "name+description"
 
     def object_prompt(obj) -> str:
-        return f"{obj.name}, {obj.description}" if name_in_prompt else obj.description
+        return join_object_prompt(obj.name, obj.description) if name_in_prompt else obj.description
 
     def to_image(z_now) -> torch.Tensor:
         out = backbone.decode_latent(z_now).float()[..., :H, :W]
