@@ -388,16 +388,17 @@ def tiny_tokenizer():
     return _TOKENIZER_CACHE["tok"]
 
 
-def build_tiny_backbone(seed: int = 0) -> Backbone:
+def build_tiny_backbone(seed: int = 0, controlnet_config: LdmControlNetConfig = TINY_CONTROLNET) -> Backbone:
     """Deterministic random-weight miniature of SD 2.1 + IRControlNet, on the CPU in float32.
 
     Same code paths as the real one: UNet with cross-attention and plain blocks, the IRControlNet
     ported from a random LDM-layout checkpoint, a VAE with factor 8, CLIP's tokenizer.
+    `controlnet_config` shapes both networks (the tests build SD 2.1's full topology with it).
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    cn = TINY_CONTROLNET
+    cn = controlnet_config
     chans = tuple(cn.model_channels * m for m in cn.channel_mult)
     down_types = cn.diffusers_config()["down_block_types"]
     with torch.random.fork_rng(devices=[]):  # leave the caller's RNG untouched

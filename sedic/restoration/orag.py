@@ -5,8 +5,9 @@ Two training-free mechanisms act inside an object stage k:
 1. Masked cross-attention modulation. In every selected cross-attention layer of the UNet and the
    ControlNet, the logits of the object's text tokens get an additive bias
        B[q, j] = w_i * R[q] * s_k(q) * 1[j in T_k]
-   where s_k(q) = 2 a_k(q) - 1 in [-1, 1] is the signed area coverage of mask k at query q (resized
-   to the layer's resolution by area averaging), R[q] = max_j L[q, j] - min_j L[q, j] is the range of
+   where s_k(q) is the coverage sign of mask k at query q: a_k(q) > 0, the fraction of the layer's
+   cell that the mask covers, wherever the mask touches the cell, and -1 where it does not (so no
+   cell of the object pushes its own tokens away, however thin the object; `coverage_sign`), R[q] = max_j L[q, j] - min_j L[q, j] is the range of
    the logits L = Q K^T * scale per query and head, T_k the object's token positions and
    w_i = strength * (1 - i/n)^decay the step weight. The bias goes into
    `scaled_dot_product_attention` as an additive float mask, so no probability tensor is built;
@@ -62,6 +63,32 @@ def object_token_mask(tokenizer, name: str, description: str, settings: OragSett
     return mask
 
 
+def level_coverage(mask: torch.Tensor, level: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """a(q): the fraction of each cell of UNet level `level` that `mask` (B, C, h, w) in [0, 1] on
+    the latent grid covers. A level-l cell holds the 2^l x 2^l latent cells under it, as the UNet's
+    stride-2 down-samplings place them (cell i starts at latent row i * 2^l; the grid halves with
+    ceil); a cell cut by the grid's edge is averaged over the latent cells it has."""
+    f = 2 ** level
+    if f == 1:
+        return mask.to(dtype)
+    h, w = mask.shape[-2:]
+    m = F.pad(mask.to(dtype), (0, -w % f, 0, -h % f))
+    ones = F.pad(torch.ones_like(mask[:, :1], dtype=dtype), (0, -w % f, 0, -h % f))
+    return F.avg_pool2d(m, f) / F.avg_pool2d(ones, f)
+
+
+def _work_dtype(dtype) -> torch.dtype:
+    # coverage fractions like 23/40 are exact to the model's precision (float64 in the tests)
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def coverage_sign(a: torch.Tensor) -> torch.Tensor:
+    """s(q) from the coverage a(q): a where the mask touches the cell (the object's tokens are raised
+    in proportion to how much of the cell is the object), -1 where it does not. Never negative in a
+    cell the mask touches: a 1-cell pole still pulls its own text at SD's 8x coarser mid block."""
+    return torch.where(a > 0, a, torch.full_like(a, -1.0))
+
+
 class OragState:
     """What the processors of one model read; set by the sampler before each network call.
 
@@ -97,15 +124,11 @@ class OragState:
         if mask is None:
             self.level_signs = None
             return
-        h, w = mask.shape[-2:]
         signs = {}
         for level in range(self.LEVELS):
-            lh, lw = -(-h // 2 ** level), -(-w // 2 ** level)  # the UNet halves the grid (ceil)
-            # Area rule: the fraction of the layer's cell covered by the mask, so cells on the
-            # boundary get a proportionally weaker bias instead of a hard, aliased edge.
-            a = F.adaptive_avg_pool2d(mask.float(), (lh, lw))
-            sign = (2.0 * a - 1.0).flatten(2).transpose(1, 2).unsqueeze(1)
-            signs.setdefault(lh * lw, sign if dtype is None else sign.to(dtype))
+            a = level_coverage(mask, level, _work_dtype(dtype))
+            sign = coverage_sign(a).flatten(2).transpose(1, 2).unsqueeze(1)
+            signs.setdefault(a.shape[-2] * a.shape[-1], sign if dtype is None else sign.to(dtype))
         self.level_signs = signs
 
     def set_regions(self, masks: torch.Tensor | None, tokens: torch.Tensor | None,
@@ -120,13 +143,12 @@ class OragState:
         if masks is None or tokens is None:
             self.level_gates = None
             return
-        h, w = masks.shape[-2:]
         tokens = tokens.to(masks.device, torch.float32)
         gates = {}
         for level in range(self.LEVELS):
-            lh, lw = -(-h // 2 ** level), -(-w // 2 ** level)
-            a = F.adaptive_avg_pool2d(masks.float(), (lh, lw))           # (B, K, lh, lw), area rule
-            signs = (2.0 * a - 1.0).flatten(2).transpose(1, 2)          # (B, N, K)
+            a = level_coverage(masks, level, _work_dtype(dtype))         # (B, K, lh, lw)
+            lh, lw = a.shape[-2:]
+            signs = coverage_sign(a).flatten(2).transpose(1, 2)         # (B, N, K)
             gate = (signs @ tokens).unsqueeze(1)                        # (B, 1, N, S)
             gates.setdefault(lh * lw, gate if dtype is None else gate.to(dtype))
         self.level_gates = gates
@@ -145,7 +167,7 @@ class OragState:
             raise RuntimeError(f"ORAG: no mask level has {n_queries} positions") from None
 
     def signs(self, n_queries: int, device, dtype) -> torch.Tensor:
-        """s(q) = 2 a(q) - 1 at the layer with n_queries positions, (1|B, 1, N, 1)."""
+        """s(q) (coverage_sign) at the layer with n_queries positions, (1|B, 1, N, 1)."""
         try:
             return self.level_signs[n_queries].to(device, dtype)
         except KeyError:
@@ -202,9 +224,11 @@ class OragAttnProcessor:
             tokens = st.tokens.to(device, dtype)[:n_keys]
             gate = (st.weight.to(device, dtype) * rows) * st.signs(n_queries, device, dtype) * tokens.view(1, 1, 1, -1)
         if st.range_mode == "query":
-            # Q K^T against the few text keys only: (B, heads, N, S), no softmax
-            logits = torch.matmul(query, key.transpose(-1, -2)) * attn.scale
-            rng = logits.amax(-1, keepdim=True) - logits.amin(-1, keepdim=True)
+            # Q K^T against the few text keys only: (B, heads, N, S), no softmax; in float32 where
+            # the layer asks for it (upcast_attention: SD 2.1-768's logits overflow float16)
+            q, k = (query.float(), key.float()) if attn.upcast_attention else (query, key)
+            logits = torch.matmul(q, k.transpose(-1, -2)) * attn.scale
+            rng = (logits.amax(-1, keepdim=True) - logits.amin(-1, keepdim=True)).to(dtype)
             bias = gate * rng
         else:
             bias = (gate * st.fixed_range).expand(batch, attn.heads, n_queries, n_keys)
