@@ -85,6 +85,7 @@ def settings_section(profile: Profile | str | None = None, *, bpp: float | None 
         if _is_number(value) and not math.isfinite(value):
             raise InputError(f"{name} must be a finite number, got {value}")
     try:
+        replace(profile.decoder, **overrides)  # the decoder's own checks (e.g. steps vs start strength)
         return bs.DecoderParams(profile.id, seed, overrides).to_bytes()
     except (ValueError, TypeError) as exc:
         raise InputError(f"schedule: {exc}") from None
@@ -211,9 +212,12 @@ def decoder_settings(parsed: DecodedFile, profile: Profile | None = None):
     The schedule (sequential or fused) is always the file's, even under another profile (e.g. a
     profile file naming local weights): its key 5 when present, else its own profile's schedule."""
     profile = profile or parsed.profile
-    settings = replace(profile.decoder, **parsed.params.overrides)
-    if "schedule" not in parsed.params.overrides and _known(parsed.params.profile_id):
-        settings = replace(settings, schedule=profile_by_id(parsed.params.profile_id).decoder.schedule)
+    try:
+        settings = replace(profile.decoder, **parsed.params.overrides)
+        if "schedule" not in parsed.params.overrides and _known(parsed.params.profile_id):
+            settings = replace(settings, schedule=profile_by_id(parsed.params.profile_id).decoder.schedule)
+    except ValueError as exc:  # the file's schedule does not fit this profile's decoder
+        raise InputError(f"schedule: {exc}") from None
     return settings
 
 
