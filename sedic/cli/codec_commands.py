@@ -12,7 +12,7 @@ from ..errors import InputError
 
 def register(sub) -> None:
     p = sub.add_parser("compress", help="compress an image into a .sedic file")
-    p.add_argument("image", help="input image (PNG, JPEG or WebP)")
+    p.add_argument("image", help="input image (PNG, JPEG, WebP, AVIF or HEIC)")
     p.add_argument("-o", "--output", required=True, help="output .sedic file")
     p.add_argument("--bpp", type=float, default=0.03, help="target rate of the whole file in bits per pixel "
                    "(default 0.03); the file never exceeds it")

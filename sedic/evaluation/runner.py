@@ -31,7 +31,7 @@ from .baselines import RateUnmet
 from .methods import STREAMS, Method
 from .metrics import MetricSkipped, MetricSuite, frechet_distance, kernel_distance
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".avif", ".heic", ".heif"}
 
 
 def list_images(dataset_dir: str | Path, limit: int | None = None) -> list[Path]:

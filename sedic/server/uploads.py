@@ -19,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from .. import bitstream as bs
 from .. import codec
 from ..errors import InputError
-from ..imageio import ACCEPTED_FORMATS, image_to_array, warn_before_load
+from ..imageio import ACCEPTED_FORMATS, read_opened, srgb_pnginfo
 from ..semantics import Semantics
 from .errors import TooLarge, UnsupportedMedia, error_body
 
@@ -89,7 +89,7 @@ def _check_pixels(width: int, height: int, what: str, max_pixels: int) -> None:
 
 
 def decode_image(data: bytes, name: str, max_pixels: int):
-    """uint8 RGB (H, W, 3) from an uploaded PNG, JPEG or WebP; the size is checked before decoding."""
+    """uint8 RGB (H, W, 3), upright and sRGB, from an uploaded image; the size is checked before decoding."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked below
@@ -102,12 +102,10 @@ def decode_image(data: bytes, name: str, max_pixels: int):
         if img.format not in ACCEPTED_FORMATS:
             raise UnsupportedMedia(f"{name}: unsupported image format {img.format} (use PNG, JPEG or WebP)")
         _check_pixels(*img.size, f"image {name}", max_pixels)
-        warn_before_load(img, name)  # animation, 16-bit RGB: what only the unloaded image shows
-        try:
-            img.load()
+        try:  # the library's loading path: orientation, colour profile, what reading drops
+            return read_opened(img, name)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise InputError(f"{name}: cannot read image: {exc}") from None
-        return image_to_array(img, name)
 
 
 def load_semantics(json_data: bytes, json_name: str, masks: dict[str, bytes], max_pixels: int) -> Semantics:
@@ -153,5 +151,5 @@ def parse_sedic(data: bytes, max_pixels: int) -> codec.DecodedFile:
 
 def png_bytes(image, compress_level: int = 3) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(image).save(buf, "PNG", compress_level=compress_level)
+    Image.fromarray(image).save(buf, "PNG", compress_level=compress_level, pnginfo=srgb_pnginfo())
     return buf.getvalue()
