@@ -21,6 +21,11 @@ from .streams import reference as reference_stream
 from .streams import text as text_stream
 
 
+# Rates above this are no limit at all (uncompressed RGB is 24 bpp; the header of a tiny image
+# costs a few hundred); a larger one would overflow the byte budget (1e308 * pixels is inf).
+MAX_BPP = 1000
+
+
 @dataclass
 class DecodedFile:
     """A parsed file: the size, its decoder parameters, the semantics (masks on the latent grid)."""
@@ -69,9 +74,9 @@ def settings_section(profile: Profile | str | None = None, *, bpp: float | None 
     Cheap: callers run it before the analysis so that a bad option fails before minutes of work."""
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     for name, value in (("bpp", bpp), ("reference bpp", reference_bpp)):
-        if value is not None and not (_is_number(value) and math.isfinite(value) and value > 0):
-            raise InputError(f"{name} must be positive and finite, got {value}")
-    if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 1 << 32:
+        if value is not None and not (_is_number(value) and 0 < value <= MAX_BPP):
+            raise InputError(f"{name} must be a positive finite number, at most {MAX_BPP}, got {value!r}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < 1 << 32:
         raise InputError(f"seed must be an integer in 0..2^32-1, got {seed}")
 
     overrides = dict(overrides or {})
