@@ -8,8 +8,8 @@ docs/reference-stream.md for the exact layouts):
 
 The payload is self-contained given the original width and height: the reduced
 size is a 4-bit index into FACTORS (or an explicit size), so a downscale search
-costs at most a byte. Decoders upsample to full size with Pillow LANCZOS on uint8
-RGB, a fixed deterministic rule.
+costs at most a byte. Decoders upsample to full size with a Lanczos-3 rule in integer
+arithmetic (sedic.streams.lanczos), a fixed deterministic rule.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from PIL import Image
 from sedic.bitstream import read_varint, write_varint
 from sedic.errors import BitstreamError, InputError, ModelUnavailableError, RateError
 from sedic.streams import avif as _avif
+from sedic.streams import lanczos as _lanczos
 
 # Downscale factors; a payload stores the index (4 bits). Index 15 means "explicit
 # size follows". Exact fractions so the reduced size is the same on every machine.
@@ -90,8 +91,9 @@ def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def upsample(reduced: np.ndarray, width: int, height: int) -> np.ndarray:
-    """The normative upsampling rule: Pillow LANCZOS resize of the uint8 RGB image."""
-    return _resize(reduced, width, height)
+    """The normative upsampling rule (docs/reference-stream.md): Lanczos-3 in 22-bit fixed point,
+    our own integer implementation of what Pillow's LANCZOS resize computes when enlarging."""
+    return _lanczos.resize(reduced, width, height)
 
 
 def _size_header(factor_index: int, rw: int, rh: int) -> bytes:
