@@ -244,8 +244,9 @@ def decode(data: bytes, profile: Profile | str | None = None, stages: int | None
         on_image(0, preview)
     if stages == 0:
         return preview
-    from .analysis.models import decoder_models, require_models
+    from .models import require_models
     from .restoration import restore
+    from .restoration.models import decoder_models
 
     settings = decoder_settings(parsed, profile)
     require_models(decoder_models(settings), requested or profile.name)  # one error naming every missing model

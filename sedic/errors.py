@@ -27,3 +27,15 @@ class RateError(SedicError):
 
 class SedicWarning(UserWarning):
     """Something was changed or dropped on the user's behalf (alpha removed, empty mask dropped...)."""
+
+
+def one_line(exc: BaseException | str, limit: int | None = None) -> str:
+    """A message as one line: every run of whitespace (newlines included) becomes one space; an
+    exception of another library is prefixed by its type name (sedic's own messages say what
+    failed); cut to `limit` characters with an ellipsis."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, BaseException) and not isinstance(exc, SedicError):
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if limit is not None and len(text) > limit:
+        text = text[:limit - 1] + "…"
+    return text

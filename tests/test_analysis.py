@@ -146,6 +146,35 @@ def test_missing_model_offline_names_it_and_the_command(image, monkeypatch, tmp_
         analyze(image, settings, device="cpu", profile="sedic")
 
 
+def test_profiles_with_equal_model_settings_share_one_loaded_model(tmp_path):
+    """Issue 18: the loaded models are keyed on what determines them, not on the profile name:
+    `sedic` and `authors` (equal analysis settings) used to load every model twice."""
+    import torch
+
+    from sedic import analysis
+    from sedic.analysis.tiny import tiny_grounding, tiny_sam, tiny_vlm
+
+    for name, (model, processor) in dict(vlm=tiny_vlm(), dino=tiny_grounding(), sam=tiny_sam()).items():
+        model.save_pretrained(tmp_path / name)
+        processor.save_pretrained(tmp_path / name)
+    local = dict(vlm_model=str(tmp_path / "vlm"), grounding_model=str(tmp_path / "dino"),
+                 sam_model=str(tmp_path / "sam"))
+    ours, authors = (replace(get_profile(p).analysis, **local) for p in ("sedic", "authors"))
+    assert ours == authors
+    analysis.clear_cache()
+    try:
+        a, b = analysis._describer(ours, "cpu", "sedic"), analysis._describer(authors, "cpu", "authors")
+        assert a.model is b.model and a.processor is b.processor
+        ga, gb = analysis._grounder(ours, "cpu", "sedic"), analysis._grounder(authors, "cpu", "authors")
+        assert ga.detector is gb.detector and ga.segmenter is gb.segmenter
+        # settings that do not change the model share it too; a dtype is another model
+        assert analysis._describer(replace(ours, num_objects=1), "cpu", "sedic").model is a.model
+        half = analysis._describer(replace(ours, dtype="bfloat16"), "cpu", "sedic").model
+        assert half is not a.model and half.dtype == torch.bfloat16 and a.model.dtype == torch.float32
+    finally:
+        analysis.clear_cache()
+
+
 # ---------------------------------------------------------------------------------- the reply
 
 def test_prompt_follows_paper_template():
@@ -256,7 +285,7 @@ def test_cli_models(capsys, tmp_path):
 
 
 def test_model_registry_local_paths(tmp_path):
-    from sedic.analysis.models import ModelRef, is_cached, profile_models
+    from sedic.models import ModelRef, is_cached, profile_models
 
     (tmp_path / "w.pth").write_bytes(b"0")
     assert is_cached(ModelRef("r", str(tmp_path), None, "file", "w.pth"))
@@ -285,7 +314,7 @@ def test_cli_compress_without_semantics_runs_the_analysis(tmp_path):
 def test_models_use_each_repository_revision():
     from dataclasses import replace
 
-    from sedic.analysis.models import profile_models
+    from sedic.models import profile_models
     from sedic.config import get_profile
 
     p = get_profile("sedic")

@@ -204,7 +204,7 @@ def test_connection_refused(monkeypatch, image):
 
 def test_key_never_written(server, monkeypatch, image, tmp_path):
     """The full analysis with the endpoint backend: the semantics files never contain the key."""
-    from sedic.analysis import _grounder, analyze
+    from sedic.analysis import analyze, clear_cache
 
     server.replies.append((200, completion(json.dumps(VALID)), 0))
     monkeypatch.setenv("SEDIC_OPENAI_API_KEY", KEY)
@@ -215,13 +215,13 @@ def test_key_never_written(server, monkeypatch, image, tmp_path):
             return [np.ones(image.shape[:2], bool) for _ in names]
 
     monkeypatch.setattr("sedic.analysis._grounder", lambda *a: Masks())
-    monkeypatch.setattr("sedic.analysis.models.require_models", lambda refs, profile: None)  # no SAM files here
+    monkeypatch.setattr("sedic.models.require_models", lambda refs, profile: None)  # no SAM files here
     sem = analyze(image, settings, device="cpu")
     sem.save(tmp_path / "s.json")
     for f in tmp_path.iterdir():
         assert KEY.encode() not in f.read_bytes()
     assert [o.name for o in sem.objects] == ["lighthouse", "sea"]
-    _grounder.cache_clear()
+    clear_cache()  # the endpoint's client is kept per settings
 
 
 # ---------------------------------------------------------------------------------------------

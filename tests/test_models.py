@@ -17,9 +17,10 @@ import pytest
 from hub_listings import (DIFFBIR_V2, GB, GROUNDING_DINO_BASE, QWEN25_VL_3B, SAM_VIT_HUGE, SD15,
                           SD15_TILE_CONTROLNET, SD21_BASE)
 
-from sedic.analysis import models
-from sedic.analysis.models import ModelRef, select_files
+from sedic import models
 from sedic.config import get_profile
+from sedic.models import ModelRef, select_files
+from sedic.restoration.models import sd_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -93,7 +94,7 @@ def test_bin_only_repository_falls_back_to_bin():
     ref = ModelRef("x", "org/old-model", None, "transformers")
     listing = ["config.json", "pytorch_model.bin", "tf_model.h5", "flax_model.msgpack", "onnx/model.onnx"]
     assert select_files(ref, listing) == ["config.json", "pytorch_model.bin"]
-    sd = ModelRef("x", "org/old-sd", None, "sd-pipeline")
+    sd = sd_pipeline("x", "org/old-sd", None)
     listing = ["unet/config.json", "unet/diffusion_pytorch_model.bin", "unet/diffusion_pytorch_model.fp16.bin",
                "vae/config.json", "vae/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.bin"]
     assert select_files(sd, listing) == ["unet/config.json", "unet/diffusion_pytorch_model.bin",
@@ -235,7 +236,7 @@ def test_backbone_loads_offline_from_exactly_the_selected_files(hub_cache, tmp_p
                  "feature_extractor/preprocessor_config.json"):
         repo_files[name] = b"not weights"
     repo_files["model_index.json"] = b"{}"
-    base = ModelRef("base", "sedic-test/tiny-sd", None, "sd-pipeline")
+    base = sd_pipeline("base", "sedic-test/tiny-sd", None)
     chosen = select_files(base, repo_files)
     assert not set(chosen) & {"v2-1_512-ema-pruned.safetensors", "unet/diffusion_pytorch_model.bin",
                               "unet/diffusion_pytorch_model.fp16.safetensors", "text_encoder/pytorch_model.bin"}
@@ -503,7 +504,7 @@ def test_models_download_fetches_exactly_the_selection(tmp_path):
             "base_model": "sedic-test/sd21", "controlnet": "sedic-test/diffbir"}}))
         env = {"HF_ENDPOINT": hub.url, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_DISABLE_XET": "1",
                "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
-        base = ModelRef("b", "sedic-test/sd21", None, "sd-pipeline")
+        base = sd_pipeline("b", "sedic-test/sd21", None)
         want = select_files(base, sd)
         listed = run_cli(["models", "list", str(profile)], tmp_path, **env)
         assert listed.returncode == 0, listed.stderr

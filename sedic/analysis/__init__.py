@@ -69,14 +69,15 @@ def check_settings(settings: AnalysisSettings) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Loading (cached per process)
+# Loading. The models are shared per process, keyed on what determines them (repository,
+# revision, device, dtype: sedic.models.load_shared), never on the profile that asks: profiles
+# with equal model settings use one copy. The wrappers around them are cheap and built per call.
 
-@lru_cache(maxsize=2)
 def _describer(settings: AnalysisSettings, device: str, profile: str | None):
-    from .describe import LocalVLM, OpenAIVLM, TinyVLM
+    from .describe import LocalVLM, TinyVLM
 
     if settings.backend == "openai":
-        return OpenAIVLM(settings)
+        return _openai_describer(settings)
     if settings.backend == "tiny":
         from .tiny import tiny_vlm
 
@@ -84,16 +85,23 @@ def _describer(settings: AnalysisSettings, device: str, profile: str | None):
         return TinyVLM(model, processor, settings, "tiny random VLM")
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from .models import load_pretrained
+    from ..models import load_shared
 
     dtype = resolve_dtype(settings.dtype, device)
-    model = load_pretrained(AutoModelForImageTextToText, settings.vlm_model, settings.vlm_revision, profile,
-                            dtype=dtype)
-    processor = load_pretrained(AutoProcessor, settings.vlm_model, settings.vlm_revision, profile)
-    return LocalVLM(model.to(device).eval(), processor, settings, f"model {settings.vlm_model}")
+    model = load_shared(AutoModelForImageTextToText, settings.vlm_model, settings.vlm_revision, profile,
+                        device=device, dtype=dtype)
+    processor = load_shared(AutoProcessor, settings.vlm_model, settings.vlm_revision, profile)
+    return LocalVLM(model, processor, settings, f"model {settings.vlm_model}")
 
 
 @lru_cache(maxsize=2)
+def _openai_describer(settings: AnalysisSettings):
+    """One client per endpoint configuration (it keeps what the endpoint refused)."""
+    from .describe import OpenAIVLM
+
+    return OpenAIVLM(settings)
+
+
 def _grounder(settings: AnalysisSettings, device: str, profile: str | None):
     from .grounding import Grounder
 
@@ -104,19 +112,19 @@ def _grounder(settings: AnalysisSettings, device: str, profile: str | None):
                         settings)
     from transformers import AutoProcessor, GroundingDinoForObjectDetection
 
-    from .models import load_pretrained
+    from ..models import load_shared
 
     dtype = resolve_dtype(settings.dtype, device)
-    det = load_pretrained(GroundingDinoForObjectDetection, settings.grounding_model,
-                          settings.grounding_revision, profile, dtype=dtype)
-    det_proc = load_pretrained(AutoProcessor, settings.grounding_model, settings.grounding_revision, profile)
+    det = load_shared(GroundingDinoForObjectDetection, settings.grounding_model, settings.grounding_revision,
+                      profile, device=device, dtype=dtype)
+    det_proc = load_shared(AutoProcessor, settings.grounding_model, settings.grounding_revision, profile)
     if settings.sam_variant == "sam2":
         from transformers import Sam2Model as SegModel, Sam2Processor as SegProcessor
     else:
         from transformers import SamModel as SegModel, SamProcessor as SegProcessor
-    seg = load_pretrained(SegModel, settings.sam_model, settings.sam_revision, profile, dtype=dtype)
-    seg_proc = load_pretrained(SegProcessor, settings.sam_model, settings.sam_revision, profile)
-    return Grounder(det.to(device).eval(), det_proc, seg.to(device).eval(), seg_proc, settings)
+    seg = load_shared(SegModel, settings.sam_model, settings.sam_revision, profile, device=device, dtype=dtype)
+    seg_proc = load_shared(SegProcessor, settings.sam_model, settings.sam_revision, profile)
+    return Grounder(det, det_proc, seg, seg_proc, settings)
 
 
 # --------------------------------------------------------------------------------------------
@@ -136,7 +144,8 @@ def analyze(image: np.ndarray, settings: AnalysisSettings, device: str | None = 
     check_settings(settings)
     device = resolve_device(device)
     k = settings.num_objects
-    from .models import encoder_models, require_models
+    from ..models import require_models
+    from .models import encoder_models
 
     require_models(encoder_models(settings), profile)  # one error naming every missing model
 
@@ -158,8 +167,10 @@ def analyze(image: np.ndarray, settings: AnalysisSettings, device: str | None = 
 
 def clear_cache() -> None:
     """Release the loaded models (e.g. before loading the decoder on a small GPU)."""
-    _describer.cache_clear()
-    _grounder.cache_clear()
+    from ..models import release_shared
+
+    _openai_describer.cache_clear()
+    release_shared()
 
 
 __all__ = ["AnalysisSettings", "ModelUnavailableError", "analyze", "clear_cache"]

@@ -90,7 +90,7 @@ def _size(n: int | None) -> str:
 
 
 def _models_list(args) -> int:
-    from ..analysis.models import download_size, hub_offline, missing_files, profile_models, required_count
+    from ..models import download_size, hub_offline, missing_files, profile_models, required_count
     from ..config import PROFILES, get_profile
 
     profiles = [get_profile(args.profile)] if args.profile else list(PROFILES.values())
@@ -115,7 +115,7 @@ def _models_list(args) -> int:
 
 
 def _models_download(args) -> int:
-    from ..analysis.models import download, download_size, hub_offline, is_cached, profile_models
+    from ..models import download, download_size, hub_offline, is_cached, profile_models
     from ..config import get_profile
     from ..errors import ModelUnavailableError
 

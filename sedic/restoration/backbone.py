@@ -171,55 +171,14 @@ def load_backbone(
     return bb.to(device, dtype)
 
 
-def _how_to_get(model_id: str) -> str:
-    # The caller (codec.decode) names the profile; here only the settings are known.
-    return (
-        f"get {model_id!r} with `sedic models download` and the profile that names it (needs network "
-        "access once), or point the profile's decoder settings at a local copy"
-    )
-
-
-def _hub_errors() -> tuple[type[BaseException], ...]:
-    errs: list[type[BaseException]] = [OSError]
-    try:
-        from huggingface_hub import errors as hub_errors
-
-        for name in ("LocalEntryNotFoundError", "EntryNotFoundError", "RepositoryNotFoundError",
-                     "RevisionNotFoundError", "HfHubHTTPError", "HFValidationError", "OfflineModeIsEnabled"):
-            if hasattr(hub_errors, name):
-                errs.append(getattr(hub_errors, name))
-    except ImportError:
-        pass
-    return tuple(errs)
-
-
-def _from_pretrained(cls, model_id: str, what: str, **kwargs):
-    """cls.from_pretrained, turning every "not here / not reachable" error into ModelUnavailableError."""
+def _from_pretrained(cls, model_id: str, what: str, revision: str | None = None, **kwargs):
+    """cls.from_pretrained, the local cache first; every "not here / not reachable" error is a
+    ModelUnavailableError (the caller, codec.decode, has already named the profile's models)."""
     if not model_id:
         raise ModelUnavailableError(f"no model configured for the decoder's {what}")
-    from ..analysis.models import hub_offline, quiet_hub
+    from ..models import load_pretrained
 
-    with quiet_hub():
-        try:  # the local cache first: a complete copy loads without any network request
-            return cls.from_pretrained(model_id, local_files_only=True, **kwargs)
-        except _hub_errors():
-            if hub_offline():
-                raise ModelUnavailableError(
-                    f"the decoder's {what} {model_id!r} is not in the local cache and the hub is offline; "
-                    + _how_to_get(model_id)) from None
-    try:
-        with quiet_hub():
-            return cls.from_pretrained(model_id, **kwargs)
-    except _hub_errors() as exc:
-        raise ModelUnavailableError(
-            f"cannot load the decoder's {what} from {model_id!r} ({type(exc).__name__}: {_first_line(exc)}); "
-            + _how_to_get(model_id)
-        ) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else ""
+    return load_pretrained(cls, model_id, revision, what=f"the decoder's {what} {model_id!r}", **kwargs)
 
 
 def _load_sd_parts(settings: DecoderSettings, dtype: torch.dtype):
@@ -242,19 +201,10 @@ def _scheduler_config(base: str, revision: str | None) -> dict:
     """The base model's training schedule, restricted to what DDPMScheduler accepts."""
     from diffusers import DDPMScheduler
 
-    from ..analysis.models import quiet_hub
+    from ..models import local_first
 
-    try:
-        with quiet_hub():
-            try:  # the local cache first (no network request when it is there)
-                cfg = DDPMScheduler.load_config(base, subfolder="scheduler", revision=revision, local_files_only=True)
-            except _hub_errors():
-                cfg = DDPMScheduler.load_config(base, subfolder="scheduler", revision=revision)
-    except _hub_errors() as exc:
-        raise ModelUnavailableError(
-            f"cannot load the scheduler config of {base!r} ({type(exc).__name__}: {_first_line(exc)}); "
-            + _how_to_get(base)
-        ) from None
+    cfg = local_first(DDPMScheduler.load_config, base, what=f"the scheduler config of {base!r}",
+                      subfolder="scheduler", revision=revision)
     accepted = set(inspect.signature(DDPMScheduler.__init__).parameters) - {"self"}
     out = {k: v for k, v in cfg.items() if k in accepted}
     out.setdefault("clip_sample", False)  # SD never clips x0; DDPMScheduler's default would
@@ -263,35 +213,25 @@ def _scheduler_config(base: str, revision: str | None) -> dict:
 
 def _resolve_controlnet_file(settings: DecoderSettings) -> str:
     """Local path of the IRControlNet checkpoint: a file, a directory + controlnet_file, or a hub repo."""
-    src, fname = settings.controlnet, settings.controlnet_file or "v2.pth"
+    from ..models import hub_file
+    from .models import DEFAULT_CONTROLNET_FILE
+
+    src, fname = settings.controlnet, settings.controlnet_file or DEFAULT_CONTROLNET_FILE
     if not src:
         raise ModelUnavailableError("no control network configured (decoder.controlnet is empty)")
     src = os.path.expanduser(src)
     if os.path.isfile(src):
         return src
+    missing = "does not exist; point the profile's decoder.controlnet at the checkpoint"
     if os.path.isdir(src):
         path = os.path.join(src, fname)
         if not os.path.isfile(path):
-            raise ModelUnavailableError(f"control network checkpoint {path!r} does not exist; " + _how_to_get(src))
+            raise ModelUnavailableError(f"control network checkpoint {path!r} {missing}")
         return path
     if src.startswith((".", "/", "~")) or src.endswith((".pth", ".ckpt", ".safetensors")):
-        raise ModelUnavailableError(f"control network checkpoint {src!r} does not exist; " + _how_to_get(src))
-    from ..analysis.models import quiet_hub
-
-    try:
-        from huggingface_hub import hf_hub_download
-
-        revision = getattr(settings, "controlnet_revision", None)
-        with quiet_hub():
-            try:  # the local cache first (no network request when it is there)
-                return hf_hub_download(src, fname, revision=revision, local_files_only=True)
-            except _hub_errors():
-                return hf_hub_download(src, fname, revision=revision)
-    except _hub_errors() as exc:
-        raise ModelUnavailableError(
-            f"cannot get control network {src}/{fname} ({type(exc).__name__}: {_first_line(exc)}); "
-            + _how_to_get(src)
-        ) from None
+        raise ModelUnavailableError(f"control network checkpoint {src!r} {missing}")
+    return hub_file(src, fname, getattr(settings, "controlnet_revision", None),
+                    what=f"control network {src}/{fname}")
 
 
 def _load_sd_ircontrolnet(settings: DecoderSettings, dtype: torch.dtype) -> Backbone:

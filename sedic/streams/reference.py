@@ -300,21 +300,22 @@ class CompressAICodec(ReferenceCodec):
         hint = (f"pass checkpoint=<path to a state dict of {self.model}> "
                 f"('{{quality}}' in the path is replaced, or a dict quality -> path)")
         path = self.checkpoint.get(quality) if isinstance(self.checkpoint, dict) else self.checkpoint
-        try:
-            if path is not None:
+        if path is None:  # the zoo's weights: torch.hub's cache first, then the network
+            from sedic.models import load_compressai
+
+            net = load_compressai(self.model, self.metric, quality)
+        else:
+            try:
                 path = os.fspath(path).replace("{quality}", str(quality))
                 state = torch.load(path, map_location="cpu", weights_only=True)
                 if isinstance(state, dict) and "state_dict" in state:  # training checkpoints
                     state = state["state_dict"]
                 state = load_pretrained({k.removeprefix("module."): v for k, v in state.items()})
                 net = zoo.model_architectures[self.model].from_state_dict(state)
-            else:
-                net = zoo._load_model(self.model, self.metric, quality, pretrained=True, progress=False)
-        except Exception as exc:
-            where = f"checkpoint {path!r}" if path is not None else "CompressAI's zoo (download)"
-            raise ModelUnavailableError(
-                f"CompressAI model {self.model!r} quality {quality} cannot be loaded from {where}: "
-                f"{type(exc).__name__}: {exc}; {hint}") from exc
+            except Exception as exc:
+                raise ModelUnavailableError(
+                    f"CompressAI model {self.model!r} quality {quality} cannot be loaded from checkpoint "
+                    f"{path!r}: {type(exc).__name__}: {exc}; {hint}") from exc
         net.eval()
         # force=False keeps the entropy-coder tables stored in the checkpoint, so every
         # machine codes with the same CDFs instead of recomputing them in float.

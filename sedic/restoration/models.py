@@ -1,0 +1,44 @@
+"""The decoder's pretrained models as `sedic.models.ModelRef`s: what `sedic models` lists and
+fetches for a profile's decoder, and which files of each the loaders in backbone.py read."""
+
+from __future__ import annotations
+
+from ..models import Folder, ModelRef
+
+# What `backbone._load_sd_parts` reads of a diffusers Stable Diffusion repository: per folder,
+# its library (None: no weights) and the small files.
+SD_FOLDERS = (
+    Folder("unet", "diffusers", ("config.json",)),
+    Folder("vae", "diffusers", ("config.json",)),
+    Folder("text_encoder", "transformers", ("config.json",)),
+    Folder("tokenizer", None, ("*",)),
+    Folder("scheduler", None, ("scheduler_config.json",)),
+)
+# Files that must be cached for an SD repository to count as available (the loaders read them);
+# "a|b" = either. The CLIP tokenizer reads tokenizer.json when present (transformers >= 5 saves
+# only that), else vocab.json and merges.txt (what SD repositories ship).
+SD_REQUIRED = ("unet/config.json", "vae/config.json", "text_encoder/config.json",
+               "tokenizer/tokenizer.json|tokenizer/vocab.json+tokenizer/merges.txt",
+               "scheduler/scheduler_config.json")
+DEFAULT_CONTROLNET_FILE = "v2.pth"  # DiffBIR v2's IRControlNet checkpoint in its repository
+
+
+def sd_pipeline(role: str, repo_id: str, revision: str | None) -> ModelRef:
+    """A Stable Diffusion repository in the diffusers layout, as the decoder reads it."""
+    return ModelRef(role, repo_id, revision, "pipeline", folders=SD_FOLDERS, required=SD_REQUIRED)
+
+
+def decoder_models(d) -> list[ModelRef]:
+    """The decoder models of DecoderSettings `d` (none for the tiny backbone)."""
+    refs = []
+    if getattr(d, "backbone", "tiny") == "tiny":
+        return refs
+    if d.base_model:
+        refs.append(sd_pipeline("diffusion base model (decoder)", d.base_model, d.revision))
+    if d.controlnet:
+        if d.backbone == "controlnet":  # a diffusers ControlNetModel repository
+            refs.append(ModelRef("control network (decoder)", d.controlnet, d.controlnet_revision, "diffusers-model"))
+        else:  # the IRControlNet: one checkpoint file
+            refs.append(ModelRef("control network (decoder)", d.controlnet, d.controlnet_revision, "file",
+                                 d.controlnet_file or DEFAULT_CONTROLNET_FILE))
+    return refs
