@@ -201,3 +201,30 @@ def test_no_cell_an_object_touches_repels_its_tokens_on_sd21_geometry(size, offs
             assert (got[level][touched] > 0).all(), (sh, sw, level)
             assert (got[level][~touched] == -1).all(), (sh, sw, level)
             np.testing.assert_allclose(got[level], sign_reference(m, level), rtol=0, atol=1e-7)
+
+
+def test_explicit_logits_honour_upcast_attention_in_float16():
+    """SD 2.1 (768) sets upcast_attention: its Q K^T overflows float16. ORAG's own Q K^T (for the
+    range R) must be computed in float32 there too, or R is inf - inf = nan and the layer's output nan."""
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+    for upcast in (True, False):
+        torch.manual_seed(0)
+        attn = Attention(query_dim=16, cross_attention_dim=16, heads=2, dim_head=8, upcast_attention=upcast)
+        attn = attn.to(torch.float16).eval()
+        with torch.no_grad():
+            for lin in (attn.to_q, attn.to_k):
+                lin.weight.copy_(torch.eye(16, dtype=torch.float16) * 40)
+        state = OragState()
+        state.tokens = torch.ones(4)
+        state.rows = torch.tensor([1.0])
+        state.set_mask(torch.ones(1, 1, 2, 2))
+        state.set_weight(0.5)
+        from sedic.restoration.orag import OragAttnProcessor
+        attn.set_processor(OragAttnProcessor(state, AttnProcessor2_0()))
+        x = torch.full((1, 4, 16), 8.0, dtype=torch.float16)  # q.k = 16 * 320 * 320 / ... overflows 65504
+        ctx = torch.full((1, 4, 16), 8.0, dtype=torch.float16)
+        with torch.no_grad():
+            out = attn(x, encoder_hidden_states=ctx)
+        if upcast:
+            assert torch.isfinite(out).all()

@@ -115,3 +115,75 @@ def test_every_cross_attention_layer_equals_the_independent_formula(sd21, range_
     # every cross-attention resolution of both networks, the mid block (level 3) included
     assert seen == {(m, lv) for m in ("unet", "controlnet") for lv in range(4)}, seen
     assert len(records) == 16 + 7  # SD 2.1's 16 UNet and 7 ControlNet cross-attention layers
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_fused_routing_equals_the_independent_formula(sd21, k):
+    """Fused pass: the context is the overall prompt's 77 states + each object's own tokens. Object
+    k's keys are visible only where its mask touches the cell (raised there by w R a_k, R the range
+    of the overall prompt's logits), never in the unconditional row; so the unconditional row and
+    every query outside all masks attend exactly as with the overall (negative) prompt alone."""
+    from sedic.restoration.orag import object_token_mask
+    from sedic.restoration.pipeline import fused_context
+    from sedic.restoration.settings import OragSettings
+    from tiny_decoder import coverage_reference
+
+    bb = sd21
+    objs = [("dog", "a brown dog"), ("ball", "a red ball with white stripes"), ("tree", "an old oak")][:k]
+    masks = np.zeros((k, LH, LW), bool)
+    masks[0] = asymmetric_mask()
+    if k > 1:
+        masks[1, 9:13, 0:6] = True
+        masks[2, 0:4, 12:19] = True
+    tmasks = [object_token_mask(bb.tokenizer, n, d, OragSettings()) for n, d in objs]
+    cond, tokens = fused_context(bb.encode_prompt(["a garden"]), bb.encode_prompt([f"{n}, {d}" for n, d in objs]),
+                                 tmasks)
+    neg = bb.encode_prompt(["low quality"])
+    g = torch.Generator().manual_seed(7)
+    z = torch.randn(1, 4, LH, LW, generator=g, dtype=torch.float64)
+    spec = StageSpec(cond=cond, uncond=torch.cat([neg, cond[:, 77:]], 1), cfg=7.0, control=z.clone(),
+                     orag_mask=torch.from_numpy(masks)[None].double(), orag_tokens=tokens)
+    w = 0.5
+    state = OragState()
+    records = []
+    installed = [(bb.unet, install(bb.unet, state, label="unet", route_all=True)),
+                 (bb.controlnet, install(bb.controlnet, state, label="controlnet", route_all=True))]
+    handles = record_cross_attention(bb.unet, "unet", records) + record_cross_attention(bb.controlnet,
+                                                                                       "controlnet", records)
+    try:
+        state.set_weight(w)
+        with torch.inference_mode():
+            Denoiser(bb, state=state)(z, 300, spec)
+    finally:
+        for h in handles:
+            h.remove()
+        for model, originals in installed:
+            uninstall(model, originals)
+
+    levels = {(-(-LH // 2 ** lv)) * (-(-LW // 2 ** lv)): lv for lv in range(4)}
+    cols = [torch.nonzero(tokens[i]).flatten() for i in range(k)]
+    assert len(records) == 23
+    for name, attn, hidden, context, out in records:
+        level = levels[hidden.shape[1]]
+        cover = [torch.from_numpy(coverage_reference(masks[i], level).reshape(-1)) for i in range(k)]
+
+        def bias_of_row(row, logits):
+            b = torch.zeros_like(logits)
+            r = logits[..., :77].amax(-1) - logits[..., :77].amin(-1)      # (heads, N)
+            for i in range(k):
+                for j in cols[i]:
+                    if row == 0:
+                        b[..., j] = float("-inf")
+                    else:
+                        b[..., j] = torch.where(cover[i] > 0, w * r * cover[i], torch.tensor(float("-inf")))
+            return b
+
+        want = expected_attention(attn, hidden, context, bias_of_row)
+        torch.testing.assert_close(out, want, rtol=1e-9, atol=1e-11, msg=lambda m: f"{name}: {m}")
+        # the unconditional row is the negative prompt's attention alone, whatever K is
+        alone = expected_attention(attn, hidden[:1], context[:1, :77], lambda r, lg: torch.zeros_like(lg))
+        torch.testing.assert_close(out[:1], alone, rtol=1e-9, atol=1e-11)
+        outside = torch.stack([c == 0 for c in cover]).all(0)
+        if outside.any():
+            plain = expected_attention(attn, hidden[1:], context[1:, :77], lambda r, lg: torch.zeros_like(lg))
+            torch.testing.assert_close(out[1, outside], plain[0, outside], rtol=1e-9, atol=1e-11)

@@ -16,9 +16,11 @@ Two training-free mechanisms act inside an object stage k:
 2. Latent blending (in `sampler.py`): outside the mask the latent is replaced after every step by
    the stage input re-noised to the next timestep with the stage's noise.
 
-The fused schedule (pipeline.py) routes K objects at once: the context is the overall prompt
-followed by every object prompt, and the gate s_k(q) * 1[j in T_k] becomes a (queries x keys)
-matrix G[q, j] = sum_k s_k(q) 1[j in T_k] (`OragState.set_regions`); the bias is w_i * R[q] * G[q, j].
+The fused schedule (pipeline.py) is regional prompting in one pass: the context is the overall
+prompt (77 states) followed by each object's own tokens T_k, and object k's keys are visible only
+to queries whose cell mask k touches (elsewhere, and in the unconditional row, their logit is
+-inf), where they are raised by w_i * R[q] * a_k(q) (`OragState.set_regions`). Outside every mask,
+and in the unconditional row, the attention is exactly the overall (negative) prompt's.
 
 With the guidance inactive, the processors call the layer's original processor, so an unguided
 run is bit-identical to a run without them (and runs the stock SDPA call without a mask, so the
@@ -108,12 +110,22 @@ class OragState:
         self.fixed_range = 8.0
         self.probe = None            # test hook: probe(name, query, key, bias, scale)
         self.level_signs: dict[int, torch.Tensor] | None = None  # queries -> (1|B, 1, N, 1)
-        self.level_gates: dict[int, torch.Tensor] | None = None  # fused: queries -> (1|B, 1, N, S)
+        self.level_gates: dict[int, torch.Tensor] | None = None  # fused: queries -> (1|B, 1, N, S) a_k(q)
+        self.base_keys = 77          # fused: the overall prompt's keys (always visible; R is their range)
+        self.object_keys: torch.Tensor | None = None  # fused: (S,) bool, the object tokens' columns
+
+    @property
+    def fused(self) -> bool:
+        return self.level_gates is not None
 
     @property
     def active(self) -> bool:
-        routed = (self.tokens is not None and self.level_signs is not None) or self.level_gates is not None
-        return routed and self.rows is not None and (self.guiding or self.probe is not None)
+        if self.rows is None:
+            return False
+        if self.fused:
+            return True  # the routing is structural: every step, guided or not
+        routed = self.tokens is not None and self.level_signs is not None
+        return routed and (self.guiding or self.probe is not None)
 
     def set_weight(self, w: float, device=None) -> None:
         self.guiding = w != 0.0
@@ -134,24 +146,27 @@ class OragState:
     def set_regions(self, masks: torch.Tensor | None, tokens: torch.Tensor | None,
                     dtype: torch.dtype | None = None) -> None:
         """Fused schedule: masks (1|B, K, h, w) in [0, 1] at the latent grid, tokens (K, S) 0/1 with
-        disjoint rows (object k's positions in the concatenated context), or None.
+        disjoint rows (object k's columns in the context, after the overall prompt's), or None.
 
-        Keeps per level G = s @ tokens, (1|B, 1, N, S): G[q, j] = s_k(q) for j in T_k, 0 elsewhere
-        (the overall prompt's tokens and every BOS/EOS/padding position stay unbiased). The rows
-        being disjoint, each entry is one sign plus zeros, so it is exact in any dtype.
+        Keeps per level the gain G = a @ tokens, (1|B, 1, N, S): G[q, j] = a_k(q), the coverage of
+        mask k at query q, for j in T_k, 0 elsewhere. A column j in T_k is visible to query q where
+        G[q, j] > 0 (mask k touches the cell); the overall prompt's columns are always visible.
+        The rows being disjoint, each entry is one coverage plus zeros, exact in any dtype.
         """
         if masks is None or tokens is None:
             self.level_gates = None
+            self.object_keys = None
             return
-        tokens = tokens.to(masks.device, torch.float32)
+        tokens = tokens.to(masks.device, _work_dtype(dtype))
         gates = {}
         for level in range(self.LEVELS):
             a = level_coverage(masks, level, _work_dtype(dtype))         # (B, K, lh, lw)
             lh, lw = a.shape[-2:]
-            signs = coverage_sign(a).flatten(2).transpose(1, 2)         # (B, N, K)
-            gate = (signs @ tokens).unsqueeze(1)                        # (B, 1, N, S)
+            gate = (a.flatten(2).transpose(1, 2) @ tokens).unsqueeze(1)  # (B, 1, N, S)
             gates.setdefault(lh * lw, gate if dtype is None else gate.to(dtype))
         self.level_gates = gates
+        self.object_keys = tokens.sum(0) > 0
+        self.base_keys = int(tokens.shape[1] - self.object_keys.sum())
 
     def clear(self) -> None:
         self.set_weight(0.0)
@@ -177,15 +192,16 @@ class OragState:
 class OragAttnProcessor:
     """SDPA attention with the ORAG bias on cross-attention; the layer's original processor otherwise."""
 
-    def __init__(self, state: OragState, base, name: str = ""):
+    def __init__(self, state: OragState, base, name: str = "", guided: bool = True):
         self.state = state
         self.base = base
         self.name = name
+        self.guided = guided  # False: fused routing only (no raise); sequential: the stock processor
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
                  *args, **kwargs):
         st = self.state
-        if encoder_hidden_states is None or not st.active:
+        if encoder_hidden_states is None or not st.active or not (self.guided or st.fused):
             return self.base(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
 
         residual = hidden_states
@@ -216,22 +232,30 @@ class OragAttnProcessor:
 
         dtype, device = query.dtype, query.device
         rows = st.rows.to(device, dtype).view(-1, 1, 1, 1)
-        if st.level_gates is not None:
-            # fused: every object's tokens routed to its own mask at once
-            gate = (st.weight.to(device, dtype) * rows) * st.gates(n_queries, device, dtype)[..., :n_keys]
+        weight = st.weight.to(device, dtype) * rows
+        if st.fused:
+            # a_k(q) on object k's columns: the raise where visible, -inf where mask k does not touch
+            # the cell and in the unguided (unconditional) rows
+            gain = st.gates(n_queries, device, dtype)[..., :n_keys]
+            visible = (gain > 0) & (rows > 0) | ~st.object_keys.to(device)[:n_keys]
+            gate = weight * gain if self.guided else torch.zeros_like(gain)
+            range_keys = key[:, :, :st.base_keys]  # R: the overall prompt's logits, whatever K is
         else:
             # gate (B, 1, N, S): +/- per query, only the object's tokens, only the guided rows
             tokens = st.tokens.to(device, dtype)[:n_keys]
-            gate = (st.weight.to(device, dtype) * rows) * st.signs(n_queries, device, dtype) * tokens.view(1, 1, 1, -1)
+            gate = weight * st.signs(n_queries, device, dtype) * tokens.view(1, 1, 1, -1)
+            visible, range_keys = None, key
         if st.range_mode == "query":
             # Q K^T against the few text keys only: (B, heads, N, S), no softmax; in float32 where
             # the layer asks for it (upcast_attention: SD 2.1-768's logits overflow float16)
-            q, k = (query.float(), key.float()) if attn.upcast_attention else (query, key)
+            q, k = (query.float(), range_keys.float()) if attn.upcast_attention else (query, range_keys)
             logits = torch.matmul(q, k.transpose(-1, -2)) * attn.scale
             rng = (logits.amax(-1, keepdim=True) - logits.amin(-1, keepdim=True)).to(dtype)
-            bias = gate * rng
+            bias = (gate * rng).expand(batch, attn.heads, n_queries, n_keys)
         else:
             bias = (gate * st.fixed_range).expand(batch, attn.heads, n_queries, n_keys)
+        if visible is not None:
+            bias = bias.masked_fill(~visible, float("-inf"))
         if attention_mask is not None:
             attention_mask = attn.prepare_attention_mask(attention_mask, n_keys, batch)
             bias = bias + attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
@@ -250,8 +274,12 @@ class OragAttnProcessor:
         return hidden_states / attn.rescale_output_factor
 
 
-def install(model, state: OragState, blocks: tuple[str, ...] | None = None, label: str = "") -> dict:
+def install(model, state: OragState, blocks: tuple[str, ...] | None = None, label: str = "",
+            route_all: bool = False) -> dict:
     """Wrap the attention processors of `model` (all blocks, or those named) with ORAG processors.
+
+    route_all (fused schedule): wrap every block, the unnamed ones unguided (routing, no raise), so
+    no layer sees an object's text outside its mask.
 
     Returns the original processors, for `uninstall`. Self-attention layers are wrapped too but
     always take the original path (the processor checks for encoder states at run time), which is
@@ -262,8 +290,9 @@ def install(model, state: OragState, blocks: tuple[str, ...] | None = None, labe
     new = {}
     for name, proc in originals.items():
         base = proc.base if isinstance(proc, OragAttnProcessor) else proc
-        if prefixes is None or name.startswith(prefixes):
-            new[name] = OragAttnProcessor(state, base, f"{label}:{name}" if label else name)
+        guided = prefixes is None or name.startswith(prefixes)
+        if guided or route_all:
+            new[name] = OragAttnProcessor(state, base, f"{label}:{name}" if label else name, guided=guided)
         else:
             new[name] = base
     model.set_attn_processor(new)
