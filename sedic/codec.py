@@ -196,6 +196,9 @@ def parse(data: bytes) -> DecodedFile:
             raise BitstreamError("masks section present but the text names no object")
         semantics = Semantics(strings[0], [SemanticObject(strings[1 + 2 * k], strings[2 + 2 * k], grids[k])
                                            for k in range(count)])
+    # The reference header's rules (reserved bits, tool flags, sizes, ...) are checked here, not
+    # only when the preview is decoded, so `inspect` refuses exactly what `decompress` refuses.
+    reference_stream.check_payload(container.sections[bs.REFERENCE], container.width, container.height)
     return DecodedFile(container.width, container.height, params, semantics, container, len(data))
 
 
