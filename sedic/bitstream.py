@@ -12,6 +12,7 @@ The container knows nothing about what the stream payloads mean; `sedic.codec` d
 from __future__ import annotations
 
 import binascii
+import numbers
 from dataclasses import dataclass, field
 
 from .errors import BitstreamError
@@ -45,6 +46,11 @@ def _override_code(name: str, value) -> int:
             raise ValueError(f"{name} must be one of {', '.join(_OVERRIDE_CHOICES[name])}, got {value!r}")
         return _OVERRIDE_CHOICES[name].index(value)
     scale = _OVERRIDE_SCALE.get(name, 1)
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    low, high = _OVERRIDE_MIN.get(name, 0) / scale, _OVERRIDE_MAX[name] / scale
+    if not low <= value <= high:  # also NaN, and 1e308 whose scaled code round() cannot make an int
+        raise ValueError(f"{name}={value!r} out of range (must be in {low:g}..{high:g})")
     code = round(value * scale)
     # Refuse what the file cannot carry rather than decode with another value than asked
     # (round() would turn a guidance of 0.04 into 0 and 3.25 into 3.2).

@@ -21,6 +21,11 @@ from .streams import reference as reference_stream
 from .streams import text as text_stream
 
 
+# Rates above this are no limit at all (uncompressed RGB is 24 bpp; the header of a tiny image
+# costs a few hundred); a larger one would overflow the byte budget (1e308 * pixels is inf).
+MAX_BPP = 1000
+
+
 @dataclass
 class DecodedFile:
     """A parsed file: the size, its decoder parameters, the semantics (masks on the latent grid)."""
@@ -69,9 +74,9 @@ def settings_section(profile: Profile | str | None = None, *, bpp: float | None 
     Cheap: callers run it before the analysis so that a bad option fails before minutes of work."""
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     for name, value in (("bpp", bpp), ("reference bpp", reference_bpp)):
-        if value is not None and not (_is_number(value) and math.isfinite(value) and value > 0):
-            raise InputError(f"{name} must be positive and finite, got {value}")
-    if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 1 << 32:
+        if value is not None and not (_is_number(value) and 0 < value <= MAX_BPP):
+            raise InputError(f"{name} must be a positive finite number, at most {MAX_BPP}, got {value!r}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < 1 << 32:
         raise InputError(f"seed must be an integer in 0..2^32-1, got {seed}")
 
     overrides = dict(overrides or {})
@@ -85,8 +90,9 @@ def settings_section(profile: Profile | str | None = None, *, bpp: float | None 
         if _is_number(value) and not math.isfinite(value):
             raise InputError(f"{name} must be a finite number, got {value}")
     try:
+        replace(profile.decoder, **overrides)  # the decoder's own checks (e.g. steps vs start strength)
         return bs.DecoderParams(profile.id, seed, overrides).to_bytes()
-    except (ValueError, TypeError) as exc:
+    except (InputError, ValueError, TypeError) as exc:  # the settings' checks; DecoderParams' limits
         raise InputError(f"schedule: {exc}") from None
 
 
@@ -190,6 +196,9 @@ def parse(data: bytes) -> DecodedFile:
             raise BitstreamError("masks section present but the text names no object")
         semantics = Semantics(strings[0], [SemanticObject(strings[1 + 2 * k], strings[2 + 2 * k], grids[k])
                                            for k in range(count)])
+    # The reference header's rules (reserved bits, tool flags, sizes, ...) are checked here, not
+    # only when the preview is decoded, so `inspect` refuses exactly what `decompress` refuses.
+    reference_stream.check_payload(container.sections[bs.REFERENCE], container.width, container.height)
     return DecodedFile(container.width, container.height, params, semantics, container, len(data))
 
 
@@ -211,9 +220,12 @@ def decoder_settings(parsed: DecodedFile, profile: Profile | None = None):
     The schedule (sequential or fused) is always the file's, even under another profile (e.g. a
     profile file naming local weights): its key 5 when present, else its own profile's schedule."""
     profile = profile or parsed.profile
-    settings = replace(profile.decoder, **parsed.params.overrides)
-    if "schedule" not in parsed.params.overrides and _known(parsed.params.profile_id):
-        settings = replace(settings, schedule=profile_by_id(parsed.params.profile_id).decoder.schedule)
+    try:
+        settings = replace(profile.decoder, **parsed.params.overrides)
+        if "schedule" not in parsed.params.overrides and _known(parsed.params.profile_id):
+            settings = replace(settings, schedule=profile_by_id(parsed.params.profile_id).decoder.schedule)
+    except InputError as exc:  # the file's schedule does not fit this profile's decoder
+        raise InputError(f"schedule: {exc}") from None
     return settings
 
 

@@ -98,11 +98,12 @@ def load_profile_file(path: str | Path) -> Profile:
 
     Files record only the base profile's id, so decode with the same file (`--profile FILE`).
     """
+    from . import jsontext
     from .imageio import read_text_file
 
     path = Path(path)
     try:
-        raw = json.loads(read_text_file(path, "profile file"))
+        raw = jsontext.loads(read_text_file(path, "profile file"), f"profile file {path}")
     except OSError as exc:
         raise InputError(f"cannot read profile file {path}: {exc.strerror or exc}") from None
     except ValueError as exc:

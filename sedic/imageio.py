@@ -2,36 +2,139 @@
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from .errors import InputError, SedicWarning
+from . import bitstream as bs
+from .errors import BitstreamError, InputError, SedicWarning
 
-ACCEPTED_FORMATS = {"PNG", "JPEG", "WEBP"}
+try:  # phones save HEIC; pillow-heif (in the [eval]/[all] extras) teaches Pillow to read it
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    HEIF_READABLE = True
+except ImportError:  # pragma: no cover - depends on the installed extras
+    HEIF_READABLE = False
+
+# AVIF is read by Pillow itself (libavif); HEIF needs pillow-heif.
+ACCEPTED_FORMATS = {"PNG", "JPEG", "WEBP", "AVIF"} | ({"HEIF"} if HEIF_READABLE else set())
+ACCEPTED_NAMES = "PNG, JPEG, WebP, AVIF" + (" or HEIC/HEIF" if HEIF_READABLE else "")
+
+# Embedded profiles are converted with relative colorimetric intent: in-gamut colours keep their
+# measured value (the usual choice for photos; display profiles rarely carry perceptual tables,
+# so littleCMS would fall back to it anyway), out-of-gamut ones are clipped.
+RENDERING_INTENT = ImageCms.Intent.RELATIVE_COLORIMETRIC
+_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read a PNG, JPEG or WebP as uint8 RGB (H, W, 3); alpha is dropped and 16-bit reduced, with a warning."""
+    """Read a PNG, JPEG, WebP, AVIF or HEIC as uint8 RGB (H, W, 3), as a photo viewer shows it:
+    turned upright by its EXIF orientation and converted to sRGB from its embedded colour profile.
+    The declared size is checked before decoding; alpha is dropped and 16-bit reduced, with a warning."""
     path = Path(path)
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked
+            img = Image.open(path)
+        with img:
             fmt = img.format
             if fmt not in ACCEPTED_FORMATS:
-                raise InputError(f"{path}: unsupported image format {fmt} (use PNG, JPEG or WebP)")
-            warn_before_load(img, str(path))
-            img.load()
-            return image_to_array(img, str(path))
+                raise InputError(f"{path}: unsupported image format {fmt} (use {ACCEPTED_NAMES})")
+            return read_opened(img, str(path))
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise InputError(f"{path}: is a directory, expected an image") from None
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"{path}: image above the limit of {bs.MAX_PIXELS} pixels: {exc}") from None
+    except UnidentifiedImageError as exc:
+        raise InputError(f"{path}: cannot read image: {exc}{_heif_hint(path)}") from None
+    except (OSError, ValueError) as exc:
         raise InputError(f"{path}: cannot read image: {exc}") from None
+
+
+def _heif_hint(path: Path) -> str:
+    """Why a HEIC file is not identified when pillow-heif is missing."""
+    if HEIF_READABLE:
+        return ""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+    except OSError:
+        return ""
+    if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1"):
+        return " (HEIC/HEIF needs pillow-heif: pip install 'sedic[all]')"
+    return ""
+
+
+def check_declared_size(img: Image.Image, label: str = "image") -> None:
+    """The codec's size limits on the size the file declares, before any pixel is decoded."""
+    width, height = img.size
+    try:
+        bs.check_size(width, height)
+    except BitstreamError as exc:
+        raise InputError(f"{label}: {exc} (refused before decoding)") from None
+
+
+def read_opened(img: Image.Image, label: str = "image") -> np.ndarray:
+    """An opened, not yet loaded image as the uint8 RGB array a viewer shows. The one loading path
+    of the CLI, the API, batch, evaluate and the server: size check, load, orientation, colour."""
+    check_declared_size(img, label)
+    warn_before_load(img, label)
+    img.load()
+    upright = ImageOps.exif_transpose(img) if _orientation(img) not in (0, 1) else img
+    return image_to_array(to_srgb(upright, label), label)
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(0x0112, 1) or 1)
+    except Exception:  # a corrupt EXIF block: keep the pixels as stored
+        return 1
+
+
+def to_srgb(img: Image.Image, label: str = "image") -> Image.Image:
+    """Convert from the embedded ICC profile to sRGB (one warning when colours changed); images
+    without a profile, or whose profile is sRGB up to rounding, come back unchanged."""
+    icc = img.info.get("icc_profile")
+    if not icc:
+        return img
+    modes = {"RGB": "RGB", "RGBA": "RGBA", "CMYK": "RGB", "L": "RGB"}
+    if img.mode not in modes:
+        warnings.warn(f"{label}: colour profile ignored for a {img.mode} image", SedicWarning)
+        return img
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        transform = ImageCms.buildTransform(source, _SRGB, img.mode, modes[img.mode], RENDERING_INTENT)
+        if img.mode != "CMYK" and _is_identity(transform, img.mode):
+            return img
+        converted = ImageCms.applyTransform(img, transform)
+    except (ImageCms.PyCMSError, OSError, ValueError) as exc:
+        warnings.warn(f"{label}: unreadable colour profile ignored ({exc}); pixels taken as sRGB", SedicWarning)
+        return img
+    name = (ImageCms.getProfileDescription(source) or "embedded profile").strip()
+    warnings.warn(f"{label}: converted from its colour profile ({name}) to sRGB", SedicWarning)
+    return converted
+
+
+def _is_identity(transform, mode: str) -> bool:
+    """Whether a profile is sRGB in effect: no level of a 16^3 colour grid moves by more than 1."""
+    levels = np.linspace(0, 255, 16).round().astype(np.uint8)
+    if mode == "L":
+        sample = Image.fromarray(levels[None, :])
+    else:
+        grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(1, -1, 3)
+        sample = Image.fromarray(grid)
+        if mode == "RGBA":
+            sample = sample.convert("RGBA")
+    moved = np.asarray(ImageCms.applyTransform(sample, transform).convert("RGB"), np.int16)
+    return int(np.abs(moved - np.asarray(sample.convert("RGB"), np.int16)).max()) <= 1
 
 
 def warn_before_load(img: Image.Image, label: str = "image") -> None:
@@ -145,15 +248,23 @@ def check_image_suffix(path: str | os.PathLike) -> str:
     return fmt
 
 
-def save_image(path: str | os.PathLike, image: np.ndarray, force: bool = False) -> None:
-    """Save uint8 RGB as PNG (or the format the suffix names), atomically."""
-    import io
+def srgb_pnginfo() -> PngImagePlugin.PngInfo:
+    """A PNG sRGB chunk (rendering intent 0, perceptual): decoded images are sRGB, and say so."""
+    info = PngImagePlugin.PngInfo()
+    info.add(b"sRGB", b"\x00")
+    return info
 
+
+def save_image(path: str | os.PathLike, image: np.ndarray, force: bool = False) -> None:
+    """Save uint8 RGB as PNG (or the format the suffix names), atomically, tagged as sRGB: a PNG
+    gets the 13-byte sRGB chunk, JPEG and WebP littleCMS's sRGB profile."""
     path = Path(path)
     fmt = check_image_suffix(path)
     buf = io.BytesIO()
-    save_kwargs = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
-    if fmt == "WEBP":
-        save_kwargs = {"lossless": True}
+    if fmt == "PNG":
+        save_kwargs = {"pnginfo": srgb_pnginfo()}
+    else:
+        save_kwargs = {"quality": 95} if fmt == "JPEG" else {"lossless": True}
+        save_kwargs["icc_profile"] = _SRGB.tobytes()
     Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, fmt, **save_kwargs)
     atomic_write_bytes(path, buf.getvalue(), force=force)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from . import jsontext
 from .errors import InputError, SedicWarning
 from .imageio import read_text_file
 
@@ -71,7 +72,7 @@ class Semantics:
     def load(cls, path: str | os.PathLike) -> "Semantics":
         path = Path(path)
         try:
-            raw = json.loads(read_text_file(path, "semantics file"))
+            raw = jsontext.loads(read_text_file(path, "semantics file"), f"semantics file {path}")
         except OSError as exc:
             raise InputError(f"cannot read semantics file {path}: {exc.strerror or exc}") from None
         except (ValueError, UnicodeDecodeError) as exc:
@@ -92,6 +93,8 @@ class Semantics:
         objects_raw = raw.get("objects", [])
         if not isinstance(objects_raw, list):
             raise InputError(f"{where}: 'objects' must be a list")
+        if len(objects_raw) > MAX_OBJECTS:  # before any mask is read: each one costs memory
+            raise InputError(f"{where}: {len(objects_raw)} objects; at most {MAX_OBJECTS} are supported")
         objects = []
         for i, item in enumerate(objects_raw):
             here = f"{where}: objects[{i}]"
@@ -130,7 +133,7 @@ def input_files(json_path: str | os.PathLike) -> list[Path]:
     if not json_path.is_file():  # a pipe (`--semantics <(...)`) can be read only once: by the load
         return [json_path]
     try:
-        raw = json.loads(read_text_file(json_path, "semantics file"))
+        raw = jsontext.loads(read_text_file(json_path, "semantics file"), "semantics file")
         items = raw.get("objects", []) if isinstance(raw, dict) else []
         masks = [json_path.parent / item["mask"] for item in items
                  if isinstance(item, dict) and isinstance(item.get("mask"), str)]

@@ -428,3 +428,14 @@ def test_offline_hub_ids_raise_model_unavailable(offline):
                                       controlnet="lllyasviel/control_v11f1e_sd15_tile"))
     with pytest.raises(ModelUnavailableError, match="unknown decoder backbone"):
         load_backbone(DecoderSettings(backbone="sdxl"))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_keeps_vae_and_text_encoder_in_float32(dtype):
+    """dtype="auto" is bfloat16 on CUDA: only the UNet and the ControlNet run in it; the VAE and the
+    text encoder stay float32, as in DiffBIR (checked here on the CPU with the tiny backbone)."""
+    bb = load_backbone(DecoderSettings(backbone="tiny", base_model="", controlnet="", controlnet_file=""),
+                       dtype=dtype)
+    assert bb.unet.dtype == dtype and bb.controlnet.dtype == dtype
+    assert bb.vae.dtype == torch.float32 and bb.text_encoder.dtype == torch.float32
+    assert bb.encode_prompt(["a dog"]).dtype == torch.float32

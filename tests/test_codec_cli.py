@@ -224,3 +224,25 @@ def test_schedule_and_seed_travel_in_the_file(tmp_path, small_image, capsys):
     parsed = codec.parse(out.read_bytes())
     settings = codec.decoder_settings(parsed)
     assert (settings.object_steps, settings.final_cfg, settings.final_steps) == (4, 5.5, 20)
+
+
+def test_decompress_threads_default_matches_batch(monkeypatch, tmp_path, small_image, capsys):
+    """`decompress` runs torch with the thread count of batch workers unless told otherwise
+    (CPU pixels depend on it); --threads N sets it; 0 is refused."""
+    import torch
+
+    from sedic.cli import build_parser
+
+    batch_default = build_parser().parse_args(["batch", "decompress", "in", "-o", "out"]).threads
+    data = sedic.compress(small_image, bpp=0.5, analyze=False, profile="test")
+    src = tmp_path / "s.sedic"
+    src.write_bytes(data)
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    # the diffusion stages themselves are not what is tested here: decode the preview only
+    monkeypatch.setattr(sedic, "decompress", lambda data, **kw: sedic.codec.decode(data, stages=0))
+    assert run_cli(capsys, "decompress", src, "-o", tmp_path / "a.png")[0] == 0
+    assert run_cli(capsys, "decompress", src, "-o", tmp_path / "b.png", "--threads", "3")[0] == 0
+    assert calls == [batch_default, 3] and batch_default == 1
+    code, _, err = run_cli(capsys, "decompress", src, "-o", tmp_path / "c.png", "--threads", "0")
+    assert code == 2 and "--threads must be at least 1" in err

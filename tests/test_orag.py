@@ -1,5 +1,6 @@
 """ORAG mechanics on the tiny random backbone: attention mass, latent blending, exactness when off."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -165,3 +166,66 @@ def test_sequential_cfg_matches_batched(bb, stage):
     finally:
         _remove(installed)
     torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def _sd21_levels_of(mask):
+    """set_mask's per-level signs as (lh, lw) arrays, keyed by level (the latent grid halves with ceil)."""
+    state = OragState()
+    state.set_mask(torch.from_numpy(mask)[None, None].float())
+    h, w = mask.shape
+    out = {}
+    for level in range(4):
+        lh, lw = -(-h // 2 ** level), -(-w // 2 ** level)
+        out[level] = state.signs(lh * lw, "cpu", torch.float64)[0, 0, :, 0].view(lh, lw).numpy()
+    return out
+
+
+@pytest.mark.parametrize("size", [2, 4, 6, 8])
+@pytest.mark.parametrize("offset", [(0, 0), (3, 5)])
+def test_no_cell_an_object_touches_repels_its_tokens_on_sd21_geometry(size, offset):
+    """A 768x512 image: latent 64x96, SD 2.1's cross-attention at 64x96, 32x48, 16x24 and the mid
+    block's 8x12. Small objects (2..8 latent cells), aligned to the coarse grid or not, and 1-cell
+    poles: every cell the mask touches raises the object's tokens (sign > 0), every other one
+    lowers them fully (-1), and the sign equals the documented rule computed from the geometry."""
+    from tiny_decoder import sign_reference
+
+    shapes = [(size, size), (size * 4, 1), (1, size * 4)]  # a square object, a vertical and a horizontal pole
+    for sh, sw in shapes:
+        m = np.zeros((64, 96), bool)
+        y0, x0 = 16 + offset[0], 40 + offset[1]
+        m[y0:y0 + sh, x0:x0 + sw] = True
+        got = _sd21_levels_of(m)
+        for level in range(4):
+            f = 2 ** level
+            touched = np.zeros_like(got[level], bool)
+            touched[y0 // f:(y0 + sh - 1) // f + 1, x0 // f:(x0 + sw - 1) // f + 1] = True
+            assert (got[level][touched] > 0).all(), (sh, sw, level)
+            assert (got[level][~touched] == -1).all(), (sh, sw, level)
+            np.testing.assert_allclose(got[level], sign_reference(m, level), rtol=0, atol=1e-7)
+
+
+def test_explicit_logits_honour_upcast_attention_in_float16():
+    """SD 2.1 (768) sets upcast_attention: its Q K^T overflows float16. ORAG's own Q K^T (for the
+    range R) must be computed in float32 there too, or R is inf - inf = nan and the layer's output nan."""
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+    for upcast in (True, False):
+        torch.manual_seed(0)
+        attn = Attention(query_dim=16, cross_attention_dim=16, heads=2, dim_head=8, upcast_attention=upcast)
+        attn = attn.to(torch.float16).eval()
+        with torch.no_grad():
+            for lin in (attn.to_q, attn.to_k):
+                lin.weight.copy_(torch.eye(16, dtype=torch.float16) * 40)
+        state = OragState()
+        state.tokens = torch.ones(4)
+        state.rows = torch.tensor([1.0])
+        state.set_mask(torch.ones(1, 1, 2, 2))
+        state.set_weight(0.5)
+        from sedic.restoration.orag import OragAttnProcessor
+        attn.set_processor(OragAttnProcessor(state, AttnProcessor2_0()))
+        x = torch.full((1, 4, 16), 8.0, dtype=torch.float16)  # q.k = 16 * 320 * 320 / ... overflows 65504
+        ctx = torch.full((1, 4, 16), 8.0, dtype=torch.float16)
+        with torch.no_grad():
+            out = attn(x, encoder_hidden_states=ctx)
+        if upcast:
+            assert torch.isfinite(out).all()

@@ -312,3 +312,15 @@ def test_stage_images_of_one_decode_equal_partial_decodes(bb):
     restore(img, sem, Settings(**FAST, schedule="fused"), seed=3, backbone=bb,
             on_image=lambda k, im: fused.append(k))
     assert fused == [4]
+
+
+def test_more_steps_than_the_start_strength_allows_are_refused():
+    """700 object steps from strength 0.6 (t_0 = 599) would run only 600 distinct timesteps: refused
+    in the settings, at compress time (one InputError line), not silently merged."""
+    import sedic
+
+    with pytest.raises(InputError, match="at most 600"):
+        Settings(**{**FAST, "object_steps": 700})
+    Settings(**{**FAST, "object_steps": 600})
+    with pytest.raises(InputError, match="at most 600"):
+        sedic.compress(_image(48, 64), bpp=1.0, profile="test", schedule={"object_steps": 700})

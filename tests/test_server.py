@@ -86,9 +86,9 @@ def test_health_and_profiles(client):
     assert health["status"] == "ok" and health["profile"] == "test" and health["queue"]["capacity"] == 32
     profiles = client.get("/v1/profiles").json()
     assert profiles["default"] == "test"
-    names = [p["name"] for p in profiles["profiles"]]
-    assert {"sedic", "test"} <= set(names)
-    assert [p["name"] for p in profiles["profiles"] if p["default"]] == ["test"]
+    assert [(p["name"], p["default"]) for p in profiles["profiles"]] == [("test", True)]  # served ones only
+    with client_for(extra_profiles=("sedic-fast", "test")) as c:
+        assert [p["name"] for p in c.get("/v1/profiles").json()["profiles"]] == ["test", "sedic-fast"]
 
 
 def test_page_and_openapi_docs(client):
@@ -251,7 +251,7 @@ def test_wrong_content_type(client, small_file):
 def test_bad_options_are_the_cli_messages(client, small_image, small_file):
     image = {"image": ("crop.png", png(small_image))}
     assert_error(client.post("/v1/compress", files=image, data={"bpp": "-1", "analyze": "false"}), 400,
-                 "bpp must be positive")
+                 "bpp must be a positive finite number")
     assert_error(client.post("/v1/compress", files=image, data={"bpp": "abc"}), 422, "bpp")
     assert_error(client.post("/v1/compress", files=kodim23_parts(), data={"bpp": "0.002"}), 422,
                  "cannot be met", "--best-effort")
@@ -267,18 +267,24 @@ def test_profiles_are_names_never_server_paths(client, small_image, tmp_path):
     profile_file.write_text('{"base": "test"}')
     for name in ("no-such-profile", str(profile_file), "../p.json"):
         assert_error(client.post("/v1/compress", files=image, data={"profile": name, "analyze": "false"}), 400,
-                     "unknown profile")
+                     "is not served here")
 
 
 def test_semantics_must_be_uploaded_files(client, tmp_path, monkeypatch):
-    # a mask that names a server path, or a mask that was not sent
-    evil = json.loads((EXAMPLES / "kodim23.json").read_text())
-    evil["objects"][0]["mask"] = str(EXAMPLES / "kodim23.mask0.png")
-    evil["objects"][1]["mask"] = "../semantics/kodim23.mask1.png"
+    # masks named with a directory (as `sedic analyze` writes them beside other folders, or a
+    # server path) are the uploaded parts of that file name: no server file is read
+    moved = json.loads((EXAMPLES / "kodim23.json").read_text())
+    moved["objects"][0]["mask"] = "/etc/kodim23.mask0.png"
+    moved["objects"][1]["mask"] = "../masks/kodim23.mask1.png"
     files = kodim23_parts()
-    files[1] = ("semantics", ("kodim23.json", json.dumps(evil).encode(), "application/json"))
-    body = assert_error(client.post("/v1/compress", files=files), 400, "was not uploaded")
-    assert str(EXAMPLES) not in body["error"] or "mask '" in body["error"]
+    files[1] = ("semantics", ("kodim23.json", json.dumps(moved).encode(), "application/json"))
+    r = client.post("/v1/compress", files=files, data={"bpp": "0.02"})
+    assert r.status_code == 200, r.text
+    assert r.content == sedic.compress(KODIM23, bpp=0.02, semantics=EXAMPLES / "kodim23.json", profile="test")
+    files = kodim23_parts(masks=())
+    files.append(("masks", ("other.png", (EXAMPLES / "kodim23.mask0.png").read_bytes(), "image/png")))
+    body = assert_error(client.post("/v1/compress", files=files), 400, "'kodim23.mask0.png' was not uploaded")
+    assert str(EXAMPLES) not in body["error"]
     body = assert_error(client.post("/v1/compress", files=kodim23_parts(masks=("kodim23.mask0.png",))), 400,
                         "objects[1]", "'kodim23.mask1.png' was not uploaded")
     files = kodim23_parts()
@@ -406,9 +412,10 @@ def test_serve_on_a_port_in_use_is_a_one_line_error(capsys):
     assert "cannot listen on 999.1.1.1:8000" in capsys.readouterr().err
 
 
-def test_missing_models_answer_503(client, small_image):
-    r = client.post("/v1/compress", files={"image": ("crop.png", png(small_image))}, data={"profile": "sedic"})
-    assert_error(r, 503, "sedic models download")
+def test_missing_models_answer_503(small_image):
+    with client_for(extra_profiles=("sedic",)) as c:
+        r = c.post("/v1/compress", files={"image": ("crop.png", png(small_image))}, data={"profile": "sedic"})
+        assert_error(r, 503, "sedic models download")
 
 
 # ---- the queue ---------------------------------------------------------------------------------
@@ -523,3 +530,152 @@ def test_disconnect_cancels_a_stream(small_file):
 def test_server_settings_refuse_unbounded_or_empty_limits(settings):
     with pytest.raises(InputError, match="must be"):
         ServerSettings(profile="test", warm=False, **settings)
+
+
+# ---- a real `sedic serve` on 127.0.0.1 (what an anonymous client can make it do) -----------------
+
+class LiveServer:
+    """`python -m sedic serve --profile test --no-warm` in a subprocess, on a free port."""
+
+    def __init__(self, *args: str, env: dict | None = None):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        environ = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+        environ = {k: v for k, v in environ.items() if v is not None}
+        if "SEDIC_API_KEY" not in (env or {}):
+            environ.pop("SEDIC_API_KEY", None)
+        self.proc = subprocess.Popen([sys.executable, "-m", "sedic", "serve", "--profile", "test", "--no-warm",
+                                      "--port", str(self.port), "--log-level", "warning", *args],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environ, cwd=REPO)
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                httpx.get(self.url + "/", timeout=1)
+                return
+            except httpx.TransportError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(self.proc.stderr.read().decode())
+                assert time.monotonic() < deadline, "sedic serve did not start"
+                time.sleep(0.1)
+
+    def rss_mib(self) -> float:
+        for line in open(f"/proc/{self.proc.pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+    def stop(self) -> str:
+        self.proc.terminate()
+        try:
+            _, err = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return err.decode(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def live():
+    server = LiveServer()
+    yield server
+    server.stop()
+
+
+def test_live_semantics_counts_are_checked_before_any_mask_is_decoded(live):
+    """4000 objects naming one 512x512 mask took a fresh server from 183 to 1124 MiB before its 400."""
+    image = png(np.full((512, 512, 3), 90, np.uint8))
+    mask = png(np.full((512, 512), 255, np.uint8))
+    semantics = {"overall": "x", "objects": [{"name": f"o{k}", "description": "d", "mask": "m.png"}
+                                             for k in range(4000)]}
+    files = [("image", ("a.png", image)), ("semantics", ("s.json", json.dumps(semantics).encode())),
+             ("masks", ("m.png", mask))]
+    with httpx.Client(base_url=live.url, timeout=60) as c:
+        before = live.rss_mib()
+        assert_error(c.post("/v1/compress", files=files), 400, "s.json", "4000 objects", "at most 32")
+        assert live.rss_mib() - before < 100
+        # a mask of another size than the image is refused from its header, before it is decoded
+        files = [("image", ("a.png", image)), ("semantics", ("s.json", json.dumps(
+            {"overall": "x", "objects": [{"name": "o", "description": "d", "mask": "m.png"}]}).encode())),
+            ("masks", ("m.png", png(np.zeros((4096, 4096), np.uint8))))]
+        assert_error(c.post("/v1/compress", files=files), 400, "mask m.png is 4096x4096, image is 512x512")
+
+
+def test_semantics_file_with_too_many_objects_is_refused_before_reading_masks(tmp_path, capsys):
+    (tmp_path / "s.json").write_text(json.dumps(
+        {"overall": "x", "objects": [{"name": f"o{k}", "description": "d", "mask": "missing.png"} for k in range(33)]}))
+    with pytest.raises(InputError, match="33 objects; at most 32"):
+        Semantics.load(tmp_path / "s.json")
+
+
+@pytest.mark.parametrize("field", ["bpp", "reference_bpp", "object_cfg", "final_cfg"])
+def test_live_numbers_the_codec_cannot_carry_are_one_line_400s(live, small_image, field):
+    """bpp=1e308 (and the other three) were 500s that also reset the next keep-alive request."""
+    image = {"image": ("crop.png", png(small_image))}
+    with httpx.Client(base_url=live.url, timeout=60) as c:
+        assert_error(c.post("/v1/compress", files=image, data={field: "1e308", "analyze": "false"}), 400, "1e+308")
+        assert c.get("/v1/health").status_code == 200  # the same connection still answers
+
+
+def test_live_deeply_nested_json_is_a_400(live, small_image):
+    image = ("image", ("crop.png", png(small_image)))
+    with httpx.Client(base_url=live.url, timeout=60) as c:
+        for text in ("[" * 200_000, '{"overall": "x", "objects": ' + "[" * 40 + "]" * 40 + "}"):
+            files = [image, ("semantics", ("deep.json", text.encode()))]
+            assert_error(c.post("/v1/compress", files=files), 400, "deep.json", "levels deep", "at most 16")
+        assert c.get("/v1/health").status_code == 200
+
+
+def test_cli_numbers_and_nesting_are_one_line_errors(tmp_path, capsys):
+    out = str(tmp_path / "o.sedic")
+    for flag in ("--bpp", "--reference-bpp", "--object-cfg", "--final-cfg"):
+        assert cli_main(["compress", str(KODIM23), "-o", out, "--profile", "test", "--no-semantics",
+                         flag, "1e308"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("sedic: error: ") and err.count("\n") == 1 and "1e+308" in err, err
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 200_000)
+    for args in (["--semantics", str(deep)], ["--profile", str(deep)]):
+        assert cli_main(["compress", str(KODIM23), "-o", out, *args]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "200000 levels deep" in err, err
+
+
+def test_live_server_never_downloads_on_a_request(small_image, small_file):
+    """`-F profile=sedic`, or a file naming `sedic`, made the server try to reach the model hub."""
+    hub = socket.socket()  # the "hub": any connection to it is a download attempt
+    hub.bind(("127.0.0.1", 0))
+    hub.listen(16)
+    hub.settimeout(0.5)
+    env = {"HF_HUB_OFFLINE": None, "HF_ENDPOINT": f"http://127.0.0.1:{hub.getsockname()[1]}",
+           "HF_HOME": tempfile.mkdtemp(prefix="sedic-empty-hub-")}
+    sedic_file = sedic.compress(small_image, bpp=None, reference_bpp=0.3, analyze=False, profile="sedic")
+    try:
+        server = LiveServer(env=env)
+        try:
+            with httpx.Client(base_url=server.url, timeout=60) as c:
+                r = c.post("/v1/compress", files={"image": ("a.png", png(small_image))}, data={"profile": "sedic"})
+                assert_error(r, 400, "profile 'sedic' is not served here", "served: test", "--allow-profile")
+                for endpoint in ("/v1/decompress", "/v1/decompress/stream"):
+                    r = c.post(endpoint, files={"file": ("s.sedic", sedic_file)})
+                    assert_error(r, 400, "profile 'sedic'", "served: test")
+                # the preview needs no model; files of the served profile decode as before
+                assert c.post("/v1/decompress", files={"file": ("s.sedic", sedic_file)},
+                              data={"stages": "0"}).status_code == 200
+                assert c.post("/v1/decompress", files={"file": ("s.sedic", small_file)}).status_code == 200
+                assert [p["name"] for p in c.get("/v1/profiles").json()["profiles"]] == ["test"]
+        finally:
+            server.stop()
+        # an operator who allows a profile whose models are absent: a 503, still without a download
+        server = LiveServer("--allow-profile", "sedic", env=env)
+        try:
+            with httpx.Client(base_url=server.url, timeout=60) as c:
+                r = c.post("/v1/compress", files={"image": ("a.png", png(small_image))}, data={"profile": "sedic"})
+                assert_error(r, 503, "sedic models download")
+        finally:
+            server.stop()
+        with pytest.raises(socket.timeout):
+            hub.accept()[0].close()
+    finally:
+        hub.close()

@@ -25,3 +25,52 @@ def box_semantics(h, w, k=2):
         m[i:i + gh // 2 + 1, 2 * i:2 * i + gw // 2 + 1] = True
         objs.append(SemanticObject(["dog", "ball", "tree"][i % 3], f"a detailed thing number {i}", m))
     return Semantics("a photo of a dog with a ball in a garden", objs)
+
+
+# --- SD 2.1's topology in miniature -------------------------------------------------------------
+# The profile `test` backbone has cross-attention at one resolution only (it keeps decodes fast).
+# Convention tests use this one: SD 2.1-base's block layout (cross-attention in the down and up
+# blocks of levels 0, 1, 2 and in the mid block at level 3, two layers per block, so 13 control
+# residuals), linear projections, several heads, with tiny channels.
+
+def sd21_topology_config():
+    from sedic.restoration.ircontrolnet import LdmControlNetConfig
+
+    return LdmControlNetConfig(model_channels=16, channel_mult=(1, 1, 2, 2), num_res_blocks=2,
+                               attention_levels=(0, 1, 2), num_head_channels=8, context_dim=32, norm_groups=8)
+
+
+_SD21: dict = {}
+
+
+def sd21_backbone(dtype=None):
+    """The SD 2.1-topology tiny backbone (random weights, seed 0), cached per dtype (default float64)."""
+    import torch
+
+    from sedic.restoration.backbone import build_tiny_backbone
+
+    dtype = dtype or torch.float64
+    if dtype not in _SD21:
+        _SD21[dtype] = build_tiny_backbone(seed=0, controlnet_config=sd21_topology_config()).to(dtype=dtype)
+    return _SD21[dtype]
+
+
+def coverage_reference(mask, level):
+    """The fraction of each UNet level-`level` cell covered by `mask` ((h, w) numpy), written out
+    from the UNet's geometry: cell (i, j) holds latent rows i*2^l .. (i+1)*2^l - 1 and the same
+    columns, cut at the grid's edge."""
+    f = 2 ** level
+    h, w = mask.shape
+    lh, lw = -(-h // f), -(-w // f)
+    out = np.zeros((lh, lw))
+    for i in range(lh):
+        for j in range(lw):
+            out[i, j] = mask[i * f:min((i + 1) * f, h), j * f:min((j + 1) * f, w)].mean()
+    return out
+
+
+def sign_reference(mask, level):
+    """The documented ORAG sign (docs/orag.md): the coverage where the mask touches the cell, -1
+    where it does not."""
+    a = coverage_reference(mask, level)
+    return np.where(a > 0, a, -1.0)

@@ -23,7 +23,7 @@ from .manifest import Manifest
 from .progress import progress_bar
 from .work import Analyzer, Decoder, Encoder
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".avif", ".heic", ".heif")
 OPTIONS_FILE = "batch.json"
 MANIFEST_FILE = "manifest.jsonl"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 def register(sub) -> None:
     p = sub.add_parser("analyze", help="describe and segment an image; write the semantics JSON "
                        "(masks as PNGs beside it) for compress --semantics")
-    p.add_argument("image", help="input image (PNG, JPEG or WebP)")
+    p.add_argument("image", help="input image (PNG, JPEG, WebP, AVIF or HEIC)")
     p.add_argument("-o", "--output", required=True, help="output semantics JSON")
     p.add_argument("--profile", default=None, help="models and settings (default: sedic; offline: test)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")

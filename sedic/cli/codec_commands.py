@@ -12,7 +12,7 @@ from ..errors import InputError
 
 def register(sub) -> None:
     p = sub.add_parser("compress", help="compress an image into a .sedic file")
-    p.add_argument("image", help="input image (PNG, JPEG or WebP)")
+    p.add_argument("image", help="input image (PNG, JPEG, WebP, AVIF or HEIC)")
     p.add_argument("-o", "--output", required=True, help="output .sedic file")
     p.add_argument("--bpp", type=float, default=0.03, help="target rate of the whole file in bits per pixel "
                    "(default 0.03); the file never exceeds it")
@@ -45,6 +45,8 @@ def register(sub) -> None:
     p.add_argument("--stages", type=int, default=None, help="decode progressively: 0 = the preview, "
                    "k = objects 1..k, K+1 = everything (default)")
     p.add_argument("--device", default=None, help="device for the decoder (default: cuda if available)")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="torch CPU threads (default 1, as in `sedic batch decompress`: CPU pixels depend on it)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_decompress)
 
@@ -103,6 +105,8 @@ def _decompress(args) -> int:
     from ..devices import resolve_device
     from ..imageio import check_image_suffix, check_writable, save_image
 
+    if args.threads < 1:
+        raise InputError(f"--threads must be at least 1, got {args.threads}")
     if args.device is not None:
         resolve_device(args.device)
     check_image_suffix(args.output)
@@ -113,6 +117,8 @@ def _decompress(args) -> int:
 
     # per step on a terminal (steps, s/step, ETA), one line per stage in a log
     printer = DecodeProgress(sys.stderr)
+    if args.stages != 0:  # the preview needs no torch; the diffusion stages do
+        _set_torch_threads(args.threads)
     try:
         image = sedic.decompress(data, profile=args.profile, stages=args.stages, device=args.device,
                                  progress=printer.stage, on_step=printer.step)
@@ -120,6 +126,16 @@ def _decompress(args) -> int:
         printer.finish()
     save_image(args.output, image, force=args.force)
     return 0
+
+
+def _set_torch_threads(threads: int) -> None:
+    """CPU results of the diffusion decoder change with torch's thread count (its reductions split
+    differently), so the default is the batch workers' 1 and the same file decodes alike in both."""
+    try:
+        import torch
+    except ImportError:  # without torch only the preview decodes, and it does not use threads
+        return
+    torch.set_num_threads(threads)
 
 
 def _inspect(args) -> int:

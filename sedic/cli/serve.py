@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 
@@ -14,6 +15,9 @@ def register(sub) -> None:
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     p.add_argument("--profile", default=None, help="default profile for compress and the decoder to keep warm: "
                    "sedic (default), sd15-tile, test, or a .json profile file on the server")
+    p.add_argument("--allow-profile", action="append", default=[], metavar="NAME",
+                   help="a built-in profile clients may use besides --profile (repeatable; its models must be "
+                   "downloaded already: the server never downloads on a request)")
     p.add_argument("--device", default=None, help="device for the models (default: cuda if available)")
     p.add_argument("--queue", type=int, default=32, help="requests admitted at once, running or waiting "
                    "(default 32); more get HTTP 503 with Retry-After")
@@ -38,10 +42,12 @@ def _serve(args) -> int:
         raise InputError(f"sedic serve needs the serve extra: pip install 'sedic[serve]' ({exc})") from None
     if not 0 < args.port < 65536:
         raise InputError(f"--port must be in 1..65535, got {args.port}")
+    _never_download()
     options = {"cpu_workers": args.cpu_workers} if args.cpu_workers is not None else {}
     settings = ServerSettings.from_env(profile=args.profile, device=args.device, queue=args.queue,
                                        max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels,
-                                       cors_origins=tuple(args.cors_origin), warm=not args.no_warm, **options)
+                                       cors_origins=tuple(args.cors_origin), warm=not args.no_warm,
+                                       extra_profiles=tuple(args.allow_profile), **options)
     app = create_app(settings)
     sock = _listen(args.host, args.port)  # before announcing the URL: a port in use is a one-line error
     key = "API key required (SEDIC_API_KEY)" if settings.api_key else "no API key"
@@ -55,6 +61,15 @@ def _serve(args) -> int:
         except KeyboardInterrupt:  # Ctrl-C: uvicorn shut down gracefully, then re-raised it (as uvicorn.run)
             pass
     return 0 if server.started else 1
+
+
+def _never_download() -> None:
+    """The server runs offline: models come from the local cache (`sedic models download`), and no
+    request (a profile name, a file naming another profile) makes it reach the hub."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    hub = sys.modules.get("huggingface_hub.constants")
+    if hub is not None:  # already imported: it read the variable at import
+        hub.HF_HUB_OFFLINE = True
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -30,7 +30,7 @@ from ..imageio import atomic_write_bytes, load_image
 from .methods import STREAMS, Method
 from .metrics import MetricSkipped, MetricSuite, frechet_distance, kernel_distance
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".avif", ".heic", ".heif"}
 
 
 def list_images(dataset_dir: str | Path, limit: int | None = None) -> list[Path]:

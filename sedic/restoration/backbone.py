@@ -47,6 +47,7 @@ SD_SCHEDULER_CONFIG = {
     "clip_sample": False,
 }
 SD_LATENT_SCALE = 0.18215
+HALF_DTYPES = (torch.float16, torch.bfloat16)  # the UNet and ControlNet only (see load_backbone)
 BACKBONES = ("sd21-ircontrolnet", "controlnet", "tiny")
 
 
@@ -168,7 +169,13 @@ def load_backbone(
     bb.control_scale = float(getattr(settings, "control_scale", 1.0))
     for m in bb.modules():
         m.eval().requires_grad_(False)
-    return bb.to(device, dtype)
+    bb.to(device, dtype)
+    if dtype in HALF_DTYPES:
+        # The VAE and the text encoder stay in float32 (as DiffBIR keeps them): they run once per
+        # stage, and their GroupNorm/LayerNorm statistics lose detail in 16 bits.
+        for m in (bb.vae, bb.text_encoder):
+            torch.nn.Module.to(m, dtype=torch.float32)
+    return bb
 
 
 def _from_pretrained(cls, model_id: str, what: str, revision: str | None = None, **kwargs):
@@ -188,9 +195,10 @@ def _load_sd_parts(settings: DecoderSettings, dtype: torch.dtype):
     base, rev = os.path.expanduser(settings.base_model), settings.revision  # "~/models/sd21" works too
     common = dict(revision=rev)
     unet = _from_pretrained(UNet2DConditionModel, base, "UNet", subfolder="unet", torch_dtype=dtype, **common)
-    vae = _from_pretrained(AutoencoderKL, base, "VAE", subfolder="vae", torch_dtype=dtype, **common)
+    full = torch.float32 if dtype in HALF_DTYPES else dtype  # loaded in float32, not up-cast from 16 bits
+    vae = _from_pretrained(AutoencoderKL, base, "VAE", subfolder="vae", torch_dtype=full, **common)
     text_encoder = _from_pretrained(CLIPTextModel, base, "text encoder", subfolder="text_encoder",
-                                    dtype=dtype, **common)
+                                    dtype=full, **common)
     tokenizer = _from_pretrained(CLIPTokenizer, base, "tokenizer", subfolder="tokenizer", **common)
     scheduler_config = _scheduler_config(base, rev)
     latent_scale = float(getattr(vae.config, "scaling_factor", SD_LATENT_SCALE))
@@ -328,16 +336,17 @@ def tiny_tokenizer():
     return _TOKENIZER_CACHE["tok"]
 
 
-def build_tiny_backbone(seed: int = 0) -> Backbone:
+def build_tiny_backbone(seed: int = 0, controlnet_config: LdmControlNetConfig = TINY_CONTROLNET) -> Backbone:
     """Deterministic random-weight miniature of SD 2.1 + IRControlNet, on the CPU in float32.
 
     Same code paths as the real one: UNet with cross-attention and plain blocks, the IRControlNet
     ported from a random LDM-layout checkpoint, a VAE with factor 8, CLIP's tokenizer.
+    `controlnet_config` shapes both networks (the tests build SD 2.1's full topology with it).
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    cn = TINY_CONTROLNET
+    cn = controlnet_config
     chans = tuple(cn.model_channels * m for m in cn.channel_mult)
     down_types = cn.diffusers_config()["down_block_types"]
     with torch.random.fork_rng(devices=[]):  # leave the caller's RNG untouched

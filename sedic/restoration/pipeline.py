@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 from ..devices import resolve_device, resolve_dtype
 from ..errors import InputError
-from ..streams.text import join_object_prompt
 from .orag import OragState, install, object_token_mask, uninstall
+from .plan import object_prompt, plan_stages
 from .sampler import Denoiser, StageSpec, sample_stage
 
 
@@ -137,7 +137,7 @@ def restore(preview: np.ndarray, semantics, settings, seed: int, stages: int | N
     """Restore the decoded reference `preview` (uint8 (H, W, 3)) with the file's semantics.
 
     stages: None = all K+1, 0 = the preview unchanged, k <= K = objects 1..k only (sequential
-    schedule; the fused schedule is one pass: 0 or K+1).
+    schedule; the fused schedule is one pass: 0 or K+1). The stages run are `plan_stages(...)`.
     progress(stage_index, total, label) is called before each stage (1-based).
     on_step(stage_index, total, step, steps) is called after each denoising step (step 1-based).
     on_image(stages_value, image) is called after each stage with the uint8 image that a decode with
@@ -147,154 +147,164 @@ def restore(preview: np.ndarray, semantics, settings, seed: int, stages: int | N
     preview = np.asarray(preview)
     if preview.dtype != np.uint8 or preview.ndim != 3 or preview.shape[2] != 3:
         raise InputError(f"preview must be uint8 (H, W, 3), got {preview.dtype} {preview.shape}")
-    objects = list(semantics.objects)
-    n_obj = len(objects)
-    n_stages = n_obj + 1 if stages is None else int(stages)
-    if not 0 <= n_stages <= n_obj + 1:
-        raise InputError(f"stages must be between 0 and {n_obj + 1} for this file, got {stages}")
-    if n_stages == 0:
+    plan = plan_stages(semantics, settings, stages)
+    if not plan:
         return preview.copy()
-    fused = settings.schedule == "fused"
-    if fused and n_stages != n_obj + 1:
-        raise InputError(f"the fused schedule restores all objects in one pass: stages must be 0 or "
-                         f"{n_obj + 1} for this file, got {stages}")
-    orag = settings.orag
-    st = settings.pipeline
-
     if backbone is None:
         dev = resolve_device(device)
-        backbone = get_backbone(settings, dev, resolve_dtype(st.dtype, dev))
-    dev = next(backbone.unet.parameters()).device
-    H, W = preview.shape[:2]
-    grid = (math.ceil(H / 8), math.ceil(W / 8))
-
-    x = torch.from_numpy(np.array(preview, dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1.0  # a copy: preview may be read-only
-    xp = pad_image(x, UNET_MULTIPLE, st.pad_mode).to(dev)
-    lh, lw = xp.shape[-2] // 8, xp.shape[-1] // 8
-    tiled = H * W > st.max_pixels
-    vae = backbone.vae
-    if hasattr(vae, "enable_tiling"):
-        vae.enable_tiling() if tiled else vae.disable_tiling()
-
-    channels_last = st.channels_last and dev.type == "cuda"
-    unet, controlnet = backbone.unet, backbone.controlnet
-    if channels_last:
-        unet.to(memory_format=torch.channels_last)
-        controlnet.to(memory_format=torch.channels_last)
-    if st.compile != "none":
-        unet, controlnet = _compiled(unet, st.compile), _compiled(controlnet, st.compile)
-
-    n_obj_run = min(n_stages, n_obj)
-    use_attn = orag.attention_on and n_obj_run > 0
-    state = OragState() if use_attn else None
-    if state is not None:
-        state.range_mode, state.fixed_range = orag.range_mode, orag.fixed_range
-    denoiser = Denoiser(backbone, unet=unet, controlnet=controlnet, state=state, batched_cfg=st.batched_cfg,
-                        tile=st.tile if tiled else 0, overlap=st.tile_overlap, channels_last=channels_last)
-    pixel = backbone.condition != "latent"
-    installed = []
-    name_in_prompt = st.object_prompt == "name+description"
-
-    def object_prompt(obj) -> str:
-        return join_object_prompt(obj.name, obj.description) if name_in_prompt else obj.description
-
-    def to_image(z_now) -> torch.Tensor:
-        out = backbone.decode_latent(z_now).float()[..., :H, :W]
-        return color_fix(out, x.to(dev), st.color_fix)
-
-    def emit(index, z_now) -> None:
-        if on_image is not None:
-            on_image(index, _to_uint8(to_image(z_now)))
-
-    def run_stage(index, spec, z_in, steps, **kwargs):
-        hook = None
-        if on_step is not None:
-            total = 1 if fused else n_stages
-            hook = lambda i, t, t_next, z: on_step(index, total, i + 1, steps)  # noqa: E731
-        return sample_stage(denoiser, backbone.scheduler_config, spec, z_in, steps=steps, callback=hook, **kwargs)
-
+        backbone = get_backbone(settings, dev, resolve_dtype(settings.pipeline.dtype, dev))
+    decode = _Decode(preview, semantics, settings, seed, backbone, on_step)
     try:
         with torch.inference_mode():
-            if use_attn:
-                installed.append((backbone.unet, install(backbone.unet, state, orag.unet_blocks, "unet")))
-                if orag.controlnet:
-                    installed.append((backbone.controlnet, install(backbone.controlnet, state, label="controlnet")))
-            z_ref = backbone.encode_image(xp).float()
-            uncond = backbone.encode_prompt([settings.negative_prompt])
-
-            def spec_for(prompt_emb, cfg, z_cond, image_cond, mask=None, tokens=None, negative=uncond):
-                if pixel and image_cond is None:
-                    image_cond = backbone.decode_latent(z_cond).float()  # pixel ControlNets need the image
-                control = backbone.control_condition(image_cond, z_cond)
-                return StageSpec(cond=prompt_emb, uncond=negative if cfg != 1.0 else None, cfg=cfg,
-                                 control=control, control_factor=8 if pixel else 1,
-                                 orag_mask=None if mask is None else mask.float(), orag_tokens=tokens)
-
-            def final_start(z_last, image_last):
-                if st.final_start != "low-frequency":
-                    return st.final_start
-                # DiffBIR's "better start": the low band of the image, in [-1, 1] (the authors'
-                # code passed 0..255 pixels to the VAE here)
-                if image_last is None:
-                    image_last = backbone.decode_latent(z_last).float()
-                return backbone.encode_image(_low_high(image_last.float())[0]).float()
-
-            if fused:
+            decode.install_orag(plan)
+            z, image = decode.z_ref, decode.xp  # image: the pixels of z where known without a decode
+            for stage in plan:
                 if progress is not None:
-                    progress(1, 1, f"fused: {n_obj} object{'s' if n_obj != 1 else ''} + overall")
-                live = [(obj, m) for obj, m in ((o, _object_mask(o, lh, lw, grid, dev)) for o in objects)
-                        if m.any()]  # an object with no cell on the latent grid adds nothing
-                embs = backbone.encode_prompt([semantics.overall] + [object_prompt(o) for o, _ in live])
-                cond = fused_context(embs)
-                negative = fused_context(uncond.expand(len(live) + 1, -1, -1))
-                masks = tokens = None
-                if use_attn and live:
-                    masks = torch.cat([m for _, m in live], dim=1)
-                    tokens = fused_token_matrix([object_token_mask(backbone.tokenizer, o.name, o.description, orag,
-                                                                   name_in_prompt=name_in_prompt)
-                                                 for o, _ in live])
-                spec = spec_for(cond, settings.final_cfg, z_ref, xp, masks, tokens, negative=negative)
-                z = run_stage(1, spec, z_ref, settings.final_steps, start_strength=st.final_start_strength,
-                              generator=stage_generator(seed, n_obj + 1), orag=orag, start=final_start(z_ref, xp))
-            else:
-                z = z_ref
-                image = xp  # the pixels of z where known without a decode (stage 0)
-                for k, obj in enumerate(objects[:n_obj_run], start=1):
-                    if progress is not None:
-                        progress(k, n_stages, f"object {k}/{n_obj}: {obj.name}")
-                    mask = _object_mask(obj, lh, lw, grid, dev)
-                    if not mask.any():
-                        if k < n_stages:  # nothing of the object survives on the latent grid: a no-op stage
-                            emit(k, z)
-                        continue
-                    tokens = (object_token_mask(backbone.tokenizer, obj.name, obj.description, orag,
-                                                name_in_prompt=name_in_prompt) if use_attn else None)
-                    emb = backbone.encode_prompt([object_prompt(obj)])
-                    spec = spec_for(emb, settings.object_cfg, z, image, mask if use_attn else None, tokens)
-                    z = run_stage(k, spec, z, settings.object_steps_for(k),
-                                  start_strength=st.object_start_strength, generator=stage_generator(seed, k),
-                                  orag=orag, blend_mask=mask if orag.blend_on else None, start=st.object_start,
-                                  blend_every_step=orag.blend_every_step)
-                    image = None
-                    if k < n_stages:  # the last stage run is emitted below, from the decode that returns
-                        emit(k, z)
-                if n_stages == n_obj + 1:
-                    if progress is not None:
-                        progress(n_stages, n_stages, "overall")
-                    emb = backbone.encode_prompt([semantics.overall])
-                    if st.final_condition == "reference":
-                        spec = spec_for(emb, settings.final_cfg, z_ref, xp)
-                    else:
-                        spec = spec_for(emb, settings.final_cfg, z, image)
-                    z = run_stage(n_stages, spec, z, settings.final_steps, start_strength=st.final_start_strength,
-                                  generator=stage_generator(seed, n_obj + 1), start=final_start(z, image))
-            result = _to_uint8(to_image(z))
+                    progress(stage.index, stage.total, stage.label)
+                z, image = decode.run(stage, z, image)
+                if on_image is not None and stage is not plan[-1]:
+                    on_image(stage.stages, _to_uint8(decode.to_image(z)))
+            result = _to_uint8(decode.to_image(z))
     finally:
-        for model, originals in installed:
-            uninstall(model, originals)
+        decode.uninstall_orag()
     if on_image is not None:
-        on_image(n_stages, result)
+        on_image(plan[-1].stages, result)
     return result
+
+
+class _Decode:
+    """The state of one restore(): the padded reference, its latent, the networks, the ORAG state;
+    `run` executes one StagePlan record."""
+
+    def __init__(self, preview, semantics, settings, seed, backbone, on_step):
+        st = settings.pipeline
+        self.semantics, self.settings, self.seed, self.bb, self.on_step = semantics, settings, seed, backbone, on_step
+        self.objects = list(semantics.objects)
+        dev = next(backbone.unet.parameters()).device
+        self.dev = dev
+        self.H, self.W = preview.shape[:2]
+        self.grid = (math.ceil(self.H / 8), math.ceil(self.W / 8))
+        # [-1, 1] RGB; a copy: preview may be read-only
+        self.x = torch.from_numpy(np.array(preview, dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1.0
+        self.xp = pad_image(self.x, UNET_MULTIPLE, st.pad_mode).to(dev)
+        self.lh, self.lw = self.xp.shape[-2] // 8, self.xp.shape[-1] // 8
+        tiled = self.H * self.W > st.max_pixels
+        vae = backbone.vae
+        if hasattr(vae, "enable_tiling"):
+            vae.enable_tiling() if tiled else vae.disable_tiling()
+        channels_last = st.channels_last and dev.type == "cuda"
+        unet, controlnet = backbone.unet, backbone.controlnet
+        if channels_last:
+            unet.to(memory_format=torch.channels_last)
+            controlnet.to(memory_format=torch.channels_last)
+        if st.compile != "none":
+            unet, controlnet = _compiled(unet, st.compile), _compiled(controlnet, st.compile)
+        self.state = None
+        self.denoiser_args = dict(unet=unet, controlnet=controlnet, batched_cfg=st.batched_cfg,
+                                  tile=st.tile if tiled else 0, overlap=st.tile_overlap, channels_last=channels_last)
+        self.denoiser = Denoiser(backbone, state=None, **self.denoiser_args)
+        self.pixel = backbone.condition != "latent"
+        self.installed = []
+        self.z_ref = backbone.encode_image(self.xp).float()
+        self.uncond = backbone.encode_prompt([settings.negative_prompt])
+
+    # -- ORAG processors ----------------------------------------------------------------------
+
+    def install_orag(self, plan) -> None:
+        orag = self.settings.orag
+        fused = plan[0].kind == "fused"
+        if not (any(s.guided for s in plan) or (fused and plan[0].objects)):
+            return
+        self.state = state = OragState()
+        state.range_mode, state.fixed_range = orag.range_mode, orag.fixed_range
+        self.denoiser = Denoiser(self.bb, state=state, **self.denoiser_args)
+        bb = self.bb
+        self.installed.append((bb.unet, install(bb.unet, state, orag.unet_blocks, "unet", route_all=fused)))
+        if orag.controlnet or fused:
+            self.installed.append((bb.controlnet, install(bb.controlnet, state, None if orag.controlnet else (),
+                                                          "controlnet", route_all=fused)))
+
+    def uninstall_orag(self) -> None:
+        for model, originals in self.installed:
+            uninstall(model, originals)
+        self.installed = []
+
+    # -- pieces of a stage --------------------------------------------------------------------
+
+    def mask(self, i: int) -> torch.Tensor:
+        return _object_mask(self.objects[i], self.lh, self.lw, self.grid, self.dev)
+
+    def token_mask(self, i: int) -> torch.Tensor:
+        o = self.objects[i]
+        return object_token_mask(self.bb.tokenizer, o.name, o.description, self.settings.orag,
+                                 name_in_prompt=self.settings.pipeline.object_prompt == "name+description")
+
+    def to_image(self, z) -> torch.Tensor:
+        out = self.bb.decode_latent(z).float()[..., :self.H, :self.W]
+        return color_fix(out, self.x.to(self.dev), self.settings.pipeline.color_fix)
+
+    def control(self, stage, z, image) -> torch.Tensor:
+        z_cond, image_cond = (self.z_ref, self.xp) if stage.condition == "reference" else (z, image)
+        if self.pixel and image_cond is None:
+            image_cond = self.bb.decode_latent(z_cond).float()  # pixel ControlNets need the image
+        return self.bb.control_condition(image_cond, z_cond)
+
+    def start(self, stage, z, image):
+        if stage.start != "low-frequency":
+            return stage.start
+        # DiffBIR's "better start": the low band of the image, in [-1, 1] (the authors' code passed
+        # 0..255 pixels to the VAE here)
+        if image is None:
+            image = self.bb.decode_latent(z).float()
+        return self.bb.encode_image(_low_high(image.float())[0]).float()
+
+    def sample(self, stage, spec, z, start, blend_mask=None):
+        hook = None
+        if self.on_step is not None:
+            hook = lambda i, t, t_next, zz: self.on_step(stage.index, stage.total, i + 1, stage.steps)  # noqa: E731
+        return sample_stage(self.denoiser, self.bb.scheduler_config, spec, z, steps=stage.steps,
+                            start_strength=stage.start_strength, generator=stage_generator(self.seed, stage.generator),
+                            orag=self.settings.orag, blend_mask=blend_mask, callback=hook, start=start,
+                            blend_every_step=stage.blend != "end")
+
+    # -- one stage ----------------------------------------------------------------------------
+
+    def run(self, stage, z, image):
+        """(latent, pixels or None) after `stage`, from the stage input (z, its pixels or None)."""
+        cfg_uncond = None if stage.cfg == 1.0 else self.uncond
+        if stage.kind == "object":
+            if stage.empty:  # nothing of the object survives on the latent grid: a no-op stage
+                return z, image
+            i = stage.objects[0]
+            mask = self.mask(i)
+            spec = StageSpec(cond=self.bb.encode_prompt([stage.prompt]), uncond=cfg_uncond, cfg=stage.cfg,
+                             control=self.control(stage, z, image), control_factor=8 if self.pixel else 1,
+                             orag_mask=mask.float() if stage.guided else None,
+                             orag_tokens=self.token_mask(i) if stage.guided else None)
+            return self.sample(stage, spec, z, stage.start, blend_mask=mask if stage.blend != "none" else None), None
+        if stage.kind == "final":
+            spec = StageSpec(cond=self.bb.encode_prompt([stage.prompt]), uncond=cfg_uncond, cfg=stage.cfg,
+                             control=self.control(stage, z, image), control_factor=8 if self.pixel else 1)
+            return self.sample(stage, spec, z, self.start(stage, z, image)), None
+        return self.sample(stage, self.fused_spec(stage, cfg_uncond), self.z_ref, self.start(stage, self.z_ref, self.xp)), None
+
+    def fused_spec(self, stage, uncond) -> StageSpec:
+        """Regional prompting: the overall prompt's 77 states, then each live object's own tokens;
+        their routing (visible only inside their masks, and only in the conditional row) is the ORAG
+        state's (docs/orag.md, "Fused schedule")."""
+        overall = self.bb.encode_prompt([stage.prompt])
+        control = self.control(stage, self.z_ref, self.xp)
+        if not stage.objects:
+            return StageSpec(cond=overall, uncond=uncond, cfg=stage.cfg, control=control,
+                             control_factor=8 if self.pixel else 1)
+        objs = [self.objects[i] for i in stage.objects]
+        embs = self.bb.encode_prompt([object_prompt(o, self.settings) for o in objs])
+        cond, tokens = fused_context(overall, embs, [self.token_mask(i) for i in stage.objects])
+        masks = torch.cat([self.mask(i) for i in stage.objects], dim=1).float()
+        if uncond is not None:  # same length; its object columns are never visible (row 0)
+            uncond = torch.cat([uncond, cond[:, overall.shape[1]:]], dim=1)
+        return StageSpec(cond=cond, uncond=uncond, cfg=stage.cfg, control=control,
+                         control_factor=8 if self.pixel else 1, orag_mask=masks, orag_tokens=tokens)
 
 
 def _to_uint8(out: torch.Tensor) -> np.ndarray:
@@ -302,25 +312,21 @@ def _to_uint8(out: torch.Tensor) -> np.ndarray:
     return out[0].permute(1, 2, 0).cpu().numpy()
 
 
-def fused_context(embs: torch.Tensor) -> torch.Tensor:
-    """(K+1, 77, D) prompt embeddings -> (1, 77 + 76 K, D): the first prompt whole, then every
-    other prompt without its BOS.
+def fused_context(overall: torch.Tensor, object_embs: torch.Tensor,
+                  token_masks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fused pass's context and its token matrix.
 
-    CLIP's text encoder is causal, so the hidden state at BOS is the same for every prompt: K more
-    copies would only add log(K+1) to the logit of the attention sink. One BOS is kept.
+    overall (1, 77, D), object_embs (K, 77, D), token_masks K x (77,) bool (object_token_mask) ->
+    context (1, 77 + sum |T_k|, D): the overall prompt whole, then each object's own token states
+    (its BOS, which CLIP makes the same for every prompt, and its padding are dropped), and tokens
+    (K, 77 + sum |T_k|) float: row k marks object k's columns.
     """
-    if embs.shape[0] == 1:
-        return embs
-    return torch.cat([embs[:1], embs[1:, 1:].reshape(1, -1, embs.shape[-1])], dim=1)
-
-
-def fused_token_matrix(token_masks: list[torch.Tensor]) -> torch.Tensor:
-    """Per-object (77,) token masks -> (K, 77 + 76 K) float: object k's tokens at their place in
-    `fused_context` (segment k starts at 77 + 76 (k-1); its BOS, never an object token, is dropped)."""
-    n = len(token_masks)
-    length = token_masks[0].shape[0]
-    out = torch.zeros(n, length + (length - 1) * n)
+    parts = [overall] + [object_embs[k:k + 1, m.to(object_embs.device)] for k, m in enumerate(token_masks)]
+    context = torch.cat(parts, dim=1)
+    tokens = torch.zeros(len(token_masks), context.shape[1])
+    offset = overall.shape[1]
     for k, m in enumerate(token_masks):
-        offset = length + (length - 1) * k
-        out[k, offset:offset + length - 1] = m[1:].float()
-    return out
+        n = int(m.sum())
+        tokens[k, offset:offset + n] = 1.0
+        offset += n
+    return context, tokens

@@ -16,22 +16,30 @@ import numpy as np
 import torch
 from diffusers import DDPMScheduler
 
+from ..errors import InputError
 from .orag import OragState
 from .settings import OragSettings
 
 
 def spaced_timesteps(steps: int, start_strength: float, num_train_timesteps: int = 1000) -> list[int]:
-    """`steps` timesteps evenly spaced from start_strength*(T-1) down to 0, descending.
+    """`steps` distinct timesteps evenly spaced from t_0 = round(start_strength*(T-1)) down to 0,
+    descending; one step runs at t_0 (the stage's top, predicting x_0 from there).
 
     Like DiffBIR's spaced DDPM (which includes T-1 and 0); start_strength < 1 starts from a partly
-    noised input (img2img) while still running exactly `steps` network evaluations.
+    noised input (img2img) while still running exactly `steps` network evaluations. More steps
+    than the t_0 + 1 timesteps in [0, t_0] are refused (InputError), not silently merged.
     """
-    if steps < 1:
-        raise ValueError(f"a stage needs at least one step, got {steps}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise InputError(f"a stage needs at least one step, got {steps!r}")
     if not 0.0 < start_strength <= 1.0:
-        raise ValueError(f"start strength must be in (0, 1], got {start_strength}")
-    top = start_strength * (num_train_timesteps - 1)
-    ts = np.unique(np.linspace(0.0, top, steps).round().astype(np.int64))[::-1]
+        raise InputError(f"start strength must be in (0, 1], got {start_strength}")
+    top = int(round(start_strength * (num_train_timesteps - 1)))
+    if steps > top + 1:
+        raise InputError(f"{steps} steps from start strength {start_strength:g} (t_0 = {top}): at most {top + 1} "
+                         f"distinct timesteps; use fewer steps or a higher start strength")
+    if steps == 1:
+        return [top]
+    ts = np.linspace(0.0, top, steps).round().astype(np.int64)[::-1]
     return [int(t) for t in ts]
 
 

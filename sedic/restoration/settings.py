@@ -153,6 +153,16 @@ class DecoderSettings:
             if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
                 raise InputError(f"{name} must be a positive integer (a stage runs at least one step), got {steps!r}")
 
+        # a stage has round(strength * 999) + 1 distinct timesteps (sampler.spaced_timesteps)
+        st = self.pipeline
+        for which, strength, counts in (("object", st.object_start_strength,
+                                         (self.object_steps, *st.object_stage_steps)),
+                                        ("final", st.final_start_strength, (self.final_steps,))):
+            most = int(round(strength * 999)) + 1
+            if max(counts) > most:
+                raise InputError(f"{max(counts)} {which} steps from start strength {strength:g}: at most {most} "
+                                 f"distinct timesteps")
+
     def object_steps_for(self, k: int) -> int:
         """Steps of object stage k (1-based)."""
         per_stage = self.pipeline.object_stage_steps

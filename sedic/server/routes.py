@@ -50,17 +50,38 @@ class ServerState:
         """The server's profile as the Python API takes it: a built-in name or the operator's file path."""
         return self.settings.profile
 
+    @property
+    def served(self) -> list[Profile]:
+        """The profiles this server runs: its own, then the operator's --allow-profile ones."""
+        extra = [PROFILES[n] for n in self.settings.extra_profiles if n != self.profile.name]
+        return [self.profile] + [p for p in extra if p.id != self.profile.id]
+
+    def _served_names(self) -> str:
+        return ", ".join(p.name for p in self.served)
+
     def profile_for_compress(self, name: str | None) -> str | None:
-        """Clients name built-in profiles only: never a path on the server."""
+        """Clients name served built-in profiles only: never a path on the server, never a profile
+        whose models the operator did not allow (a request must not make the server download)."""
         if name is None or name == self.profile.name:
             return self.profile_arg
-        if name in PROFILES:
+        if name in (p.name for p in self.served):
             return name
-        raise InputError(f"unknown profile {name!r} (known: {', '.join(PROFILES)})")
+        raise InputError(f"profile {name!r} is not served here (served: {self._served_names()}; "
+                         f"the operator allows more with --allow-profile)")
 
-    def profile_for_decode(self, parsed) -> str | None:
-        """The server's profile when the file names it (a profile file keeps its base's id), else the file's."""
-        return self.profile_arg if parsed.params.profile_id == self.profile.id else None
+    def profile_for_decode(self, parsed, stages: int | None) -> str | None:
+        """The server's profile when the file names it (a profile file keeps its base's id), else the
+        file's own, which must be served; the preview (stages=0) needs no model and is always given."""
+        if parsed.params.profile_id == self.profile.id:
+            return self.profile_arg
+        if stages == 0 or any(p.id == parsed.params.profile_id for p in self.served):
+            return None
+        try:
+            named = f"profile {parsed.profile.name!r}"
+        except SedicError:
+            named = f"an unknown profile (id {parsed.params.profile_id})"
+        raise InputError(f"the file was made with {named}, which this server does not decode "
+                         f"(served: {self._served_names()}); stages=0 gives its preview")
 
 
 def warm_up_job(state: ServerState) -> None:
@@ -168,11 +189,11 @@ def build_router(state: ServerState) -> APIRouter:
                           "model_in_flight": queue.model_in_flight, **queue.counts},
                 "limits": {"max_upload_bytes": settings.max_upload_bytes, "max_pixels": settings.max_pixels}}
 
-    @router.get("/profiles", summary="Built-in profiles (clients may name these in compress)")
+    @router.get("/profiles", summary="The profiles this server runs (clients may name these in compress)")
     async def profiles():
         return {"default": state.profile.name,
                 "profiles": [{"name": p.name, "id": p.id, "description": p.description,
-                              "default": p.name == state.profile.name} for p in PROFILES.values()]}
+                              "default": p.name == state.profile.name} for p in state.served]}
 
     @router.post("/compress", dependencies=upload, response_class=Response, summary="Image in, .sedic bytes out",
                  responses={200: {"content": {SEDIC_MEDIA_TYPE: {}},
@@ -209,7 +230,8 @@ def build_router(state: ServerState) -> APIRouter:
             async with cancel_on_disconnect(request, ticket):
                 pixels = await ticket.run(uploads.decode_image, image_bytes, image_name, limit)
                 if semantics_upload is not None:
-                    sem = await ticket.run(uploads.load_semantics, *semantics_upload, mask_uploads, limit)
+                    sem = await ticket.run(uploads.load_semantics, *semantics_upload, mask_uploads,
+                                           (pixels.shape[1], pixels.shape[0]), limit)
                 elif analyze:
                     sem = await ticket.run(partial(sedic.analyze, pixels, profile=chosen, device=settings.device),
                                            model=True)
@@ -252,7 +274,7 @@ def build_router(state: ServerState) -> APIRouter:
         try:
             async with cancel_on_disconnect(request, ticket):
                 parsed = await ticket.run(uploads.parse_sedic, data, limit)
-                decode = partial(sedic.decompress, data, profile=state.profile_for_decode(parsed), stages=stages,
+                decode = partial(sedic.decompress, data, profile=state.profile_for_decode(parsed, stages), stages=stages,
                                  device=settings.device, progress=ticket.progress_guard(),
                                  on_step=ticket.progress_guard())
                 image = await ticket.run(decode, model=stages != 0)
@@ -277,7 +299,7 @@ def build_router(state: ServerState) -> APIRouter:
         ticket = queue.admit()
         try:
             parsed = await ticket.run(uploads.parse_sedic, data, limit)
-            profile = state.profile_for_decode(parsed)
+            profile = state.profile_for_decode(parsed, stages)
             plan = stage_plan(parsed, profile)
             if stages is not None:
                 if stages not in [value for value, _ in plan]:

@@ -19,6 +19,9 @@ class ServerSettings:
     max_pixels: int = 1 << 24           # image and .sedic pixel limit (413 above), checked before decoding
     cpu_workers: int = max(1, min(4, os.cpu_count() or 1))  # threads for reference search, coders, PNGs
     cors_origins: tuple[str, ...] = ()  # CORS stays off unless origins are named
+    # built-in profiles clients may use besides `profile` (their models must be on the server:
+    # a request never downloads anything)
+    extra_profiles: tuple[str, ...] = ()
     warm: bool = True                   # load the profile's decoder at start-up
     # repr=False: the key never appears in logs or tracebacks that print the settings
     api_key: str | None = field(default=None, repr=False)
@@ -30,6 +33,11 @@ class ServerSettings:
             raise InputError(f"--max-upload-mb must be positive and finite, got {self.max_upload_mb}")
         if self.max_pixels < 1:
             raise InputError(f"--max-pixels must be positive, got {self.max_pixels}")
+        from ..config import PROFILES
+
+        for name in self.extra_profiles:
+            if name not in PROFILES:
+                raise InputError(f"--allow-profile: unknown profile {name!r} (known: {', '.join(PROFILES)})")
         if self.cpu_workers < 1:
             raise InputError(f"--cpu-workers must be at least 1, got {self.cpu_workers}")
 

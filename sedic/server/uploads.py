@@ -17,10 +17,10 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from .. import bitstream as bs
-from .. import codec
+from .. import codec, jsontext
 from ..errors import InputError
-from ..imageio import ACCEPTED_FORMATS, image_to_array, warn_before_load
-from ..semantics import Semantics
+from ..imageio import ACCEPTED_FORMATS, read_opened, srgb_pnginfo
+from ..semantics import MAX_OBJECTS, Semantics
 from .errors import TooLarge, UnsupportedMedia, error_body
 
 
@@ -89,7 +89,7 @@ def _check_pixels(width: int, height: int, what: str, max_pixels: int) -> None:
 
 
 def decode_image(data: bytes, name: str, max_pixels: int):
-    """uint8 RGB (H, W, 3) from an uploaded PNG, JPEG or WebP; the size is checked before decoding."""
+    """uint8 RGB (H, W, 3), upright and sRGB, from an uploaded image; the size is checked before decoding."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked below
@@ -102,46 +102,68 @@ def decode_image(data: bytes, name: str, max_pixels: int):
         if img.format not in ACCEPTED_FORMATS:
             raise UnsupportedMedia(f"{name}: unsupported image format {img.format} (use PNG, JPEG or WebP)")
         _check_pixels(*img.size, f"image {name}", max_pixels)
-        warn_before_load(img, name)  # animation, 16-bit RGB: what only the unloaded image shows
-        try:
-            img.load()
+        try:  # the library's loading path: orientation, colour profile, what reading drops
+            return read_opened(img, name)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise InputError(f"{name}: cannot read image: {exc}") from None
-        return image_to_array(img, name)
 
 
-def load_semantics(json_data: bytes, json_name: str, masks: dict[str, bytes], max_pixels: int) -> Semantics:
-    """Semantics from an uploaded JSON and its mask PNGs (each `mask` field names an uploaded file)."""
+def load_semantics(json_data: bytes, json_name: str, masks: dict[str, bytes], image_size: tuple[int, int],
+                   max_pixels: int) -> Semantics:
+    """Semantics from an uploaded JSON and its mask PNGs: each `mask` field is matched to an uploaded
+    file by its file name (`../masks/x.png` is the part named x.png, as `sedic analyze` writes them).
+
+    Counts, nesting and every mask's declared size are checked before any mask is decoded."""
+    if json_name in masks:
+        raise InputError(f"a mask part is named {json_name!r}, as the semantics JSON is; give it another name")
     try:
-        raw = json.loads(json_data.decode("utf-8"))
+        raw = jsontext.loads(json_data.decode("utf-8"), f"semantics {json_name}")
     except (ValueError, UnicodeDecodeError):
         raw = None  # the library's loader below reports it in its own words
+    used: dict[str, bytes] = {}
     if isinstance(raw, dict) and isinstance(raw.get("objects"), list):
+        if len(raw["objects"]) > MAX_OBJECTS:
+            raise InputError(f"semantics {json_name}: {len(raw['objects'])} objects; "
+                             f"at most {MAX_OBJECTS} are supported")
         for i, item in enumerate(raw["objects"]):
             ref = item.get("mask") if isinstance(item, dict) else None
-            if isinstance(ref, str) and ref not in masks:
+            if not isinstance(ref, str):
+                continue  # the loader names the missing field
+            name = safe_name(ref, "")
+            if name not in masks:
                 raise InputError(f"semantics {json_name}: objects[{i}]: mask {ref!r} was not uploaded "
-                                 f"(send each mask PNG as a 'masks' file part named as in the JSON)")
-    for name, data in masks.items():
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                img = Image.open(io.BytesIO(data))
-            with img:
-                _check_pixels(*img.size, f"mask {name}", max_pixels)
-        except Image.DecompressionBombError as exc:
-            raise TooLarge(f"mask {name}: {exc}; this server's limit is {max_pixels} pixels") from None
-        except (UnidentifiedImageError, OSError, ValueError):
-            raise UnsupportedMedia(f"mask {name}: not an image") from None
+                                 f"(send each mask PNG as a 'masks' file part with the file name {name!r})")
+            item["mask"] = name
+            if name not in used:
+                _check_mask_size(masks[name], name, image_size, max_pixels)
+                used[name] = masks[name]
+        json_data = json.dumps(raw).encode("utf-8")
     with tempfile.TemporaryDirectory(prefix="sedic-serve-") as tmp:
         root = Path(tmp)
         (root / json_name).write_bytes(json_data)
-        for name, data in masks.items():
+        for name, data in used.items():
             (root / name).write_bytes(data)
         try:
             return Semantics.load(root / json_name)
         except InputError as exc:  # the client sees its own file names, not our directory
             raise InputError(str(exc).replace(f"{root}/", "").replace(str(root), ".")) from None
+
+
+def _check_mask_size(data: bytes, name: str, image_size: tuple[int, int], max_pixels: int) -> None:
+    """A mask's size from its header: it must be the image's (checked before it is decoded)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+        with img:
+            _check_pixels(*img.size, f"mask {name}", max_pixels)
+            if img.size != tuple(image_size):
+                raise InputError(f"mask {name} is {img.size[0]}x{img.size[1]}, "
+                                 f"image is {image_size[0]}x{image_size[1]}")
+    except Image.DecompressionBombError as exc:
+        raise TooLarge(f"mask {name}: {exc}; this server's limit is {max_pixels} pixels") from None
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise UnsupportedMedia(f"mask {name}: not a PNG, JPEG or WebP image") from None
 
 
 def parse_sedic(data: bytes, max_pixels: int) -> codec.DecodedFile:
@@ -153,5 +175,5 @@ def parse_sedic(data: bytes, max_pixels: int) -> codec.DecodedFile:
 
 def png_bytes(image, compress_level: int = 3) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(image).save(buf, "PNG", compress_level=compress_level)
+    Image.fromarray(image).save(buf, "PNG", compress_level=compress_level, pnginfo=srgb_pnginfo())
     return buf.getvalue()

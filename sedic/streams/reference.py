@@ -8,8 +8,8 @@ docs/reference-stream.md for the exact layouts):
 
 The payload is self-contained given the original width and height: the reduced
 size is a 4-bit index into FACTORS (or an explicit size), so a downscale search
-costs at most a byte. Decoders upsample to full size with Pillow LANCZOS on uint8
-RGB, a fixed deterministic rule.
+costs at most a byte. Decoders upsample to full size with a Lanczos-3 rule in integer
+arithmetic (sedic.streams.lanczos), a fixed deterministic rule.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from PIL import Image
 from sedic.bitstream import read_varint, write_varint
 from sedic.errors import BitstreamError, InputError, ModelUnavailableError, RateError
 from sedic.streams import avif as _avif
+from sedic.streams import lanczos as _lanczos
 
 # Downscale factors; a payload stores the index (4 bits). Index 15 means "explicit
 # size follows". Exact fractions so the reduced size is the same on every machine.
@@ -90,8 +91,9 @@ def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def upsample(reduced: np.ndarray, width: int, height: int) -> np.ndarray:
-    """The normative upsampling rule: Pillow LANCZOS resize of the uint8 RGB image."""
-    return _resize(reduced, width, height)
+    """The normative upsampling rule (docs/reference-stream.md): Lanczos-3 in 22-bit fixed point,
+    our own integer implementation of what Pillow's LANCZOS resize computes when enlarging."""
+    return _lanczos.resize(reduced, width, height)
 
 
 def _size_header(factor_index: int, rw: int, rh: int) -> bytes:
@@ -199,8 +201,10 @@ class AvifCodec(ReferenceCodec):
             out.append(sh.tools << 2)
         return bytes(out) + stripped.frame_payload
 
-    def decode_reduced(self, payload: bytes, width: int, height: int) -> np.ndarray:
-        """The AVIF image at its coded (reduced) size."""
+    def parse(self, payload: bytes, width: int, height: int):
+        """Header fields and frame: (level, tools, reduced width, reduced height, frame bytes).
+
+        Every rule of the payload that needs no AV1 decoding is checked here (inspect applies it too)."""
         _check_target(width, height)
         if len(payload) < 3 or payload[0] >> 5 != CODEC_AVIF:
             raise BitstreamError("not an AVIF reference payload (or truncated)")
@@ -219,6 +223,11 @@ class AvifCodec(ReferenceCodec):
         frame = payload[pos:]
         if not frame:
             raise BitstreamError("AVIF reference payload has no coded frame")
+        return level, tools, rw, rh, frame
+
+    def decode_reduced(self, payload: bytes, width: int, height: int) -> np.ndarray:
+        """The AVIF image at its coded (reduced) size."""
+        level, tools, rw, rh, frame = self.parse(payload, width, height)
         data = _avif.build_avif(_avif.SequenceHeader(rw, rh, level, tools), frame)
         try:
             with Image.open(io.BytesIO(data), formats=["AVIF"]) as im:
@@ -462,22 +471,41 @@ def encode_reference(image, max_bytes: int, codec: ReferenceCodec, metric: str =
     return best[1], best[2]
 
 
-def decode_reference(payload: bytes, width: int, height: int, **codec_options) -> np.ndarray:
-    """Decode any reference payload; the codec comes from the top 3 bits of byte 0."""
+def _compressai_model(payload: bytes) -> str:
+    idx = (payload[0] >> 2) & 7
+    if idx >= len(COMPRESSAI_MODELS):
+        raise BitstreamError("bad CompressAI reference header")
+    return COMPRESSAI_MODELS[idx]
+
+
+def check_payload(payload: bytes, width: int, height: int) -> None:
+    """Every rule of a reference payload that needs no decoding: codec id, reserved bits, tool
+    flags, factor index, explicit size, CompressAI model and quality, string lengths.
+
+    `sedic inspect` and `sedic decompress` both apply it, so they accept exactly the same files
+    as far as the header goes (docs/bitstream.md, "Must-reject rules")."""
     if not isinstance(payload, (bytes, bytearray)) or not payload:
         raise BitstreamError("empty reference payload")
+    payload = bytes(payload)
+    cid = payload[0] >> 5
+    if cid == CODEC_AVIF:
+        AvifCodec().parse(payload, width, height)
+    elif cid == CODEC_COMPRESSAI:
+        CompressAICodec(model=_compressai_model(payload)).parse(payload, width, height)
+    else:
+        raise BitstreamError(f"unknown reference codec id {cid}")
+
+
+def decode_reference(payload: bytes, width: int, height: int, **codec_options) -> np.ndarray:
+    """Decode any reference payload; the codec comes from the top 3 bits of byte 0."""
+    check_payload(payload, width, height)
     cid = payload[0] >> 5
     if cid == CODEC_AVIF:
         # AVIF decoding takes no options (speed is an encoder setting); options meant for
         # another codec are ignored so a caller can pass one set for any payload.
         return AvifCodec().decode(bytes(payload), width, height)
-    if cid == CODEC_COMPRESSAI:
-        codec_options = {k: v for k, v in codec_options.items() if k in _COMPRESSAI_OPTIONS}
-        if "model" not in codec_options:
-            # The payload names its model; the options only say where weights are.
-            idx = (payload[0] >> 2) & 7
-            if idx >= len(COMPRESSAI_MODELS):
-                raise BitstreamError("bad CompressAI reference header")
-            codec_options = {**codec_options, "model": COMPRESSAI_MODELS[idx]}
-        return CompressAICodec(**codec_options).decode(bytes(payload), width, height)
-    raise BitstreamError(f"unknown reference codec id {cid}")
+    codec_options = {k: v for k, v in codec_options.items() if k in _COMPRESSAI_OPTIONS}
+    if "model" not in codec_options:
+        # The payload names its model; the options only say where weights are.
+        codec_options = {**codec_options, "model": _compressai_model(payload)}
+    return CompressAICodec(**codec_options).decode(bytes(payload), width, height)
