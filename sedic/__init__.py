@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from . import codec
-from .config import get_profile
+from .config import Profile, get_profile
 from .devices import resolve_device
-from .errors import BitstreamError, InputError, ModelUnavailableError, RateError, SedicError
+from .errors import BitstreamError, InputError, ModelUnavailableError, RateError, SedicError, SedicWarning
 from .imageio import load_image
 from .semantics import SemanticObject, Semantics
 
 __version__ = "0.1.0"
 __all__ = ["compress", "decompress", "inspect", "analyze", "Semantics", "SemanticObject", "SedicError",
-           "BitstreamError", "InputError", "RateError", "ModelUnavailableError"]
+           "BitstreamError", "InputError", "RateError", "ModelUnavailableError", "SedicWarning", "Profile"]
 
 
 def _as_image(image) -> np.ndarray:
@@ -43,7 +43,7 @@ def _as_file_bytes(data) -> bytes:
     return bytes(data)
 
 
-def analyze(image, *, profile: str | None = None, device: str | None = None) -> Semantics:
+def analyze(image, *, profile: str | Profile | None = None, device: str | None = None) -> Semantics:
     """Turn an image into its semantics (descriptions and masks) with the profile's models."""
     _check_device(device)
     return _analyze(_as_image(image), profile, device)
@@ -54,16 +54,18 @@ def _check_device(device: str | None) -> None:
         resolve_device(device)  # a bad or absent device fails before any work
 
 
-def _analyze(pixels: np.ndarray, profile: str | None, device: str | None) -> Semantics:
+def _analyze(pixels: np.ndarray, profile: str | Profile | None, device: str | None) -> Semantics:
     from .analysis import analyze as run_analysis
 
     chosen = get_profile(profile)
-    return run_analysis(pixels, chosen.analysis, device=device, profile=profile or chosen.name)
+    # the name as given ("my.json" is what `sedic models download` takes), else the profile's own
+    name = profile if isinstance(profile, str) else chosen.name
+    return run_analysis(pixels, chosen.analysis, device=device, profile=name)
 
 
 def compress(image, *, bpp: float | None = 0.03, reference_bpp: float | None = None,
              semantics: Semantics | str | os.PathLike | None = None, analyze: bool = True,
-             profile: str | None = None, best_effort: bool = False, seed: int = 0,
+             profile: str | Profile | None = None, best_effort: bool = False, seed: int = 0,
              schedule: dict | None = None, device: str | None = None) -> bytes:
     """Compress an image (path or uint8 array) into .sedic bytes.
 
@@ -84,7 +86,7 @@ def compress(image, *, bpp: float | None = 0.03, reference_bpp: float | None = N
                         best_effort=best_effort, seed=seed, overrides=schedule)
 
 
-def decompress(data: bytes | str | os.PathLike, *, profile: str | None = None, stages: int | None = None,
+def decompress(data: bytes | str | os.PathLike, *, profile: str | Profile | None = None, stages: int | None = None,
                device: str | None = None, progress=None, on_step=None, on_image=None) -> np.ndarray:
     """Decode .sedic bytes (or a .sedic file's path) to uint8 (H, W, 3) at the original size;
     stages=0 gives the preview.

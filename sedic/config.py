@@ -75,8 +75,11 @@ PROFILES: dict[str, Profile] = {
 DEFAULT_PROFILE = "sedic"
 
 
-def get_profile(name: str | None) -> Profile:
-    """A built-in profile by name, or a profile file (`*.json`, see `load_profile_file`)."""
+def get_profile(name: "str | Profile | None") -> Profile:
+    """A built-in profile by name, or a profile file (`*.json`, see `load_profile_file`); a
+    Profile is returned as it is (the public API takes either)."""
+    if isinstance(name, Profile):
+        return name
     if name is None:
         name = DEFAULT_PROFILE
     if name.endswith(".json"):
@@ -141,7 +144,7 @@ def _apply(obj, changes, where: str, frozen_keys=()):
         updates[key] = value
     try:
         return replace(obj, **updates)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, InputError) as exc:  # the settings' own checks (__post_init__)
         raise InputError(f"{where}: {exc}") from None
 
 
@@ -154,6 +157,3 @@ def profile_by_id(profile_id: int) -> Profile:
     raise BitstreamError(f"file names profile id {profile_id}, unknown to this version of sedic; "
                          f"name a profile to decode it with (--profile NAME or a .json profile file)")
 
-
-def with_reference_codec(profile: Profile, codec: str) -> Profile:
-    return replace(profile, reference=replace(profile.reference, codec=codec))

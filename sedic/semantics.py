@@ -77,26 +77,33 @@ class Semantics:
             raise InputError(f"cannot read semantics file {path}: {exc.strerror or exc}") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise InputError(f"semantics file {path} is not valid JSON: {exc}") from None
+        return cls.from_dict(raw, lambda name, where: _read_mask(path.parent / name, where),
+                             f"semantics file {path}")
+
+    @classmethod
+    def from_dict(cls, raw, read_mask, where: str = "semantics") -> "Semantics":
+        """Semantics from the parsed JSON of a semantics file. `read_mask(name, where)` gives the
+        mask an object's "mask" field names (bool H x W; `mask_from_png` reads PNG bytes), so an
+        upload needs no temporary folder. `where` starts every error message."""
         if not isinstance(raw, dict):
-            raise InputError(f"semantics file {path}: top level must be an object")
+            raise InputError(f"{where}: top level must be an object")
         overall = raw.get("overall")
         if not isinstance(overall, str):
-            raise InputError(f"semantics file {path}: 'overall' must be a string")
+            raise InputError(f"{where}: 'overall' must be a string")
         objects_raw = raw.get("objects", [])
         if not isinstance(objects_raw, list):
-            raise InputError(f"semantics file {path}: 'objects' must be a list")
+            raise InputError(f"{where}: 'objects' must be a list")
         if len(objects_raw) > MAX_OBJECTS:  # before any mask is read: each one costs memory
-            raise InputError(f"semantics file {path}: {len(objects_raw)} objects; at most {MAX_OBJECTS} are supported")
+            raise InputError(f"{where}: {len(objects_raw)} objects; at most {MAX_OBJECTS} are supported")
         objects = []
         for i, item in enumerate(objects_raw):
-            where = f"semantics file {path}: objects[{i}]"
+            here = f"{where}: objects[{i}]"
             if not isinstance(item, dict):
-                raise InputError(f"{where} must be an object")
+                raise InputError(f"{here} must be an object")
             for key in ("name", "description", "mask"):
                 if not isinstance(item.get(key), str):
-                    raise InputError(f"{where}: missing or non-string field '{key}'")
-            objects.append(SemanticObject(item["name"], item["description"],
-                                          _read_mask(path.parent / item["mask"], where)))
+                    raise InputError(f"{here}: missing or non-string field '{key}'")
+            objects.append(SemanticObject(item["name"], item["description"], read_mask(item["mask"], here)))
         return cls(overall, objects)
 
     def save(self, path: str | os.PathLike, force: bool = False, inputs=()) -> None:
@@ -152,13 +159,24 @@ def check_outputs(json_path: str | os.PathLike, objects: int, force: bool, input
 
 def _read_mask(path: Path, where: str) -> np.ndarray:
     try:
-        with Image.open(path) as img:
-            img.load()
-            arr = np.asarray(img.convert("L"))
+        data = path.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{where}: mask file {path} does not exist") from None
+    except OSError as exc:
+        raise InputError(f"{where}: cannot read mask {path}: {exc.strerror or exc}") from None
+    return mask_from_png(data, str(path), where)
+
+
+def mask_from_png(data: bytes, name: str, where: str) -> np.ndarray:
+    """A mask from the bytes of its image file (grey >= 128 is inside), as `load` reads files."""
+    import io
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            arr = np.asarray(img.convert("L"))
     except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise InputError(f"{where}: cannot read mask {path}: {exc}") from None
+        raise InputError(f"{where}: cannot read mask {name}: {exc}") from None
     return arr >= 128
 
 

@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from sedic.analysis import analyze, check_settings
+from sedic.analysis import analyze
 from sedic.analysis.describe import (LocalVLM, ReplyError, build_prompt, clip_token_count,
                                      max_new_tokens_for, parse_reply, sanitize_name,
                                      template_description)
@@ -132,8 +132,8 @@ def test_bad_inputs():
         analyze(np.zeros((4, 4, 3), np.float32), TINY)
     for bad in (dict(backend="gpt"), dict(num_objects=-1), dict(num_objects=99),
                 dict(description_tokens=200), dict(sam_variant="sam3")):
-        with pytest.raises(InputError):
-            check_settings(replace(TINY, **bad))
+        with pytest.raises(InputError):  # the settings check themselves when made
+            replace(TINY, **bad)
 
 
 def test_missing_model_offline_names_it_and_the_command(image, monkeypatch, tmp_path):

@@ -159,11 +159,20 @@ def test_hostile_reply_is_plain_data(server, monkeypatch, image):
 
 
 def test_huge_reply_is_refused_unread(server, monkeypatch, image):
+    """A 10 MB reply: the client stops reading at the 1 MB cap (plus the chunk that crossed it)."""
+    from openai._response import APIResponse  # what with_streaming_response hands out
+
+    read, iter_bytes = [0], APIResponse.iter_bytes
+
+    def counted(self, *args, **kwargs):
+        for chunk in iter_bytes(self, *args, **kwargs):
+            read[0] += len(chunk)
+            yield chunk
+    monkeypatch.setattr(APIResponse, "iter_bytes", counted)
     server.replies.append((200, completion("x" * 10_000_000), 0))
-    t = time.perf_counter()
     with pytest.raises(SedicError, match="larger than 1000000 bytes"):
         make(server, monkeypatch).describe(image, 3)
-    assert time.perf_counter() - t < 10
+    assert 1_000_000 < read[0] < 1_200_000, read[0]
 
 
 def test_large_content_under_the_byte_cap_is_rejected(server, monkeypatch, image):

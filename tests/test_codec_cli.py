@@ -177,9 +177,12 @@ def test_semantics_validation(tmp_path, small_image):
         Semantics.load(tmp_path / "broken.json")
 
 
-def test_every_kodak_image_round_trips_through_the_api(kodak_dir):
-    """The preview of every Kodak image at 0.02 bpp: file within target, size preserved."""
-    for path in sorted(kodak_dir.glob("kodim*.png"))[:24:6]:
+def test_four_kodak_images_round_trip_through_the_api(kodak_dir):
+    """The preview of kodim01, 07, 13 and 19 (portrait and landscape) at 0.02 bpp: file within
+    target, size preserved. All 24 (a few seconds each): benchmarks/kodak_roundtrip.py."""
+    paths = sorted(kodak_dir.glob("kodim*.png"))
+    assert len(paths) == 24
+    for path in paths[::6]:
         data = sedic.compress(path, bpp=0.02, analyze=False, profile="test")
         image = sedic.decompress(data, stages=0)
         w, h = Image.open(path).size

@@ -8,6 +8,7 @@ import torch
 
 from sedic.evaluation import metrics as M
 from sedic.evaluation import weights as W
+from sedic.errors import InputError
 
 
 def _img(h, w, seed=0):
@@ -36,7 +37,7 @@ def test_psnr_identical_is_cap_and_known_mse():
 
 
 def test_psnr_rejects_size_mismatch():
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError):
         M.psnr(_img(8, 8), _img(8, 9))
 
 
@@ -58,7 +59,7 @@ def test_parse_metric_list_aliases_and_order():
     assert M.parse_metric_list("ms-ssim,psnr") == ["psnr", "ms-ssim"]
     assert M.parse_metric_list("lpips,fid") == ["lpips-alex", "lpips-vgg", "fid"]
     assert M.parse_metric_list("all") == list(M.ALL_METRICS)
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError):
         M.parse_metric_list("psnr,bogus")
 
 

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from sedic.evaluation import baselines as B
-from sedic.evaluation.baselines import Encoded, RateUnmet
+from sedic.errors import RateError
+from sedic.evaluation.baselines import Encoded
 from sedic.evaluation.methods import Method
 from sedic.evaluation.metrics import MetricSuite, psnr
 from sedic.evaluation.runner import Evaluation, list_images
@@ -32,7 +33,7 @@ class Counting(Method):
     def encode(self, image, target_bpp, stem):
         self.calls["encode"] += 1
         if target_bpp == self.fail_at:
-            raise RateUnmet("too small")
+            raise RateError("too small")
         step = 64 if target_bpp < 0.1 else 16
         return Encoded((image // step * step).tobytes() + bytes([step]), {"step": step})
 
@@ -159,7 +160,7 @@ def test_jpeg_search_fits_target_with_largest_quality():
 
 
 def test_baseline_rate_unmet():
-    with pytest.raises(RateUnmet):
+    with pytest.raises(RateError):
         B.build_baseline("jpeg").encode(_smooth(64, 64), 0.01)
 
 
@@ -280,42 +281,48 @@ def test_evaluate_rejects_bad_options(tmp_path, capsys):
 
 
 def test_sedic_methods_share_one_file_and_pass_options(dataset, tmp_path, monkeypatch):
-    """sedic and sedic-preview: one encode, decoded with all stages / with stages=0; semantics cache used."""
+    """sedic and sedic-preview: one encode, decoded with all stages / with stages=0; semantics cache
+    used. The real codec with profile `test` (offline); the API calls are only recorded."""
     import sedic
     from sedic.evaluation.methods import SedicMethod
 
     calls = []
 
-    def compress(image, *, bpp=None, semantics=None, analyze=True, profile=None, seed=0, device=None, **kw):
-        calls.append(("compress", semantics, analyze, profile, device))
-        return b"S" * 10
+    def record(name):
+        real = getattr(sedic, name)
 
-    def decompress(data, *, profile=None, stages=None, device=None, progress=None):
-        calls.append(("decompress", stages, profile, device))
-        return np.zeros((40, 56, 3), np.uint8)
+        def call(*args, **kwargs):
+            calls.append((name, kwargs))
+            return real(*args, **kwargs)
+        monkeypatch.setattr(sedic, name, call)
 
-    def inspect(data):
-        return {"streams": {"reference": 56, "text": 8, "masks": 8, "header": 8},
-                "semantics": {"overall": "a test", "objects": []}}
-
-    monkeypatch.setattr(sedic, "compress", compress)
-    monkeypatch.setattr(sedic, "decompress", decompress)
-    monkeypatch.setattr(sedic, "inspect", inspect)
+    for name in ("compress", "decompress", "inspect"):
+        record(name)
     sem = tmp_path / "sem"
     sem.mkdir()
-    (sem / "a.json").write_text('{"overall": "x", "objects": []}')
-    methods = [SedicMethod(profile="test", semantics_dir=sem, device="cpu", stages=2),
+    mask = np.zeros((40, 56), bool)
+    mask[5:25, 10:40] = True
+    Image.fromarray(mask).save(sem / "a.mask0.png")
+    (sem / "a.json").write_text(json.dumps({"overall": "a smooth gradient", "objects": [
+        {"name": "patch", "description": "a bright patch", "mask": "a.mask0.png"}]}))
+    methods = [SedicMethod(profile="test", semantics_dir=sem, device="cpu", stages=1),
                SedicMethod(profile="test", semantics_dir=sem, device="cpu", preview=True)]
-    ev = Evaluation(tmp_path / "out", methods, MetricSuite(image={"psnr": CountingMetric()}), [0.02],
+    out = tmp_path / "out"
+    ev = Evaluation(out, methods, MetricSuite(image={"psnr": CountingMetric()}), [3.0],
                     semantics_dir=sem, progress=False)
     res = ev.run(list_images(dataset, 2))
-    enc = [c for c in calls if c[0] == "compress"]
+    enc = [kw for name, kw in calls if name == "compress"]
     assert len(enc) == 2  # one per image, shared by both methods
-    assert enc[0][1] == sem / "a.json" and enc[1][1] is None and enc[0][3] == "test"
-    assert sorted(c[1] for c in calls if c[0] == "decompress") == [0, 0, 2, 2]
-    row = res.rows[0]
-    assert row["bpp_reference"] == pytest.approx(56 / (40 * 56)) and row["bytes"] == 10
-    assert sum(row[f"bpp_{s}"] for s in ("reference", "text", "masks", "header")) == pytest.approx(row["bpp"])
+    assert enc[0]["semantics"] == sem / "a.json" and enc[1]["semantics"] is None and enc[1]["analyze"]
+    assert all(kw["profile"] == "test" for kw in enc)
+    dec = [kw for name, kw in calls if name == "decompress"]
+    assert sorted(kw["stages"] for kw in dec) == [0, 0, 1, 1] and all(kw["device"] == "cpu" for kw in dec)
+    assert all(r["status"] == "ok" for r in res.rows), [r.get("error") for r in res.rows]
+    for row in res.rows:  # the rate is the file the codec wrote
+        size = (out / "files" / "sedic" / "bpp3" / f"{row['image']}.sedic").stat().st_size
+        assert row["bytes"] == size and row["bpp"] == pytest.approx(8 * size / (40 * 56))
+        assert sum(row[f"bpp_{s}"] for s in ("reference", "text", "masks", "header")) == pytest.approx(row["bpp"])
+        assert row["bpp_text"] > 0 and row["bpp_reference"] > 0
 
 
 def test_changed_options_are_not_served_from_the_cache(dataset, tmp_path):

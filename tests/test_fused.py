@@ -209,7 +209,7 @@ def test_schedule_travels_in_the_file(tmp_path, small_image):
 
 
 def test_schedule_setting_is_checked():
-    with pytest.raises(ValueError, match="schedule"):
+    with pytest.raises(InputError, match="schedule"):
         DecoderSettings(schedule="parallel")
     assert PROFILES["sedic-fast"].id == 3 and PROFILES["sedic-fast"].decoder.schedule == "fused"
 

@@ -129,13 +129,12 @@ def test_roundtrip_random_density():
         roundtrip([rng.random((33, 47)) < p for _ in range(3)])
 
 
-def test_large_grid_roundtrip_is_quick():
-    import time
+def test_large_grid_roundtrip():
+    """A 256 x 256 grid (a 2048 px image's) with three overlapping masks; its speed is measured in
+    benchmarks/mask_rate.py, not asserted here."""
     yy, xx = np.mgrid[:256, :256]
     grids = [(yy - c) ** 2 + (xx - 2 * c // 3) ** 2 < 60 ** 2 for c in (60, 128, 200)]
-    t = time.perf_counter()
     roundtrip(grids)
-    assert time.perf_counter() - t < 5.0
 
 
 # ------------------------------------------------------------------ robustness

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from sedic.errors import InputError
 from sedic.restoration.orag import OragState, install, object_token_mask, uninstall
 from sedic.restoration.settings import OragSettings
 from sedic.restoration.sampler import Denoiser, StageSpec, sample_stage, spaced_timesteps
@@ -66,9 +67,9 @@ def test_step_weights_and_validation():
     assert s.step_weight(2, 10) == pytest.approx(0.5 * 0.8 ** 2)
     assert s.step_weight(5, 10) == 0.0  # past stop_fraction
     assert OragSettings(enabled=False).step_weight(0, 10) == 0.0
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError):
         OragSettings(range_mode="max")
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError):
         OragSettings(unet_blocks=("left",))
     assert spaced_timesteps(4, 1.0) == [999, 666, 333, 0]
     assert spaced_timesteps(10, 0.6)[0] == 599 and spaced_timesteps(10, 0.6)[-1] == 0

@@ -290,7 +290,7 @@ def test_pure_noise_start_ignores_the_stage_input(bb):
 
     assert torch.equal(run(a, "noise"), run(b, "noise"))
     assert not torch.equal(run(a, "input"), run(b, "input"))
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError):
         PipelineSettings(object_start="noise", object_start_strength=0.6)
 
 

@@ -422,9 +422,10 @@ def test_missing_models_answer_503(small_image):
 
 def test_one_model_job_at_a_time_and_cancellation():
     queue = JobQueue(capacity=4, cpu_workers=2)
-    running, overlap, release = [0], [0], threading.Event()
+    running, overlap, release, ran = [0], [0], threading.Event(), [0]
 
     def model_work():
+        ran[0] += 1
         running[0] += 1
         overlap[0] = max(overlap[0], running[0])
         time.sleep(0.05)
@@ -436,16 +437,19 @@ def test_one_model_job_at_a_time_and_cancellation():
         for t in tickets:
             t.close()
         assert overlap[0] == 1 and queue.in_flight == 0
-        # a job cancelled while it waits for the model thread never starts
+        # a job cancelled while it waits for the model thread never starts: it is already in the
+        # pool's queue (behind the blocker) when it is cancelled, so the check inside the pool stops it
         blocker, waiter = queue.admit(), queue.admit()
         first = asyncio.ensure_future(blocker.run(release.wait, model=True))
-        await asyncio.sleep(0.05)
         second = asyncio.ensure_future(waiter.run(model_work, model=True))
+        while queue.model_in_flight < 2:  # both submitted to the one model thread
+            await asyncio.sleep(0)
         waiter.close(cancelled=True)
         release.set()
         await first
         with pytest.raises(JobCancelled):
             await second
+        assert ran[0] == 3  # the three jobs above, not the cancelled one
         blocker.close()
         assert queue.in_flight == 0 and queue.counts["cancelled"] == 1
         # the decoder's progress callback is where running work stops

@@ -16,56 +16,16 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..devices import resolve_device, resolve_dtype
 from ..errors import InputError, ModelUnavailableError, SedicWarning
 from ..semantics import MAX_OBJECTS, SemanticObject, Semantics
-from .settings import AnalysisSettings
+from .settings import BACKENDS, AnalysisSettings
 
 log = logging.getLogger(__name__)
-
-BACKENDS = ("local", "openai", "tiny")
-_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-           "float16": "float16", "fp16": "float16"}
-
 
 # Below this the analysis models break (convolutions and group norms on 1x1 maps; Qwen2-VL asks
 # for 28 pixels); the codec itself takes any size from 1x1.
 MIN_SIDE = 32
-
-
-def resolve_device(device: str | None) -> str:
-    import torch
-
-    if device:
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise InputError(f"device {device!r} requested but no CUDA GPU is available")
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def resolve_dtype(name: str, device: str):
-    import torch
-
-    if name == "auto":
-        # bf16 halves memory and time on GPUs; CPUs run float32 fastest and most reliably.
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    try:
-        return getattr(torch, _DTYPES[name])
-    except KeyError:
-        raise InputError(f"unknown dtype {name!r} (auto, float32, bfloat16, float16)") from None
-
-
-def check_settings(settings: AnalysisSettings) -> None:
-    if settings.backend not in BACKENDS:
-        raise InputError(f"unknown analysis backend {settings.backend!r} (known: {', '.join(BACKENDS)})")
-    if not 0 <= settings.num_objects <= MAX_OBJECTS:
-        raise InputError(f"number of objects must be between 0 and {MAX_OBJECTS}, got {settings.num_objects}")
-    if not 8 <= settings.description_tokens <= 75 or not 8 <= settings.overall_tokens <= 75:
-        raise InputError("description budgets must be 8 to 75 CLIP tokens (the decoder's window is 77 "
-                         "including its start and end tokens)")
-    if settings.sam_variant not in ("sam", "sam2"):
-        raise InputError(f"unknown SAM variant {settings.sam_variant!r} (sam, sam2)")
-    if settings.retries < 0 or not 0 < settings.timeout_s < float("inf"):  # nan fails both
-        raise InputError(f"retries must be >= 0 and the time-out positive and finite, got {settings.timeout_s}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -141,7 +101,6 @@ def analyze(image: np.ndarray, settings: AnalysisSettings, device: str | None = 
         raise InputError(f"image {image.shape[1]}x{image.shape[0]} is too small for the analysis (at least "
                          f"{MIN_SIDE} pixels on each side); compress it with hand-made semantics "
                          f"(--semantics) or the reference alone (--no-semantics)")
-    check_settings(settings)
     device = resolve_device(device)
     k = settings.num_objects
     from ..models import require_models
@@ -173,4 +132,4 @@ def clear_cache() -> None:
     release_shared()
 
 
-__all__ = ["AnalysisSettings", "ModelUnavailableError", "analyze", "clear_cache"]
+__all__ = ["AnalysisSettings", "ModelUnavailableError", "analyze", "clear_cache", "resolve_dtype"]

@@ -1,8 +1,17 @@
-"""Settings of the encoder-side semantic analysis (a profile's `analysis` part)."""
+"""Settings of the encoder-side semantic analysis (a profile's `analysis` part).
+
+Checked when made (`__post_init__`, InputError), like the decoder's settings."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+from ..devices import check_dtype
+from ..errors import InputError
+from ..semantics import MAX_OBJECTS
+
+BACKENDS = ("local", "openai", "tiny")
 
 
 @dataclass(frozen=True)
@@ -49,3 +58,17 @@ class AnalysisSettings:
 
     # Extra attempts after a reply that is not valid JSON of the schema; then a clear error.
     retries: int = 2
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise InputError(f"unknown analysis backend {self.backend!r} (known: {', '.join(BACKENDS)})")
+        if not 0 <= self.num_objects <= MAX_OBJECTS:
+            raise InputError(f"number of objects must be between 0 and {MAX_OBJECTS}, got {self.num_objects}")
+        if not 8 <= self.description_tokens <= 75 or not 8 <= self.overall_tokens <= 75:
+            raise InputError("description budgets must be 8 to 75 CLIP tokens (the decoder's window is 77 "
+                             "including its start and end tokens)")
+        if self.sam_variant not in ("sam", "sam2"):
+            raise InputError(f"unknown SAM variant {self.sam_variant!r} (sam, sam2)")
+        check_dtype(self.dtype, "the analysis dtype")
+        if self.retries < 0 or not 0 < self.timeout_s < math.inf:  # nan fails both
+            raise InputError(f"retries must be >= 0 and the time-out positive and finite, got {self.timeout_s}")

@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
-from ..errors import InputError, SedicError
+from ..errors import InputError, SedicError, one_line
 
 FAULT_ENV = "SEDIC_TEST_FAULT"
 
@@ -60,11 +60,6 @@ class WorkItem:
     seconds: float = 0.0           # time spent in workers, all attempts
     done: tuple = ()               # names of the stages finished
     warnings: list = field(default_factory=list)
-
-
-def one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if isinstance(exc, SedicError) else f"{type(exc).__name__}: {text}"
 
 
 @dataclass(frozen=True)
@@ -207,14 +202,6 @@ def local_gpu_count() -> int:
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def check_device(device: str, gpus: int | None = None) -> str:
-    """`device` if it exists here (gpus None) or in a cluster with `gpus` GPUs; else an InputError,
-    before any work (the one device check of the CLI, API and server)."""
-    from ..devices import resolve_device
-
-    return resolve_device(device, gpus)
 
 
 @contextmanager

@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, one_line
 from ..imageio import atomic_write_bytes
-from .executor import Executor, LocalExecutor, Stage, WorkItem, one_line
+from .executor import Executor, LocalExecutor, Stage, WorkItem
 from .manifest import Manifest
 from .progress import progress_bar
 from .work import Analyzer, Decoder, Encoder

@@ -9,6 +9,7 @@ import datetime as _dt
 from pathlib import Path
 
 from ..batch.executor import Executor, RayExecutor
+from ..devices import resolve_device
 from ..errors import InputError
 from .baselines import CLASSICAL
 from .methods import SEDIC_METHODS
@@ -33,16 +34,6 @@ def _split(value) -> list[str]:
     return [] if items == ["none"] else list(dict.fromkeys(items))
 
 
-def resolve_device(device: str | None) -> str:
-    if device:
-        from ..batch.executor import check_device
-
-        return check_device(device)  # a bad or absent device fails here, before any work
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def evaluate(dataset_dir, out_dir, *, bpps=DEFAULT_BPPS, profile: str | None = None, metrics="all",
              methods=SEDIC_METHODS, baselines=DEFAULT_BASELINES, semantics_dir=None, analyze: bool = True,
              limit: int | None = None, device: str | None = None, stages: int | None = None,
@@ -59,10 +50,7 @@ def evaluate(dataset_dir, out_dir, *, bpps=DEFAULT_BPPS, profile: str | None = N
     bpps = list(dict.fromkeys(bpps))
     if limit is not None and limit < 1:
         raise InputError("--limit must be at least 1")
-    try:
-        metric_names = parse_metric_list(metrics)
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
+    metric_names = parse_metric_list(metrics)
     method_names = _split(methods)
     for name in method_names:
         if name not in SEDIC_METHODS:
@@ -90,9 +78,7 @@ def evaluate(dataset_dir, out_dir, *, bpps=DEFAULT_BPPS, profile: str | None = N
         if executor is not None:
             worker_device = device
             if device:  # the workers' device must exist where they run (GPUs of the cluster)
-                from ..batch.executor import check_device
-
-                check_device(device, executor.gpus if isinstance(executor, RayExecutor) else None)
+                resolve_device(device, executor.gpus if isinstance(executor, RayExecutor) else None)
             device = device or ("cuda" if executor.gpus else "cpu")
         out.mkdir(parents=True, exist_ok=True)
         # The driver builds the evaluation too (names, metric list, FID/KID from cached features);

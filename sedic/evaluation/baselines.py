@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from ..errors import InputError, RateError
 from .metrics import psnr
 from .weights import WeightsNotFound, find_file, hub_checkpoint_dir
 
@@ -29,10 +30,6 @@ MIN_SIDE = 8  # below this a codec's block structure dominates; not worth search
 
 class BaselineUnavailable(Exception):
     """The codec cannot run here (encoder not installed, no weights); the message says why."""
-
-
-class RateUnmet(Exception):
-    """No (factor, quality) fits the target rate."""
 
 
 @dataclass
@@ -158,7 +155,7 @@ class SearchedBaseline:
                 if worse >= 2:
                     break
         if best is None:
-            raise RateUnmet(f"{self.name}: no downscale factor >= {self.factors[-1]} and quality fits "
+            raise RateError(f"{self.name}: no downscale factor >= {self.factors[-1]} and quality fits "
                             f"{target_bpp} bpp ({budget} bytes)")
         _, factor, q, data, size = best
         # Report the time of one encode of the chosen setting (downscale included), not the search.
@@ -298,7 +295,7 @@ def build_baseline(name: str, *, compressai_ckpts: dict[str, dict[int, str]] | N
         arch = name[len("compressai-"):]
         ckpts = compressai_checkpoints(arch, (compressai_ckpts or {}).get(arch, {}))
         return SearchedBaseline(CompressAICodec(arch, ckpts, device), factors)
-    raise ValueError(f"unknown baseline {name!r} (known: {', '.join(CLASSICAL)}, compressai-<arch>)")
+    raise InputError(f"unknown baseline {name!r} (known: {', '.join(CLASSICAL)}, compressai-<arch>)")
 
 
 def timed(fn, *args, **kwargs):

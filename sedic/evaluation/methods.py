@@ -27,7 +27,7 @@ class Method(abc.ABC):
 
     @abc.abstractmethod
     def encode(self, image: np.ndarray, target_bpp: float, stem: str) -> Encoded:
-        """The whole file at or below target_bpp (RateUnmet when impossible)."""
+        """The whole file at or below target_bpp (RateError when impossible)."""
 
     @abc.abstractmethod
     def decode(self, data: bytes, size: tuple[int, int], info: dict) -> np.ndarray:

@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import InputError
 from .weights import (ALEXNET_FILE, INCEPTION_FILE, VGG16_FILE, WeightsNotFound, dists_file, find_file,
                       load_state_dict, lpips_lin_file)
 
@@ -50,7 +51,7 @@ def parse_metric_list(text: str | list[str]) -> list[str]:
         names = ALIASES.get(name, (name,))
         for n in names:
             if n not in ALL_METRICS:
-                raise ValueError(f"unknown metric {raw!r} (known: {', '.join(ALL_METRICS)}, lpips, clip, all)")
+                raise InputError(f"unknown metric {raw!r} (known: {', '.join(ALL_METRICS)}, lpips, clip, all)")
             if n not in out:
                 out.append(n)
     # Report order is the canonical order, whatever order the user typed.
@@ -59,7 +60,7 @@ def parse_metric_list(text: str | list[str]) -> list[str]:
 
 def _check_pair(ref: np.ndarray, dec: np.ndarray) -> None:
     if ref.shape != dec.shape or ref.ndim != 3 or ref.shape[2] != 3:
-        raise ValueError(f"images must both be (H, W, 3), got {ref.shape} and {dec.shape}")
+        raise InputError(f"images must both be (H, W, 3), got {ref.shape} and {dec.shape}")
 
 
 def _to_tensor(img: np.ndarray, device="cpu"):

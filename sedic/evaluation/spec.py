@@ -55,8 +55,6 @@ class EvaluationSpec:
                                                              device=device), device))
             except BaselineUnavailable as exc:
                 unavailable[name] = str(exc)
-            except ValueError as exc:
-                raise InputError(str(exc)) from None
         suite = build_metrics(list(self.metric_names), weights_dir=self.weights_dir, device=device,
                               clip_model=self.clip_model, fid_patch=self.fid_patch)
         ev = Evaluation(Path(self.out_dir), methods, suite, list(self.bpps), semantics_dir=self.semantics_dir,

@@ -32,6 +32,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..streams.text import join_object_prompt
 from .settings import OragSettings
 
 
@@ -40,13 +41,13 @@ _BLOCK_PREFIX = {"down": "down_blocks.", "mid": "mid_block.", "up": "up_blocks."
 
 def object_token_mask(tokenizer, name: str, description: str, settings: OragSettings,
                       length: int = 77, name_in_prompt: bool = True) -> torch.Tensor:
-    """Bool (length,) marking the object's tokens in the prompt f"{name}, {description}"
+    """Bool (length,) marking the object's tokens in the prompt join_object_prompt(name, description)
     (or in `description` alone when name_in_prompt is False).
 
     BOS is never included: it is the attention sink that most queries attend to, and pushing it
     around rescales the whole layer instead of locating the object. Padding is never included.
     """
-    prompt = f"{name}, {description}" if name_in_prompt else description
+    prompt = join_object_prompt(name, description) if name_in_prompt else description
     ids = tokenizer(prompt, padding="max_length", max_length=length, truncation=True).input_ids
     eos_id = tokenizer.eos_token_id
     # The first EOS after BOS ends the text (SD 2's tokenizer pads with "!", SD 1's with EOS).

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..devices import resolve_device, resolve_dtype
 from ..errors import InputError
 from .orag import OragState, install, object_token_mask, uninstall
 from .plan import object_prompt, plan_stages
@@ -27,24 +28,8 @@ from .sampler import Denoiser, StageSpec, sample_stage
 
 
 UNET_MULTIPLE = 64  # VAE factor 8 x three 2x down-samplings in SD's UNet
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _BACKBONE_CACHE: dict = {}
 _COMPILED: dict = {}
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device)
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    try:
-        return _DTYPES[name]
-    except KeyError:
-        raise ValueError(f"unknown dtype {name!r} (known: auto, {', '.join(_DTYPES)})") from None
 
 
 def get_backbone(settings, device: torch.device, dtype: torch.dtype):

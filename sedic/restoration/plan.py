@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import InputError
+from ..streams.text import join_object_prompt
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,9 @@ class StagePlan:
 
 
 def object_prompt(obj, settings) -> str:
-    return f"{obj.name}, {obj.description}" if settings.pipeline.object_prompt == "name+description" else obj.description
+    if settings.pipeline.object_prompt == "name+description":
+        return join_object_prompt(obj.name, obj.description)
+    return obj.description
 
 
 def _has_cells(obj) -> bool:

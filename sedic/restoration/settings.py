@@ -1,8 +1,14 @@
-"""Settings of the generative decoder (a profile's `decoder` part)."""
+"""Settings of the generative decoder (a profile's `decoder` part).
+
+Every settings dataclass checks itself when it is made (`__post_init__`) and raises InputError:
+a profile file, the CLI, the server and the Python API all get the same one-line message."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from ..devices import check_dtype
+from ..errors import InputError
 
 PAPER_NEGATIVE_PROMPT = "low quality, blurry, low-resolution, noisy, unsharp, weird textures"
 SCHEDULES = ("sequential", "fused")
@@ -30,14 +36,14 @@ class OragSettings:
 
     def __post_init__(self):
         if self.range_mode not in ("query", "fixed"):
-            raise ValueError(f"OragSettings.range_mode must be 'query' or 'fixed', got {self.range_mode!r}")
+            raise InputError(f"OragSettings.range_mode must be 'query' or 'fixed', got {self.range_mode!r}")
         if self.tokens not in ("name+description", "description"):
-            raise ValueError(f"OragSettings.tokens must be 'name+description' or 'description', got {self.tokens!r}")
+            raise InputError(f"OragSettings.tokens must be 'name+description' or 'description', got {self.tokens!r}")
         for b in self.unet_blocks:
             if b not in ("down", "mid", "up"):
-                raise ValueError(f"OragSettings.unet_blocks: unknown block {b!r} (known: down, mid, up)")
+                raise InputError(f"OragSettings.unet_blocks: unknown block {b!r} (known: down, mid, up)")
         if not 0.0 <= self.stop_fraction <= 1.0:
-            raise ValueError("OragSettings.stop_fraction must be in [0, 1]")
+            raise InputError("OragSettings.stop_fraction must be in [0, 1]")
 
     @property
     def attention_on(self) -> bool:
@@ -85,32 +91,31 @@ class PipelineSettings:
 
     def __post_init__(self):
         if self.object_start not in ("input", "noise"):
-            raise ValueError(f"object_start must be 'input' or 'noise', got {self.object_start!r}")
+            raise InputError(f"object_start must be 'input' or 'noise', got {self.object_start!r}")
         if self.final_start not in ("input", "noise", "low-frequency"):
-            raise ValueError(f"final_start must be 'input', 'noise' or 'low-frequency', got {self.final_start!r}")
+            raise InputError(f"final_start must be 'input', 'noise' or 'low-frequency', got {self.final_start!r}")
         for which, start, strength in (("object", self.object_start, self.object_start_strength),
                                        ("final", self.final_start, self.final_start_strength)):
             if start == "noise" and strength != 1.0:
-                raise ValueError(f"{which}_start='noise' needs {which}_start_strength 1.0 (pure noise is t = T-1)")
+                raise InputError(f"{which}_start='noise' needs {which}_start_strength 1.0 (pure noise is t = T-1)")
         for which, strength in (("object", self.object_start_strength), ("final", self.final_start_strength)):
             if not 0.0 < strength <= 1.0:
-                raise ValueError(f"{which}_start_strength must be in (0, 1], got {strength}")
+                raise InputError(f"{which}_start_strength must be in (0, 1], got {strength}")
         if any(not isinstance(n, int) or n < 1 for n in self.object_stage_steps):
-            raise ValueError("object_stage_steps must be positive integers")
+            raise InputError("object_stage_steps must be positive integers")
         if self.object_prompt not in ("name+description", "description"):
-            raise ValueError(f"object_prompt must be 'name+description' or 'description', got {self.object_prompt!r}")
+            raise InputError(f"object_prompt must be 'name+description' or 'description', got {self.object_prompt!r}")
         if self.final_condition not in ("restored", "reference"):
-            raise ValueError(f"final_condition must be 'restored' or 'reference', got {self.final_condition!r}")
+            raise InputError(f"final_condition must be 'restored' or 'reference', got {self.final_condition!r}")
         if self.color_fix not in ("wavelet", "adain", "none"):
-            raise ValueError(f"color_fix must be 'wavelet', 'adain' or 'none', got {self.color_fix!r}")
+            raise InputError(f"color_fix must be 'wavelet', 'adain' or 'none', got {self.color_fix!r}")
         if self.tile % 8 or self.tile < 16 or not 0 <= self.tile_overlap < self.tile:
-            raise ValueError("tile must be a multiple of 8 (>= 16) and tile_overlap in [0, tile)")
-        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise ValueError(f"dtype must be 'auto', 'float32', 'bfloat16' or 'float16', got {self.dtype!r}")
+            raise InputError("tile must be a multiple of 8 (>= 16) and tile_overlap in [0, tile)")
+        check_dtype(self.dtype)
         if self.pad_mode not in ("reflect", "replicate", "constant", "circular"):  # torch's F.pad modes
-            raise ValueError(f"pad_mode must be 'reflect', 'replicate', 'constant' or 'circular', got {self.pad_mode!r}")
+            raise InputError(f"pad_mode must be 'reflect', 'replicate', 'constant' or 'circular', got {self.pad_mode!r}")
         if self.compile not in ("none", "default", "reduce-overhead", "max-autotune"):
-            raise ValueError(f"unknown compile mode {self.compile!r}")
+            raise InputError(f"unknown compile mode {self.compile!r}")
 
 
 @dataclass(frozen=True)
@@ -142,11 +147,11 @@ class DecoderSettings:
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+            raise InputError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         for name in ("object_steps", "final_steps"):
             steps = getattr(self, name)
             if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-                raise ValueError(f"{name} must be a positive integer (a stage runs at least one step), got {steps!r}")
+                raise InputError(f"{name} must be a positive integer (a stage runs at least one step), got {steps!r}")
 
         # a stage has round(strength * 999) + 1 distinct timesteps (sampler.spaced_timesteps)
         st = self.pipeline

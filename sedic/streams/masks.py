@@ -223,14 +223,6 @@ def encode_masks(grids: list[np.ndarray]) -> bytes:
     return words.rstrip(b"\x00")  # the decoder re-pads with zero bytes; see docs
 
 
-def ideal_bits(grids: list[np.ndarray]) -> float:
-    """Model cost in bits (sum of -log2 p), for tuning and tests; the real stream adds < 40 bits."""
-    bits, qs = _encoder_symbols(list(grids))
-    q = np.asarray(qs, np.float64) / (1 << PBITS)
-    b = np.asarray(bits, bool)
-    return float(-np.log2(np.where(b, q, 1 - q)).sum())
-
-
 def decode_masks(data: bytes, count: int, shape: tuple[int, int]) -> list[np.ndarray]:
     """Inverse of encode_masks; count and shape come from the container (already range-checked)."""
     import constriction
