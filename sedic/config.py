@@ -63,8 +63,9 @@ PROFILES: dict[str, Profile] = {
                                         base_model="stable-diffusion-v1-5/stable-diffusion-v1-5",
                                         controlnet="lllyasviel/control_v11f1e_sd15_tile",
                                         controlnet_file="")),
-        Profile("sedic-fast", 3, "the paper's models with the fused schedule: every object and the overall "
-                "description in one pass of 20 steps (docs/orag.md)",
+        Profile("sedic-fast", 3, "the paper's models with the fused schedule: regional prompting in one pass "
+                "of 20 steps, each object's text acting only inside its mask; no object stages, no "
+                "blending (docs/orag.md)",
                 decoder=DecoderSettings(schedule="fused")),
         Profile("authors", 4, "the paper's models with the SEDIC authors' released decoder schedule, for "
                 "comparison: pure-noise object stages of 5/10/10 steps, 50 final steps (docs/orag.md)",

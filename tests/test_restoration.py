@@ -324,3 +324,64 @@ def test_more_steps_than_the_start_strength_allows_are_refused():
     Settings(**{**FAST, "object_steps": 600})
     with pytest.raises(InputError, match="at most 600"):
         sedic.compress(_image(48, 64), bpp=1.0, profile="test", schedule={"object_steps": 700})
+
+
+# --- tiling pins: the blend, not just the shapes ----------------------------------------------
+
+class _PointwiseNets:
+    """A ControlNet + UNet pair whose prediction at a latent cell depends on that cell only (of the
+    latent and of the control, pooled 8x for a pixel condition): tiled must equal untiled."""
+
+    class _Module(torch.nn.Module):
+        def __init__(self, fn):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(()))
+            self.fn = fn
+
+        def forward(self, *args, **kwargs):
+            return self.fn(*args, **kwargs)
+
+    def __init__(self, factor):
+        def control(x, t, encoder_hidden_states, controlnet_cond, conditioning_scale, return_dict):
+            c = torch.nn.functional.avg_pool2d(controlnet_cond, factor) if factor > 1 else controlnet_cond
+            return [c[:, :4] * conditioning_scale], None
+
+        def unet(x, t, encoder_hidden_states, down_block_additional_residuals, mid_block_additional_residual,
+                 return_dict):
+            return (torch.tanh(x) * 0.5 + down_block_additional_residuals[0] * 0.25 + t[:, None, None, None] / 1000
+                    + encoder_hidden_states.mean() * 0.1,)
+
+        self.controlnet, self.unet = self._Module(control), self._Module(unet)
+        self.control_scale = 1.0
+
+
+@pytest.mark.parametrize("factor", [1, 8])
+def test_tiled_prediction_equals_untiled_for_a_pointwise_network(factor):
+    from sedic.restoration.sampler import Denoiser, StageSpec
+
+    g = torch.Generator().manual_seed(0)
+    h, w = 40, 56  # 16-cell tiles with overlap 8: several tiles in both directions, ragged last ones
+    z = torch.randn(1, 4, h, w, generator=g)
+    control = torch.randn(1, 4, h * factor, w * factor, generator=g)
+    spec = StageSpec(cond=torch.randn(1, 77, 8, generator=g), uncond=torch.zeros(1, 77, 8), cfg=3.0,
+                     control=control, control_factor=factor)
+    nets = _PointwiseNets(factor)
+    untiled = Denoiser(nets)(z, 500, spec)
+    for tile, overlap in ((16, 8), (24, 4), (16, 0)):
+        tiled = Denoiser(nets, tile=tile, overlap=overlap)(z, 500, spec)
+        torch.testing.assert_close(tiled, untiled, rtol=1e-6, atol=1e-6)
+
+
+def test_tile_blend_weights_are_positive_and_normalise_everywhere():
+    for h, w, tile, overlap in ((40, 56, 16, 8), (32, 32, 16, 8), (96, 200, 96, 16)):
+        total = torch.zeros(h, w)
+        count = torch.zeros(h, w)
+        for y0 in tile_starts(h, min(tile, h), overlap):
+            for x0 in tile_starts(w, min(tile, w), overlap):
+                wt = tile_weight(min(tile, h), min(tile, w), y0, x0, h, w, overlap)[0, 0]
+                assert (wt > 0).all() and (wt <= 1).all()
+                total[y0:y0 + wt.shape[0], x0:x0 + wt.shape[1]] += wt
+                count[y0:y0 + wt.shape[0], x0:x0 + wt.shape[1]] += 1
+        assert (total > 0).all() and (count >= 1).all()
+        # at the image border no ramp: a pixel covered by one tile only has weight 1 there
+        assert torch.equal(total[count == 1], torch.ones(int((count == 1).sum())))

@@ -38,7 +38,7 @@ FAST = {"object_steps": 1, "final_steps": 1}
 def client_for(**settings) -> TestClient:
     settings.setdefault("profile", "test")
     settings.setdefault("warm", False)
-    return TestClient(create_app(ServerSettings(**settings)))
+    return TestClient(create_app(ServerSettings(**settings)), base_url="http://localhost")
 
 
 @pytest.fixture(scope="module")
@@ -342,7 +342,7 @@ def test_api_key(small_file, monkeypatch):
     monkeypatch.setenv("SEDIC_API_KEY", "s3cret-key")
     settings = ServerSettings.from_env(profile="test", warm=False)
     assert "s3cret" not in repr(settings)
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), base_url="http://localhost") as c:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-key"},
                         {"Authorization": "Basic s3cret-key"}):
             r = c.get("/v1/health", headers=headers)
@@ -679,3 +679,88 @@ def test_live_server_never_downloads_on_a_request(small_image, small_file):
             hub.accept()[0].close()
     finally:
         hub.close()
+
+
+def raw_request(port: int, data: bytes) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(data)
+    return s
+
+
+def read_all(s: socket.socket) -> bytes:
+    out = b""
+    while True:
+        try:
+            chunk = s.recv(65536)
+        except (ConnectionResetError, socket.timeout):
+            return out
+        if not chunk:
+            return out
+        out += chunk
+
+
+def test_live_host_header_is_checked():
+    """`Host: attacker.example` was answered: DNS rebinding reached a keyless local server."""
+    server = LiveServer("--allowed-host", "sedic.lan")
+    try:
+        for host, status in (("attacker.example", 400), (f"localhost:{server.port}", 200),
+                             (f"127.0.0.1:{server.port}", 200), ("sedic.lan", 200), ("[::1]", 200),
+                             ("attacker.example:80", 400), ("localhost.attacker.example", 400)):
+            r = httpx.get(server.url + "/v1/health", headers={"Host": host}, timeout=10)
+            assert r.status_code == status, (host, r.text)
+            if status == 400:
+                assert_error(r, 400, "is not served here", "--allowed-host")
+        assert httpx.get(server.url + "/", headers={"Host": "attacker.example"}, timeout=10).status_code == 400
+    finally:
+        server.stop()
+
+
+def test_live_slow_clients_are_cut_off_and_the_key_is_checked_before_the_body():
+    """Slow headers and 2 KB/s bodies were held forever; 19 MB were read before a 401."""
+    server = LiveServer("--client-timeout", "2", "--max-connections", "6", env={"SEDIC_API_KEY": "k3y"})
+    try:
+        # slow headers: closed about 2 s after the connection opened
+        s = raw_request(server.port, b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\n")
+        started = time.monotonic()
+        assert read_all(s) == b"" and time.monotonic() - started < 6
+        s.close()
+        # a body at 2 KB/s: 408 after the grace time (2 s + 1 s per 64 KiB received)
+        head = (b"POST /v1/inspect HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer k3y\r\n"
+                b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n")
+        s = raw_request(server.port, head)
+        started, answer = time.monotonic(), b""
+        s.settimeout(0.25)
+        while time.monotonic() - started < 15 and not answer:
+            try:
+                s.sendall(b"x" * 512)
+                answer = s.recv(65536)
+            except socket.timeout:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b"too slow" in answer and time.monotonic() - started < 6
+        s.close()
+        # no key: 401 at once, while the client has sent 64 KiB of a declared 19 MB
+        before = server.rss_mib()
+        s = raw_request(server.port, b"POST /v1/compress HTTP/1.1\r\nHost: localhost\r\n"
+                        b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 19000000\r\n\r\n"
+                        + b"x" * 65536)
+        s.settimeout(3)
+        answer = read_all(s)
+        assert answer.startswith(b"HTTP/1.1 401") and b"API key" in answer, answer[:200]
+        s.close()
+        assert server.rss_mib() - before < 10
+        # at most 6 connections: the 7th is closed at once while the 6 idle ones wait for their deadline
+        idle = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(6)]
+        time.sleep(0.3)
+        extra = socket.create_connection(("127.0.0.1", server.port), timeout=3)
+        started = time.monotonic()
+        assert read_all(extra) == b"" and time.monotonic() - started < 1
+        for s in idle + [extra]:
+            s.close()
+        time.sleep(0.3)
+        r = httpx.get(server.url + "/v1/health", headers={"Authorization": "Bearer k3y"}, timeout=10)
+        assert r.status_code == 200
+    finally:
+        server.stop()

@@ -28,6 +28,14 @@ def register(sub) -> None:
                    "(default: up to 4, one per core)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow browser pages from this origin (repeatable; default: CORS off)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a Host header name to answer besides localhost, 127.0.0.1, ::1 and --host (repeatable; "
+                   "'*' answers any: DNS rebinding then reaches a server without an API key)")
+    p.add_argument("--max-connections", type=int, default=256, help="open connections at once (default 256; "
+                   "more are closed at once)")
+    p.add_argument("--client-timeout", type=float, default=10.0, metavar="S",
+                   help="seconds a client has for a request's headers, and for its body plus one second per "
+                   "64 KiB (default 10; slower clients are cut off)")
     p.add_argument("--no-warm", action="store_true", help="do not load the decoder at start-up")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=_serve)
@@ -47,20 +55,37 @@ def _serve(args) -> int:
     settings = ServerSettings.from_env(profile=args.profile, device=args.device, queue=args.queue,
                                        max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels,
                                        cors_origins=tuple(args.cors_origin), warm=not args.no_warm,
-                                       extra_profiles=tuple(args.allow_profile), **options)
+                                       extra_profiles=tuple(args.allow_profile),
+                                       allowed_hosts=_host_names(args.host, args.allowed_host),
+                                       max_connections=args.max_connections, client_timeout=args.client_timeout,
+                                       **options)
     app = create_app(settings)
     sock = _listen(args.host, args.port)  # before announcing the URL: a port in use is a one-line error
     key = "API key required (SEDIC_API_KEY)" if settings.api_key else "no API key"
+    if "*" not in settings.allowed_hosts:
+        key += f"; answers Host {', '.join(settings.allowed_hosts)} (more with --allowed-host)"
     print(f"sedic serve: http://{args.host}:{args.port}/ (API /v1, docs /docs), profile {app.state.sedic.profile.name}, "
           f"{key}", file=sys.stderr, flush=True)
+    from ..server.protocol import guarded_protocol
+
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
-                                           server_header=False))
+                                           server_header=False, timeout_keep_alive=5,
+                                           http=guarded_protocol(settings.client_timeout, settings.max_connections)))
     with sock:
         try:
             server.run(sockets=[sock])
         except KeyboardInterrupt:  # Ctrl-C: uvicorn shut down gracefully, then re-raised it (as uvicorn.run)
             pass
     return 0 if server.started else 1
+
+
+def _host_names(host: str, extra: list[str]) -> tuple[str, ...]:
+    """Host header names this server answers: the loopback names, the bound address unless it is a
+    wildcard (0.0.0.0 and :: are reached under names only the operator knows), and --allowed-host."""
+    from ..server.settings import LOOPBACK_NAMES
+
+    bound = () if host in ("0.0.0.0", "::", "") else (host,)
+    return tuple(dict.fromkeys((*LOOPBACK_NAMES, *bound, *extra)))
 
 
 def _never_download() -> None:

@@ -35,7 +35,6 @@ class StagePlan:
 
 
 def object_prompt(obj, settings) -> str:
-    # "name" alone for an empty description: the very string the encoder fitted to the window
     if settings.pipeline.object_prompt == "name+description":
         return join_object_prompt(obj.name, obj.description)
     return obj.description

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..config import get_profile
 from .errors import error_body, error_headers, one_line, status_of
+from .gate import Gate
 from .jobs import JobQueue
 from .routes import ServerState, build_router, warm_up
 from .settings import ServerSettings
@@ -106,5 +107,6 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
                                            "X-Sedic-Width", "X-Sedic-Height", "X-Sedic-Bits-Reference",
                                            "X-Sedic-Bits-Text", "X-Sedic-Bits-Masks", "X-Sedic-Bits-Header",
                                            "X-Sedic-Stages", "X-Sedic-Warnings"])
-    app.add_middleware(BodyLimit, limit_mb=settings.max_upload_mb)
+    app.add_middleware(BodyLimit, limit_mb=settings.max_upload_mb, grace_s=settings.client_timeout)
+    app.add_middleware(Gate, allowed_hosts=settings.allowed_hosts, api_key=settings.api_key)  # outermost
     return app

@@ -130,12 +130,10 @@ def decoder_schedule(parsed, profile: str | None) -> str:
 def stage_plan(parsed, profile: str | None) -> list[tuple[int, str]]:
     """(decoder stages, label) of each image the stream sends: the preview, then each stage that the
     file's schedule can stop after (sequential: every object, then overall; fused: one pass)."""
-    objects = parsed.semantics.objects
-    count = len(objects)
-    if decoder_schedule(parsed, profile) == "fused":
-        return [(0, "preview"), (count + 1, f"fused: {count} object{'s' if count != 1 else ''} + overall")]
-    return ([(0, "preview")] + [(k, f"object {k}/{count}: {o.name}") for k, o in enumerate(objects, 1)]
-            + [(count + 1, "overall")])
+    from ..restoration.plan import plan_stages  # the decoder's own plan, not a copy of its rules
+
+    settings = codec.decoder_settings(parsed, get_profile(profile) if profile else None)
+    return [(0, "preview")] + [(s.stages, s.label) for s in plan_stages(parsed.semantics, settings)]
 
 
 def rate_headers(data: bytes) -> dict[str, str]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from ..errors import InputError
 
 API_KEY_ENV = "SEDIC_API_KEY"
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,10 @@ class ServerSettings:
     # built-in profiles clients may use besides `profile` (their models must be on the server:
     # a request never downloads anything)
     extra_profiles: tuple[str, ...] = ()
+    # Host header names answered (DNS rebinding): the loopback names unless the operator widens them
+    allowed_hosts: tuple[str, ...] = LOOPBACK_NAMES
+    max_connections: int = 256          # open connections; more are closed at once
+    client_timeout: float = 10.0        # seconds for a request's headers; for its body, plus 1 s per 64 KiB
     warm: bool = True                   # load the profile's decoder at start-up
     # repr=False: the key never appears in logs or tracebacks that print the settings
     api_key: str | None = field(default=None, repr=False)
@@ -38,6 +43,10 @@ class ServerSettings:
         for name in self.extra_profiles:
             if name not in PROFILES:
                 raise InputError(f"--allow-profile: unknown profile {name!r} (known: {', '.join(PROFILES)})")
+        if not 0 < self.client_timeout < float("inf"):
+            raise InputError(f"--client-timeout must be positive and finite, got {self.client_timeout}")
+        if self.max_connections < 1:
+            raise InputError(f"--max-connections must be at least 1, got {self.max_connections}")
         if self.cpu_workers < 1:
             raise InputError(f"--cpu-workers must be at least 1, got {self.cpu_workers}")
 

@@ -7,6 +7,7 @@ own loader (and its messages) read them, and each mask must be one of the upload
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import re
@@ -25,32 +26,46 @@ from .errors import TooLarge, UnsupportedMedia, error_body
 
 
 class BodyLimit:
-    """ASGI middleware: read at most `limit` bytes of a request body, else answer 413 at once.
+    """ASGI middleware: read at most `limit` bytes of a request body, and fast enough, else answer
+    413 or 408 at once.
 
-    The body is buffered here, before FastAPI's multipart parser sees (or spools) any of it;
-    a Content-Length above the limit is refused without reading.
+    The body is buffered here, before FastAPI's multipart parser sees (or spools) any of it; a
+    Content-Length above the limit is refused without reading. A body must arrive within
+    BODY_GRACE_S seconds plus one second per BODY_MIN_RATE bytes: a client trickling 2 KB/s
+    is cut after about BODY_GRACE_S seconds, a 20 MB upload at 1 MB/s passes.
     """
 
-    def __init__(self, app, limit_mb: float):
+    def __init__(self, app, limit_mb: float, grace_s: float = 10.0, min_rate: int = 64 << 10):
         self.app = app
         self.limit_mb = limit_mb
         self.limit = int(limit_mb * (1 << 20))
+        self.grace_s, self.min_rate = grace_s, min_rate
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await self._too_large(send)
+            return await self._refuse(send, 413, f"request body above this server's limit of {self.limit_mb:g} MB "
+                                                 f"({self.limit} bytes)")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         chunks, size = [], 0
         while True:
-            message = await receive()
+            allowed = started + self.grace_s + size / self.min_rate - loop.time()
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(allowed, 0.001))
+            except asyncio.TimeoutError:
+                return await self._refuse(send, 408, f"request body too slow: {size} bytes in "
+                                                     f"{loop.time() - started:.0f} s (this server wants "
+                                                     f"{self.min_rate >> 10} KiB/s after {self.grace_s:g} s)")
             if message["type"] == "http.disconnect":
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.limit:
-                return await self._too_large(send)
+                return await self._refuse(send, 413, f"request body above this server's limit of "
+                                                     f"{self.limit_mb:g} MB ({self.limit} bytes)")
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
@@ -66,12 +81,10 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, send):
+    async def _refuse(self, send, status: int, message: str):
         from starlette.responses import JSONResponse
 
-        message = f"request body above this server's limit of {self.limit_mb:g} MB ({self.limit} bytes)"
-        response = JSONResponse(error_body(413, message),
-                                status_code=413, headers={"Connection": "close"})
+        response = JSONResponse(error_body(status, message), status_code=status, headers={"Connection": "close"})
         await response({"type": "http"}, None, send)
 
 
