@@ -90,9 +90,12 @@ def settings_section(profile: Profile | str | None = None, *, bpp: float | None 
         if _is_number(value) and not math.isfinite(value):
             raise InputError(f"{name} must be a finite number, got {value}")
     try:
-        replace(profile.decoder, **overrides)  # the decoder's own checks (e.g. steps vs start strength)
-        return bs.DecoderParams(profile.id, seed, overrides).to_bytes()
-    except (InputError, ValueError, TypeError) as exc:  # the settings' checks; DecoderParams' limits
+        section = bs.DecoderParams(profile.id, seed, overrides).to_bytes()  # what the file can carry
+        # then the decoder's own checks (e.g. steps vs start strength), on the values as the file
+        # carries them (4.0 steps are 4), which is what decoder_settings applies when decoding
+        replace(profile.decoder, **bs.DecoderParams.from_bytes(section).overrides)
+        return section
+    except (InputError, ValueError, TypeError) as exc:  # DecoderParams' limits; the settings' checks
         raise InputError(f"schedule: {exc}") from None
 
 
