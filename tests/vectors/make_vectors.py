@@ -226,6 +226,8 @@ def invalid_vectors(valid: dict[str, bytes]):
         ("x25_masks_trailing_zero", _repack(k2, masks=bs.unpack(k2).sections[bs.MASKS] + b"\x00"),
          "mask stream: non-canonical data (trailing zero byte)"),
         ("x26_text_extra_byte", _repack(k2, text=bs.unpack(k2).sections[bs.TEXT] + b"\x01"), "text stream: trailing"),
+        ("x27_masks_extra_byte", _repack(k2, masks=bs.unpack(k2).sections[bs.MASKS] + b"\x01"),
+         "mask stream: trailing or non-canonical data"),
     ]
     return out
 
