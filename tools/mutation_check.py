@@ -129,11 +129,15 @@ def run(m: Mutation, timeout: float) -> tuple[bool, str, float]:
     tests = [f"tests/{m.first}"] + [t for t in DECODER_TESTS if not t.endswith(m.first)]
     with tempfile.TemporaryDirectory(prefix="sedic-mutant-") as tmp:
         root = _mutated_copy(m, Path(tmp))
-        env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1",
+        env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1", OMP_NUM_THREADS="1",
                    PYTHONPATH=os.pathsep.join([str(root)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
                                                               if p and Path(p).resolve() != REPO]))
         # run from the copy: `python -m` puts the working directory first on sys.path, so the
         # mutated package is the one imported
+        where = subprocess.run([sys.executable, "-c", "import sedic; print(sedic.__file__)"], cwd=root, env=env,
+                               capture_output=True, text=True).stdout.strip()
+        if not where.startswith(str(root)):
+            raise SystemExit(f"mutation {m.name}: the copy is not what Python imports ({where or 'nothing'})")
         cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:logging",
                "--rootdir", str(REPO), *[str(REPO / t) for t in tests if (REPO / t).exists()]]
         start = time.monotonic()
@@ -153,6 +157,7 @@ def main(argv=None) -> int:
     ap.add_argument("-k", default="", help="only mutations whose name contains this")
     ap.add_argument("--list", action="store_true", help="print the mutations, run nothing")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per mutation")
+    ap.add_argument("-j", "--jobs", type=int, default=1, help="mutations run at once (one torch thread each)")
     args = ap.parse_args(argv)
     chosen = [m for m in MUTATIONS if args.k in m.name]
     if args.list:
@@ -160,9 +165,12 @@ def main(argv=None) -> int:
             print(f"{m.name:52s} {m.kind:26s} {m.file}")
         return 0
     survived = 0
-    print(f"{'mutation':52s} {'class':26s} result")
-    for m in chosen:
-        caught, detail, seconds = run(m, args.timeout)
+    print(f"{'mutation':52s} {'class':26s} result", flush=True)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        results = pool.map(lambda m: (m, *run(m, args.timeout)), chosen)
+    for m, caught, detail, seconds in results:
         survived += not caught
         print(f"{m.name:52s} {m.kind:26s} {'caught' if caught else 'SURVIVED'} by {detail} ({seconds:.0f} s)"
               if caught else f"{m.name:52s} {m.kind:26s} SURVIVED: {detail} ({seconds:.0f} s)", flush=True)
