@@ -92,7 +92,7 @@ def settings_section(profile: Profile | str | None = None, *, bpp: float | None 
     try:
         replace(profile.decoder, **overrides)  # the decoder's own checks (e.g. steps vs start strength)
         return bs.DecoderParams(profile.id, seed, overrides).to_bytes()
-    except (ValueError, TypeError) as exc:
+    except (InputError, ValueError, TypeError) as exc:  # the settings' checks; DecoderParams' limits
         raise InputError(f"schedule: {exc}") from None
 
 
@@ -224,7 +224,7 @@ def decoder_settings(parsed: DecodedFile, profile: Profile | None = None):
         settings = replace(profile.decoder, **parsed.params.overrides)
         if "schedule" not in parsed.params.overrides and _known(parsed.params.profile_id):
             settings = replace(settings, schedule=profile_by_id(parsed.params.profile_id).decoder.schedule)
-    except ValueError as exc:  # the file's schedule does not fit this profile's decoder
+    except InputError as exc:  # the file's schedule does not fit this profile's decoder
         raise InputError(f"schedule: {exc}") from None
     return settings
 

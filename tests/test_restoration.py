@@ -319,7 +319,7 @@ def test_more_steps_than_the_start_strength_allows_are_refused():
     in the settings, at compress time (one InputError line), not silently merged."""
     import sedic
 
-    with pytest.raises(ValueError, match="at most 600"):
+    with pytest.raises(InputError, match="at most 600"):
         Settings(**{**FAST, "object_steps": 700})
     Settings(**{**FAST, "object_steps": 600})
     with pytest.raises(InputError, match="at most 600"):

@@ -160,7 +160,7 @@ class DecoderSettings:
                                         ("final", st.final_start_strength, (self.final_steps,))):
             most = int(round(strength * 999)) + 1
             if max(counts) > most:
-                raise ValueError(f"{max(counts)} {which} steps from start strength {strength:g}: at most {most} "
+                raise InputError(f"{max(counts)} {which} steps from start strength {strength:g}: at most {most} "
                                  f"distinct timesteps")
 
     def object_steps_for(self, k: int) -> int:
