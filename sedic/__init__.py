@@ -66,12 +66,13 @@ def _analyze(pixels: np.ndarray, profile: str | Profile | None, device: str | No
 def compress(image, *, bpp: float | None = 0.03, reference_bpp: float | None = None,
              semantics: Semantics | str | os.PathLike | None = None, analyze: bool = True,
              profile: str | Profile | None = None, best_effort: bool = False, seed: int = 0,
-             schedule: dict | None = None, device: str | None = None) -> bytes:
+             schedule: dict | None = None, device: str | None = None, progress=None) -> bytes:
     """Compress an image (path or uint8 array) into .sedic bytes.
 
     semantics: a Semantics object or a path to its JSON; None with analyze=True runs the profile's
     analysis models; None with analyze=False codes the reference alone.
     schedule: decoder steps/guidance stored in the file, e.g. {"object_steps": 8, "final_cfg": 6.5}.
+    progress(text), when given, hears what the reference search is doing.
     """
     # options first: a bad one fails before the analysis, not after it
     codec.settings_section(profile, bpp=bpp, reference_bpp=reference_bpp, seed=seed,
@@ -83,7 +84,7 @@ def compress(image, *, bpp: float | None = 0.03, reference_bpp: float | None = N
     elif semantics is None and analyze:
         semantics = _analyze(pixels, profile, device)
     return codec.encode(pixels, semantics, profile, bpp=bpp, reference_bpp=reference_bpp,
-                        best_effort=best_effort, seed=seed, overrides=schedule)
+                        best_effort=best_effort, seed=seed, overrides=schedule, progress=progress)
 
 
 def decompress(data: bytes | str | os.PathLike, *, profile: str | Profile | None = None, stages: int | None = None,
