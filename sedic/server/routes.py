@@ -225,7 +225,7 @@ def build_router(state: ServerState) -> APIRouter:
             raise InputError("mask files need the semantics JSON that names them")
         schedule = {k: v for k, v in (("object_steps", object_steps), ("object_cfg", object_cfg),
                                       ("final_steps", final_steps), ("final_cfg", final_cfg)) if v is not None}
-        ticket = queue.admit()
+        ticket = queue.admit(min(uploads.image_pixels(image_bytes), limit))
         try:
             async with cancel_on_disconnect(request, ticket):
                 pixels = await ticket.run(uploads.decode_image, image_bytes, image_name, limit)
@@ -254,7 +254,7 @@ def build_router(state: ServerState) -> APIRouter:
                       masks: bool = Query(False, description="add the decoded masks as PNG data URLs "
                                                              "(latent grid: 1/8 of the image size)")):
         data, _ = await read(file, "file.sedic")
-        ticket = queue.admit()
+        ticket = queue.admit(min(uploads.file_pixels(data), limit))
         try:
             parsed = await ticket.run(uploads.parse_sedic, data, limit)
             info = await ticket.run(sedic.inspect, data)
@@ -270,7 +270,7 @@ def build_router(state: ServerState) -> APIRouter:
                          stages: int | None = Form(None, description="0 = the preview, k = objects 1..k, "
                                                    "K+1 or empty = everything")):
         data, name = await read(file, "file.sedic")
-        ticket = queue.admit()
+        ticket = queue.admit(min(uploads.file_pixels(data), limit))
         try:
             async with cancel_on_disconnect(request, ticket):
                 parsed = await ticket.run(uploads.parse_sedic, data, limit)
@@ -296,7 +296,7 @@ def build_router(state: ServerState) -> APIRouter:
                                 stages: int | None = Form(None, description="stop after this stage "
                                                           "(default: all, K+1)")):
         data, _ = await read(file, "file.sedic")
-        ticket = queue.admit()
+        ticket = queue.admit(min(uploads.file_pixels(data), limit))
         try:
             parsed = await ticket.run(uploads.parse_sedic, data, limit)
             profile = state.profile_for_decode(parsed, stages)
