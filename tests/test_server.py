@@ -853,3 +853,23 @@ def test_live_retry_after_is_honest_and_health_answers_under_load(small_file):
     assert float(np.median(retry_after)) <= max(2, 2 * slot_frees), (sorted(set(retry_after)), slot_frees)
     assert max(retry_after) <= max(3, 4 * slot_frees), (sorted(set(retry_after)), slot_frees)
     assert float(np.percentile(health, 95)) < 0.5, sorted(health)[-5:]
+
+
+def test_live_form_mistakes_get_precise_messages(live, small_image):
+    """Duplicate parts, filename="", multipart/form-datax and an empty bpp got misleading answers."""
+    image = png(small_image)
+    with httpx.Client(base_url=live.url, timeout=60) as c:
+        files = [("image", ("a.png", image)), ("image", ("b.png", image))]
+        assert_error(c.post("/v1/compress", files=files, data={"analyze": "false"}), 400, "2 'image' parts")
+        r = c.post("/v1/compress", files=[("image", ("", image))], data={"analyze": "false"})
+        assert_error(r, 400, "'image' must be a file part with a file name")
+        r = c.post("/v1/compress", files=[("image", ("a.png", image))], data={"analyze": "false", "bpp": ""})
+        assert_error(r, 400, "'bpp' is empty")
+        good = c.build_request("POST", "/v1/compress", files=[("image", ("a.png", image))], data={"analyze": "false"})
+        kind = good.headers["content-type"].replace("form-data", "form-datax")
+        r = c.post("/v1/compress", content=good.read(), headers={"content-type": kind})
+        assert_error(r, 415, "expected a multipart/form-data upload, got multipart/form-datax")
+        semantics = json.dumps({"overall": "x", "objects": []}).encode()
+        r = c.post("/v1/compress", files=[("image", ("a.png", image)), ("semantics", ("s.json", semantics)),
+                                          ("masks", ("s.json", image))])
+        assert_error(r, 400, "a mask part is named 's.json', as the semantics JSON is")

@@ -35,6 +35,7 @@ from .jobs import JobCancelled, JobQueue, QueueFull, Ticket
 from .settings import ServerSettings
 
 SEDIC_MEDIA_TYPE = "application/x-sedic"
+FILE_PARTS = ("image", "semantics", "masks", "file")
 log = logging.getLogger("sedic.server")
 
 
@@ -171,8 +172,20 @@ def build_router(state: ServerState) -> APIRouter:
 
     async def require_multipart(request: Request):
         kind = request.headers.get("content-type", "")
-        if not kind.lower().startswith("multipart/form-data"):
-            raise UnsupportedMedia(f"expected a multipart/form-data upload, got {kind.split(';')[0] or 'no content type'}")
+        media = kind.split(";")[0].strip().lower()
+        if media != "multipart/form-data":  # `multipart/form-datax` too
+            raise UnsupportedMedia(f"expected a multipart/form-data upload, got {media or 'no content type'}")
+        form = await request.form()  # parsed once: FastAPI reads the same form for the fields
+        for name in set(form.keys()):
+            values = form.getlist(name)
+            if len(values) > 1 and name != "masks":
+                raise InputError(f"{len(values)} '{name}' parts: send one")
+            for value in values:
+                if isinstance(value, str) and value == "" and name not in FILE_PARTS:
+                    raise InputError(f"'{name}' is empty: give a value or leave the part out for the default")
+                if name in FILE_PARTS and isinstance(value, str):
+                    raise InputError(f"'{name}' must be a file part with a file name (filename=\"...\"), "
+                                     f"got a plain form field")
 
     router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
     upload = [Depends(require_multipart)]
