@@ -176,13 +176,27 @@ def pack(container: Container) -> bytes:
     return bytes(out)
 
 
+def _bits_off(a: bytes, b: bytes) -> int:
+    return sum(bin(x ^ y).count("1") for x, y in zip(a, b))
+
+
+def _check_matches(data: bytes) -> bool:
+    return crc16(data[:-CHECK_BYTES]) == int.from_bytes(data[-CHECK_BYTES:], "big")
+
+
 def unpack(data: bytes) -> Container:
     """Parse and validate the container; every failure is a BitstreamError."""
     if len(data) > MAX_FILE_BYTES:
         raise BitstreamError(f"file of {len(data)} bytes is above the limit of {MAX_FILE_BYTES}")
     if len(data) < 3 or data[:2] != MAGIC:
+        if len(data) >= 3 + CHECK_BYTES and _bits_off(data[:2], MAGIC) <= 2 and not _check_matches(data):
+            raise BitstreamError("corrupt file: its first bytes (the .sedic magic) are damaged and the "
+                                 "CRC-16 does not match")
         raise BitstreamError("not a .sedic file (bad magic)")
     if data[2] != VERSION:
+        if len(data) >= 3 + CHECK_BYTES and not _check_matches(data):  # a flipped bit, not a newer file
+            raise BitstreamError(f"corrupt file: it says version {data[2]} but its CRC-16 does not match "
+                                 f"(damaged, not a newer format)")
         raise BitstreamError(f"unsupported .sedic version {data[2]} (this sedic reads version {VERSION})")
     # The check comes before any field is trusted: a damaged file is reported as such, not as
     # whatever its damaged fields happen to say. Truncation is caught here too (the check value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -70,6 +71,9 @@ def _compress(args) -> int:
         raise InputError("--save-semantics needs the analysis (not --semantics or --no-semantics)")
     inputs = [args.image] + (input_files(args.semantics) if args.semantics else [])  # masks are inputs too
     check_writable(Path(args.output), args.force, inputs)
+    if Path(args.output).suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"):
+        raise InputError(f"{args.output}: compress writes a .sedic file, not an image; name the output *.sedic "
+                         f"(decompress writes images)")
     profile = get_profile(args.profile)
     settings_section(profile, bpp=args.bpp, reference_bpp=args.reference_bpp, seed=args.seed,
                      overrides=_schedule(args))
@@ -144,6 +148,17 @@ class StatusLines:
             self._pending.clear()
 
 
+# control characters (C0, DEL, C1) and invisible format characters (bidi overrides): a file's
+# texts must not change the terminal's colours or title when printed
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+_CONTROL_JSON = re.compile(r"[\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")  # json escapes C0
+
+
+def shown(text: str) -> str:
+    """A text from a file as it may be printed: control characters written as escapes."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1] if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text)
+
+
 def _schedule(args) -> dict:
     names = ("object_steps", "object_cfg", "final_steps", "final_cfg")
     return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
@@ -205,9 +220,12 @@ def _inspect(args) -> int:
     import sedic
 
     info = sedic.inspect(read_file(args.input))
-    if args.json:
-        print(json.dumps(info, indent=2, ensure_ascii=False))
+    if args.json:  # json escapes C0 controls itself; C1 (\x9b is CSI) and bidi marks are escaped here
+        print(_CONTROL_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(info, indent=2, ensure_ascii=False)))
         return 0
+    info["profile"] = shown(str(info["profile"]))
+    info["semantics"] = {"overall": shown(info["semantics"]["overall"]),
+                         "objects": [{k: shown(v) for k, v in o.items()} for o in info["semantics"]["objects"]]}
     s = info["streams"]
     print(f"{args.input}: {info['width']}x{info['height']}, {info['bytes']} bytes, {info['bpp']:.5f} bpp, "
           f"profile {info['profile']}, seed {info['seed']}")
