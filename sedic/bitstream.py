@@ -76,22 +76,25 @@ def write_varint(value: int) -> bytes:
 
 
 def read_varint(data: bytes, pos: int, what: str, limit: int) -> tuple[int, int]:
-    """Read a minimal LEB128 varint at `pos`; reject overlong encodings and values above `limit`."""
-    value = shift = 0
-    start = pos
-    while True:
-        if pos >= len(data):
+    """Read a minimal LEB128 varint at `pos` whose value is at most `limit`.
+
+    Checks in this order (docs/bitstream.md, "Varints"): the bytes run out (truncated); more
+    bytes than `limit` itself needs (the reader stops there, so a corrupt file cannot make it
+    read on); a last byte 0x00 after others (not minimal); the value above `limit`."""
+    max_bytes = len(write_varint(limit))
+    value = 0
+    for i in range(max_bytes):
+        if pos + i >= len(data):
             raise BitstreamError(f"truncated file: {what} ends early")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if value > limit:
-            raise BitstreamError(f"{what} is {value} or more, above the limit {limit}")
+        byte = data[pos + i]
+        value |= (byte & 0x7F) << (7 * i)
         if not byte & 0x80:
-            if byte == 0 and pos - start > 1:
+            if byte == 0 and i > 0:
                 raise BitstreamError(f"{what} is not minimally encoded")
-            return value, pos
-        shift += 7
+            if value > limit:
+                raise BitstreamError(f"{what} is {value}, above the limit {limit}")
+            return value, pos + i + 1
+    raise BitstreamError(f"{what} is longer than {max_bytes} bytes, above the limit {limit}")
 
 
 @dataclass

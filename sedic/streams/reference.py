@@ -24,7 +24,7 @@ from fractions import Fraction
 import numpy as np
 from PIL import Image
 
-from sedic.bitstream import read_varint, write_varint
+from sedic.bitstream import MAX_SIDE as MAX_FILE_SIDE, read_varint, write_varint
 from sedic.errors import BitstreamError, InputError, ModelUnavailableError, RateError
 from sedic.streams import avif as _avif
 from sedic.streams import lanczos as _lanczos
@@ -102,13 +102,15 @@ def _size_header(factor_index: int, rw: int, rh: int) -> bytes:
 
 def _read_size(data: bytes, pos: int, factor_index: int, width: int, height: int) -> tuple[int, int, int]:
     if factor_index == EXPLICIT_SIZE:
-        rw, pos = read_varint(data, pos, "reference width", width - 1)
-        rh, pos = read_varint(data, pos, "reference height", height - 1)
-        rw, rh = rw + 1, rh + 1
-        # Checked before anything is allocated or decoded.
-        if rw > width or rh > height:
-            raise BitstreamError(f"reference size {rw}x{rh} exceeds the image size {width}x{height}")
-        return rw, rh, pos
+        # The varints carry size - 1; the rule is on the size itself, checked before anything
+        # is allocated or decoded, and the message names the size, not the varint.
+        sides = []
+        for name, image_side in (("width", width), ("height", height)):
+            minus_one, pos = read_varint(data, pos, f"reference {name} - 1", MAX_FILE_SIDE - 1)  # 2 bytes at most
+            if minus_one + 1 > image_side:
+                raise BitstreamError(f"reference {name} {minus_one + 1} is above the image {name} {image_side}")
+            sides.append(minus_one + 1)
+        return sides[0], sides[1], pos
     if factor_index >= len(FACTORS):
         raise BitstreamError(f"unknown downscale factor index {factor_index}")
     return (*reduced_size(width, height, factor_index), pos)
