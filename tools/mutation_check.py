@@ -135,14 +135,14 @@ def run(m: Mutation, timeout: float) -> tuple[bool, str, float]:
         # run from the copy: `python -m` puts the working directory first on sys.path, so the
         # mutated package is the one imported
         where = subprocess.run([sys.executable, "-c", "import sedic; print(sedic.__file__)"], cwd=root, env=env,
-                               capture_output=True, text=True).stdout.strip()
+                               capture_output=True, text=True, check=False).stdout.strip()
         if not where.startswith(str(root)):
             raise SystemExit(f"mutation {m.name}: the copy is not what Python imports ({where or 'nothing'})")
         cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:logging",
                "--rootdir", str(REPO), *[str(REPO / t) for t in tests if (REPO / t).exists()]]
         start = time.monotonic()
         try:
-            proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.run(cmd, check=False, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             return False, f"timed out after {timeout:.0f} s", time.monotonic() - start
         seconds = time.monotonic() - start
