@@ -27,9 +27,49 @@ __all__ = ["compress", "decompress", "inspect", "analyze", "Semantics", "Semanti
 
 
 def _as_image(image) -> np.ndarray:
+    """A path, the bytes of a PNG/JPEG/WebP file, a PIL image or a uint8 (H, W, 3) array, as uint8 RGB
+    (alpha dropped and grayscale expanded with a warning, as the CLI reads files)."""
+    from PIL import Image
+
     if isinstance(image, (str, os.PathLike)):
         return load_image(image)
-    return np.asarray(image)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return _image_from_bytes(bytes(image))
+    if isinstance(image, Image.Image):
+        from .imageio import image_to_array
+
+        return image_to_array(image, "image")
+    if isinstance(image, np.ndarray):
+        return image
+    raise InputError(f"image must be a path, the bytes of an image file, a PIL image or a uint8 (H, W, 3) array; "
+                     f"got {type(image).__name__}")
+
+
+def _image_from_bytes(data: bytes) -> np.ndarray:
+    import io
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    from .imageio import ACCEPTED_FORMATS, image_to_array, warn_before_load
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.format not in ACCEPTED_FORMATS:
+                raise InputError(f"image bytes: unsupported image format {img.format} (use PNG, JPEG or WebP)")
+            warn_before_load(img, "image")
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img.load()
+            return image_to_array(img, "image")
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as exc:
+        raise InputError(f"image bytes ({len(data)}) are not a readable PNG, JPEG or WebP image: {exc}") from None
+
+
+def _check_flag(name: str, value) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise InputError(f"{name} must be True or False, got {value!r}")
 
 
 def _as_file_bytes(data) -> bytes:
@@ -66,14 +106,22 @@ def _analyze(pixels: np.ndarray, profile: str | Profile | None, device: str | No
 def compress(image, *, bpp: float | None = 0.03, reference_bpp: float | None = None,
              semantics: Semantics | str | os.PathLike | None = None, analyze: bool = True,
              profile: str | Profile | None = None, best_effort: bool = False, seed: int = 0,
-             schedule: dict | None = None, device: str | None = None) -> bytes:
+             schedule: dict | None = None, device: str | None = None, progress=None) -> bytes:
     """Compress an image (path or uint8 array) into .sedic bytes.
 
     semantics: a Semantics object or a path to its JSON; None with analyze=True runs the profile's
     analysis models; None with analyze=False codes the reference alone.
     schedule: decoder steps/guidance stored in the file, e.g. {"object_steps": 8, "final_cfg": 6.5}.
+    progress(text), when given, hears what the reference search is doing.
     """
     # options first: a bad one fails before the analysis, not after it
+    _check_flag("analyze", analyze)
+    _check_flag("best_effort", best_effort)
+    if schedule is not None and not isinstance(schedule, dict):
+        raise InputError(f"schedule must be a dict such as {{'object_steps': 8}}, got {type(schedule).__name__}")
+    if semantics is not None and not isinstance(semantics, (Semantics, str, os.PathLike)):
+        raise InputError(f"semantics must be a Semantics, the path of its JSON file, or None; "
+                         f"got {type(semantics).__name__}")
     codec.settings_section(profile, bpp=bpp, reference_bpp=reference_bpp, seed=seed,
                            overrides=schedule)
     _check_device(device)
@@ -83,7 +131,7 @@ def compress(image, *, bpp: float | None = 0.03, reference_bpp: float | None = N
     elif semantics is None and analyze:
         semantics = _analyze(pixels, profile, device)
     return codec.encode(pixels, semantics, profile, bpp=bpp, reference_bpp=reference_bpp,
-                        best_effort=best_effort, seed=seed, overrides=schedule)
+                        best_effort=best_effort, seed=seed, overrides=schedule, progress=progress)
 
 
 def decompress(data: bytes | str | os.PathLike, *, profile: str | Profile | None = None, stages: int | None = None,
@@ -96,6 +144,8 @@ def decompress(data: bytes | str | os.PathLike, *, profile: str | Profile | None
     image as it is ready (each equal to a decode with stages=stages_value).
     """
     _check_device(device)
+    if stages is not None and (not isinstance(stages, (int, np.integer)) or isinstance(stages, bool)):
+        raise InputError(f"stages must be an integer or None, got {stages!r}")
     return codec.decode(_as_file_bytes(data), profile, stages=stages, device=device, progress=progress,
                         on_step=on_step, on_image=on_image)
 

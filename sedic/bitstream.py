@@ -76,22 +76,25 @@ def write_varint(value: int) -> bytes:
 
 
 def read_varint(data: bytes, pos: int, what: str, limit: int) -> tuple[int, int]:
-    """Read a minimal LEB128 varint at `pos`; reject overlong encodings and values above `limit`."""
-    value = shift = 0
-    start = pos
-    while True:
-        if pos >= len(data):
+    """Read a minimal LEB128 varint at `pos` whose value is at most `limit`.
+
+    Checks in this order (docs/bitstream.md, "Varints"): the bytes run out (truncated); more
+    bytes than `limit` itself needs (the reader stops there, so a corrupt file cannot make it
+    read on); a last byte 0x00 after others (not minimal); the value above `limit`."""
+    max_bytes = len(write_varint(limit))
+    value = 0
+    for i in range(max_bytes):
+        if pos + i >= len(data):
             raise BitstreamError(f"truncated file: {what} ends early")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if value > limit:
-            raise BitstreamError(f"{what} is {value} or more, above the limit {limit}")
+        byte = data[pos + i]
+        value |= (byte & 0x7F) << (7 * i)
         if not byte & 0x80:
-            if byte == 0 and pos - start > 1:
+            if byte == 0 and i > 0:
                 raise BitstreamError(f"{what} is not minimally encoded")
-            return value, pos
-        shift += 7
+            if value > limit:
+                raise BitstreamError(f"{what} is {value}, above the limit {limit}")
+            return value, pos + i + 1
+    raise BitstreamError(f"{what} is longer than {max_bytes} bytes, above the limit {limit}")
 
 
 @dataclass
@@ -176,13 +179,27 @@ def pack(container: Container) -> bytes:
     return bytes(out)
 
 
+def _bits_off(a: bytes, b: bytes) -> int:
+    return sum(bin(x ^ y).count("1") for x, y in zip(a, b))
+
+
+def _check_matches(data: bytes) -> bool:
+    return crc16(data[:-CHECK_BYTES]) == int.from_bytes(data[-CHECK_BYTES:], "big")
+
+
 def unpack(data: bytes) -> Container:
     """Parse and validate the container; every failure is a BitstreamError."""
     if len(data) > MAX_FILE_BYTES:
         raise BitstreamError(f"file of {len(data)} bytes is above the limit of {MAX_FILE_BYTES}")
     if len(data) < 3 or data[:2] != MAGIC:
+        if len(data) >= 3 + CHECK_BYTES and _bits_off(data[:2], MAGIC) <= 2 and not _check_matches(data):
+            raise BitstreamError("corrupt file: its first bytes (the .sedic magic) are damaged and the "
+                                 "CRC-16 does not match")
         raise BitstreamError("not a .sedic file (bad magic)")
     if data[2] != VERSION:
+        if len(data) >= 3 + CHECK_BYTES and not _check_matches(data):  # a flipped bit, not a newer file
+            raise BitstreamError(f"corrupt file: it says version {data[2]} but its CRC-16 does not match "
+                                 f"(damaged, not a newer format)")
         raise BitstreamError(f"unsupported .sedic version {data[2]} (this sedic reads version {VERSION})")
     # The check comes before any field is trusted: a damaged file is reported as such, not as
     # whatever its damaged fields happen to say. Truncation is caught here too (the check value

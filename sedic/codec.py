@@ -90,12 +90,13 @@ def settings_section(profile: Profile | str | None = None, *, bpp: float | None 
         if _is_number(value) and not math.isfinite(value):
             raise InputError(f"{name} must be a finite number, got {value}")
     try:
-        section = bs.DecoderParams(profile.id, seed, overrides).to_bytes()  # what the file can carry
-        # then the decoder's own checks (e.g. steps vs start strength), on the values as the file
-        # carries them (4.0 steps are 4), which is what decoder_settings applies when decoding
-        replace(profile.decoder, **bs.DecoderParams.from_bytes(section).overrides)
-        return section
-    except (InputError, ValueError, TypeError) as exc:  # DecoderParams' limits; the settings' checks
+        data = bs.DecoderParams(profile.id, seed, overrides).to_bytes()  # the file's limits and units first
+        # then the decoder's own checks (e.g. steps vs start strength); a step count the file can
+        # carry is a whole number, so 4.0 is the integer 4 here
+        whole = {k: int(v) for k, v in overrides.items() if k.endswith("_steps") and _is_number(v)}
+        replace(profile.decoder, **{**overrides, **whole})
+        return data
+    except (InputError, ValueError, TypeError) as exc:  # the settings' checks; DecoderParams' limits
         raise InputError(f"schedule: {exc}") from None
 
 
@@ -117,11 +118,12 @@ def _warn_if_cut(what: str, given: str, kept: str) -> None:
 
 def encode(image: np.ndarray, semantics: Semantics | None = None, profile: Profile | str | None = None, *,
            bpp: float | None = 0.03, reference_bpp: float | None = None, best_effort: bool = False,
-           seed: int = 0, overrides: dict | None = None) -> bytes:
+           seed: int = 0, overrides: dict | None = None, progress=None) -> bytes:
     """Code an RGB uint8 image (H, W, 3) and its semantics into .sedic bytes.
 
     `bpp` caps the whole file; `reference_bpp` caps the reference stream alone. With neither, the
     reference is coded at the best setting that fits the default target of 0.03 bpp.
+    progress(text), when given, hears what the reference search is doing.
     """
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     image = np.asarray(image)
@@ -158,7 +160,9 @@ def encode(image: np.ndarray, semantics: Semantics | None = None, profile: Profi
     codec = _reference_codec(profile)
     if budgets:
         try:
-            payload, _ = reference_stream.encode_reference(image, min(budgets), codec)
+            if progress is not None:
+                progress(f"reference search: {width}x{height} in {min(budgets)} bytes")
+            payload, _ = reference_stream.encode_reference(image, min(budgets), codec, progress=progress)
         except RateError:
             if not best_effort:
                 raise RateError(f"no reference setting fits in {min(budgets)} bytes; raise the rate "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -82,6 +83,10 @@ def get_profile(name: "str | Profile | None") -> Profile:
         return name
     if name is None:
         name = DEFAULT_PROFILE
+    if isinstance(name, os.PathLike):
+        name = os.fspath(name)
+    if not isinstance(name, str):
+        raise InputError(f"profile must be a profile name or a .json profile file's path, got {name!r}")
     if name.endswith(".json"):
         return load_profile_file(name)
     try:
@@ -116,6 +121,11 @@ def load_profile_file(path: str | Path) -> Profile:
         raise InputError(f"profile file {path}: 'base' must name one of {', '.join(PROFILES)}")
     base = PROFILES[base_name]
     changed = _apply(base, raw, str(path), frozen_keys=("name", "id"))
+    from .semantics import MAX_OBJECTS
+
+    if not 1 <= changed.analysis.num_objects <= MAX_OBJECTS:  # else refused only once the analysis runs
+        raise InputError(f"{path}: analysis: num_objects must be in 1..{MAX_OBJECTS}, "
+                         f"got {changed.analysis.num_objects}")
     return replace(changed, description=f"{base.description} (changed by {path})")
 
 
@@ -123,7 +133,8 @@ def _apply(obj, changes, where: str, frozen_keys=()):
     """dataclasses.replace, recursively, with every key and value type checked."""
     if not isinstance(changes, dict):
         raise InputError(f"{where}: expected an object of settings")
-    fields = {f.name for f in dataclasses.fields(obj)} - set(frozen_keys)
+    field_types = {f.name: f.type for f in dataclasses.fields(obj)}
+    fields = set(field_types) - set(frozen_keys)
     updates = {}
     for key, value in changes.items():
         if key not in fields:
@@ -133,6 +144,9 @@ def _apply(obj, changes, where: str, frozen_keys=()):
             value = _apply(current, value, f"{where}: {key}")
         elif isinstance(current, tuple) and isinstance(value, list):
             value = tuple(value)
+        elif current is None and value is not None and "str" in str(field_types[key]) \
+                and not isinstance(value, str):  # e.g. compressai_checkpoint: a path, or null
+            raise InputError(f"{where}: {key} must be a string or null, got {value!r}")
         elif current is not None and value is not None:
             expected = (int, float) if isinstance(current, float) else type(current)
             if not isinstance(value, expected) or (isinstance(value, bool) and not isinstance(current, bool)):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import secrets
+import stat
 import warnings
 from pathlib import Path
 
@@ -232,6 +233,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, force: bool = False
             fh.write(data)
         if not force and path.exists():  # appeared meanwhile: keep the other writer's file
             raise InputError(f"{path} exists; use --force to overwrite")
+        if path.exists():  # --force over a file the user made private (0600) keeps it private
+            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
         os.replace(tmp, path)
     except OSError as exc:  # disk full, quota...: one line, and no half-written output
         raise InputError(f"{path}: cannot write: {exc.strerror or exc}") from None

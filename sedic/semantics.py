@@ -70,6 +70,8 @@ class Semantics:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Semantics":
+        if not isinstance(path, (str, os.PathLike)):
+            raise InputError(f"Semantics.load takes the path of a semantics JSON file, got {type(path).__name__}")
         path = Path(path)
         try:
             raw = jsontext.loads(read_text_file(path, "semantics file"), f"semantics file {path}")

@@ -295,3 +295,55 @@ def upsample(img: np.ndarray, width: int, height: int) -> np.ndarray:
             col = [int(rows[y][ch][x]) for y in range(h)]
             out[:, x, ch] = _pass(col, height) if height != h else col
     return out
+
+
+# ---------------------------------------------------------------- YUV to RGB (docs/reference-stream.md)
+
+def _L(s):
+    n = len(s)
+    out = [0] * (2 * n)
+    out[0], out[-1] = s[0], s[-1]
+    for i in range(n - 1):
+        out[2 * i + 1] = (3 * s[i] + s[i + 1] + 2) >> 2
+        out[2 * i + 2] = (s[i] + 3 * s[i + 1] + 2) >> 2
+    return out
+
+
+def _B(a, b):
+    n = len(a)
+    out = [0] * (2 * n)
+    out[0] = (3 * a[0] + b[0] + 2) >> 2
+    out[-1] = (3 * a[-1] + b[-1] + 2) >> 2
+    for i in range(n - 1):
+        out[2 * i + 1] = (9 * a[i] + 3 * a[i + 1] + 3 * b[i] + b[i + 1] + 8) >> 4
+        out[2 * i + 2] = (3 * a[i] + 9 * a[i + 1] + b[i] + 3 * b[i + 1] + 8) >> 4
+    return out
+
+
+def _chroma(c: np.ndarray, h: int, w: int) -> np.ndarray:
+    c = [[int(v) for v in row] for row in c]
+    out = np.zeros((h, w), np.int64)
+    for y in range(h):
+        if y == 0:
+            row = _L(c[0])
+        elif y == h - 1 and h % 2 == 0:
+            row = _L(c[-1])
+        else:
+            k = (y - 1) // 2
+            row = _B(c[k], c[k + 1]) if y % 2 else _B(c[k + 1], c[k])
+        kept = row[:w]
+        if w % 2:
+            kept[-1] = row[-1]
+        out[y] = kept
+    return out
+
+
+def yuv420_to_rgb(Y: np.ndarray, U: np.ndarray, V: np.ndarray) -> np.ndarray:
+    h, w = Y.shape
+    u = _chroma(U, h, w) - 128
+    v = _chroma(V, h, w) - 128
+    y1 = (Y.astype(np.int64) * 257 * 16320) >> 16
+    r = (y1 + 90 * v + 32) >> 6
+    g = (y1 - 22 * u - 46 * v + 32) >> 6
+    b = (y1 + 113 * u + 32) >> 6
+    return np.clip(np.stack([r, g, b], -1), 0, 255).astype(np.uint8)

@@ -108,3 +108,24 @@ def test_every_bit_flip_and_truncation_of_a_container_is_caught():
     for cut in range(len(data)):
         with pytest.raises(BitstreamError):
             bs.unpack(data[:cut])
+
+
+def test_varint_checks_length_then_minimality_then_value():
+    # docs/bitstream.md "Varints": a reader stops after the bytes the limit needs, and the
+    # message of a value above the limit names the whole value, not a partial sum.
+    with pytest.raises(BitstreamError, match=r"^v is 1001, above the limit 1000$"):
+        bs.read_varint(bs.write_varint(1001), 0, "v", 1000)
+    with pytest.raises(BitstreamError, match=r"^v is 16383, above the limit 1000$"):
+        bs.read_varint(b"\xff\x7f", 0, "v", 1000)
+    with pytest.raises(BitstreamError, match=r"^v is longer than 2 bytes, above the limit 1000$"):
+        bs.read_varint(b"\x81\x80\x01", 0, "v", 1000)  # 16385 in 3 bytes
+    with pytest.raises(BitstreamError, match=r"^v is longer than 2 bytes"):
+        bs.read_varint(b"\x85\x80\x00", 0, "v", 1000)  # non-minimal too, but the length comes first
+    with pytest.raises(BitstreamError, match=r"^v is longer than 1 bytes, above the limit 1$"):
+        bs.read_varint(b"\x81\x00", 0, "v", 1)
+    with pytest.raises(BitstreamError, match=r"^v is not minimally encoded$"):
+        bs.read_varint(b"\x85\x00", 0, "v", 1000)
+    # the section header's limit, (16 MiB << 3) | 7, takes 4 bytes
+    assert len(bs.write_varint(bs.MAX_FILE_BYTES << 3 | 7)) == 4
+    with pytest.raises(BitstreamError, match=r"^section header is longer than 4 bytes"):
+        bs.read_varint(b"\x80\x80\x80\x80\x01", 0, "section header", bs.MAX_FILE_BYTES << 3 | 7)

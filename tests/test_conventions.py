@@ -11,7 +11,6 @@ diffusers' own classes are the peer (they are run, not copied), float64 where th
 
 import math
 
-import numpy as np
 import pytest
 import torch
 

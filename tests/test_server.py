@@ -764,3 +764,116 @@ def test_live_slow_clients_are_cut_off_and_the_key_is_checked_before_the_body():
         assert r.status_code == 200
     finally:
         server.stop()
+
+
+def test_live_small_jobs_are_not_stuck_behind_large_ones():
+    """Two large uploads made a 64x64 compress wait 109 s instead of 0.8 s.
+
+    The bound (sedic/server/jobs.py): a request of at most SMALL_JOB_PIXELS never waits for a larger
+    one's CPU work. Here the server has ONE general CPU thread and two 1024x1024 noise images
+    (about 17 s of encoder each on a 2-core VM) ahead of the small one."""
+    from sedic.server.jobs import SMALL_JOB_PIXELS
+
+    noise = np.random.default_rng(0).integers(0, 256, (1024, 1024, 3), dtype=np.uint8)
+    assert noise.shape[0] * noise.shape[1] > SMALL_JOB_PIXELS
+    big, small = png(noise), png(np.full((64, 64, 3), 100, np.uint8))
+    server = LiveServer("--cpu-workers", "1")
+    try:
+        def post_big():
+            try:
+                httpx.post(server.url + "/v1/compress", files={"image": ("big.png", big)},
+                           data={"analyze": "false"}, timeout=120)
+            except httpx.TransportError:
+                pass  # the server is stopped under it at the end
+
+        for _ in range(2):
+            threading.Thread(target=post_big, daemon=True).start()
+        deadline = time.monotonic() + 30
+        while httpx.get(server.url + "/v1/health", timeout=10).json()["queue"]["in_flight"] < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(1.0)  # both large ones are in the encoder
+        started = time.monotonic()
+        r = httpx.post(server.url + "/v1/compress", files={"image": ("small.png", small)},
+                       data={"analyze": "false", "bpp": "0.5"}, timeout=120)
+        waited = time.monotonic() - started
+        assert r.status_code == 200, r.text
+        queue = httpx.get(server.url + "/v1/health", timeout=10).json()["queue"]
+        assert queue["in_flight"] == 2 and queue["completed"] == 1, queue  # both large ones still running
+        assert waited < 8, waited  # alone: 0.1-0.8 s
+    finally:
+        server.stop()
+
+
+def test_admission_counts_pixels():
+    queue = JobQueue(capacity=8, cpu_workers=1, pixel_budget=1000)
+    first = queue.admit(900)
+    with pytest.raises(QueueFull):
+        queue.admit(200)
+    second = queue.admit(100)
+    first.close()
+    second.close()
+    alone = queue.admit(5000)  # one request above the budget is admitted when nothing else runs
+    alone.close()
+    queue.shutdown()
+
+
+def test_live_retry_after_is_honest_and_health_answers_under_load(small_file):
+    """Retry-After said 300 s while a slot freed every 0.5-3 s; /v1/health waited 4-5 s at 64 clients."""
+    server = LiveServer("--queue", "8")
+    assert httpx.post(server.url + "/v1/decompress", files={"file": ("s.sedic", small_file)},
+                      timeout=120).status_code == 200  # the models are built
+    stop = time.monotonic() + 15
+    finished, retry_after, health = [], [], []
+
+    def client():
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            while time.monotonic() < stop:
+                try:
+                    r = c.post("/v1/decompress", files={"file": ("s.sedic", small_file)})
+                except httpx.TransportError:
+                    return  # the server is stopped under the last requests
+                if r.status_code == 503:
+                    retry_after.append(int(r.headers["retry-after"]))
+                    time.sleep(0.2)
+                elif r.status_code == 200:
+                    finished.append(time.monotonic())
+
+    try:
+        threads = [threading.Thread(target=client, daemon=True) for _ in range(16)]
+        for t in threads:
+            t.start()
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            while time.monotonic() < stop:
+                started = time.monotonic()
+                assert c.get("/v1/health").status_code == 200
+                health.append(time.monotonic() - started)
+                time.sleep(0.1)
+    finally:
+        server.stop()
+    assert len(finished) >= 2 and retry_after, (len(finished), len(retry_after))
+    gaps = np.diff(sorted(finished))
+    slot_frees = float(np.median(gaps))  # what a refused client really waits for a slot
+    assert float(np.median(retry_after)) <= max(2, 2 * slot_frees), (sorted(set(retry_after)), slot_frees)
+    assert max(retry_after) <= max(3, 4 * slot_frees), (sorted(set(retry_after)), slot_frees)
+    assert float(np.percentile(health, 95)) < 0.5, sorted(health)[-5:]
+
+
+def test_live_form_mistakes_get_precise_messages(live, small_image):
+    """Duplicate parts, filename="", multipart/form-datax and an empty bpp got misleading answers."""
+    image = png(small_image)
+    with httpx.Client(base_url=live.url, timeout=60) as c:
+        files = [("image", ("a.png", image)), ("image", ("b.png", image))]
+        assert_error(c.post("/v1/compress", files=files, data={"analyze": "false"}), 400, "2 'image' parts")
+        r = c.post("/v1/compress", files=[("image", ("", image))], data={"analyze": "false"})
+        assert_error(r, 400, "'image' must be a file part with a file name")
+        r = c.post("/v1/compress", files=[("image", ("a.png", image))], data={"analyze": "false", "bpp": ""})
+        assert_error(r, 400, "'bpp' is empty")
+        good = c.build_request("POST", "/v1/compress", files=[("image", ("a.png", image))], data={"analyze": "false"})
+        kind = good.headers["content-type"].replace("form-data", "form-datax")
+        r = c.post("/v1/compress", content=good.read(), headers={"content-type": kind})
+        assert_error(r, 415, "expected a multipart/form-data upload, got multipart/form-datax")
+        semantics = json.dumps({"overall": "x", "objects": []}).encode()
+        r = c.post("/v1/compress", files=[("image", ("a.png", image)), ("semantics", ("s.json", semantics)),
+                                          ("masks", ("s.json", image))])
+        assert_error(r, 400, "a mask part is named 's.json', as the semantics JSON is")

@@ -268,3 +268,21 @@ def test_rate_on_evaluation_descriptions(encoded):
         total_bits += bits
         total_chars += chars
     assert total_bits / total_chars <= 2.2
+
+
+def test_leading_separators_count_towards_the_character_budget():
+    # 65 strings that are each one 4,000-comma separator: spelled once, then a cheap dictionary
+    # hit, so 260,000 characters come from about 2,600 bytes (budget 64 * len + 4096). Every one
+    # is a leading separator; the decoder must count those too (docs/text-stream.md, "Limits").
+    import constriction
+
+    strings = [","*4000] * 65
+    enc = constriction.stream.queue.RangeEncoder()
+    coder = TM._Coder(enc=enc)
+    coder.code(constriction.stream.model.Uniform(TM.MAX_STRINGS + 1), len(strings))
+    for i, s in enumerate(strings):
+        coder.string(TM._string_type(i), s)
+    data = enc.get_compressed().astype(">u4").tobytes().rstrip(b"\x00")
+    assert sum(map(len, strings)) > 64 * len(data) + 4096
+    with pytest.raises(BitstreamError, match="more text than the stream length allows"):
+        TM.decode_list(data)

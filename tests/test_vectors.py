@@ -7,6 +7,7 @@ libavif upgrade that converts YUV to RGB differently fails here instead of drift
 """
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,28 @@ import sedic
 from sedic import bitstream as bs
 from sedic import codec
 from sedic.errors import BitstreamError
-from sedic.streams import reference
+from sedic.streams import avif, reference
 
 HERE = Path(__file__).resolve().parent / "vectors"
 MANIFEST = json.loads((HERE / "manifest.json").read_text())
+BITSTREAM_DOC = (HERE.parents[1] / "docs" / "bitstream.md").read_text()
+
+
+def _reasons_table() -> dict[str, list[re.Pattern]]:
+    """docs/bitstream.md's "Messages" table: reason -> its prefixes (`<...>` = any value)."""
+    section = BITSTREAM_DOC.split("### Messages", 1)[1].split("\n### ", 1)[0]
+    table = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("| `") else []
+        if len(cells) >= 2:
+            prefixes = re.findall(r"`([^`]+)`", cells[1])
+            table[cells[0].strip("`")] = [
+                re.compile("".join(".+?" if p.startswith("<") else re.escape(p) for p in re.split(r"(<[^>]+>)", x)))
+                for x in prefixes]
+    return table
+
+
+REASONS = _reasons_table()
 
 
 def _sha(b) -> str:
@@ -53,9 +72,11 @@ def test_valid_vector(entry):
     payload = parsed.container.sections[bs.REFERENCE]
     assert payload[1] >> 4 == ref["factor_index"]
     if ref["codec"] == "avif":
-        level, tools, rw, rh, _ = reference.AvifCodec().parse(payload, parsed.width, parsed.height)
+        level, tools, rw, rh, frame = reference.AvifCodec().parse(payload, parsed.width, parsed.height)
         assert (level, f"0b{tools:06b}", [rw, rh]) == (ref["seq_level_idx"], ref["tool_flags"], ref["reduced_size"])
         assert (not (payload[1] >> 3) & 1) == ref["tool_flags_byte"]
+        rebuilt = avif.build_avif(avif.SequenceHeader(rw, rh, level, tools), payload[-len(frame):])
+        assert _sha(rebuilt) == ref["avif_sha256"]
         reduced = reference.AvifCodec().decode_reduced(payload, parsed.width, parsed.height)
         assert _sha(reduced.tobytes()) == ref["reduced_rgb_sha256"], \
             "the AVIF decode (libavif's YUV to RGB) changed: check the Pillow/libavif version"
@@ -83,8 +104,17 @@ def test_invalid_vector_refused_alike_by_inspect_and_decompress(entry):
         sedic.inspect(data)
     with pytest.raises(BitstreamError) as by_decompress:
         sedic.decompress(data, stages=0)
-    assert entry["error"] in str(by_inspect.value)
+    # the manifest's prefix is one of the reason's normative prefixes (docs/bitstream.md,
+    # "Messages"), and both messages begin with it
+    assert any(p.match(entry["error"]) for p in REASONS[entry["reason"]]), (entry["reason"], entry["error"])
+    assert str(by_inspect.value).startswith(entry["error"])
     assert str(by_inspect.value) == str(by_decompress.value)
+
+
+def test_messages_table_is_read():
+    assert len(REASONS) >= 35 and all(REASONS.values())
+    assert REASONS["varint-above-limit"][0].match("final_steps is 1001, above the limit 1000")
+    assert not REASONS["varint-above-limit"][0].match("final_steps is longer than 2 bytes")
 
 
 def test_manifest_lists_every_vector_file():

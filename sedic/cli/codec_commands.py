@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -70,6 +71,9 @@ def _compress(args) -> int:
         raise InputError("--save-semantics needs the analysis (not --semantics or --no-semantics)")
     inputs = [args.image] + (input_files(args.semantics) if args.semantics else [])  # masks are inputs too
     check_writable(Path(args.output), args.force, inputs)
+    if Path(args.output).suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"):
+        raise InputError(f"{args.output}: compress writes a .sedic file, not an image; name the output *.sedic "
+                         f"(decompress writes images)")
     profile = get_profile(args.profile)
     settings_section(profile, bpp=args.bpp, reference_bpp=args.reference_bpp, seed=args.seed,
                      overrides=_schedule(args))
@@ -77,15 +81,22 @@ def _compress(args) -> int:
         resolve_device(args.device)
     if args.save_semantics:
         check_outputs(args.save_semantics, profile.analysis.num_objects, args.force, inputs + [args.output])
-    image = load_image(args.image)
-    semantics = args.semantics
-    if analysis:
-        semantics = sedic.analyze(image, profile=args.profile, device=args.device)
-        if args.save_semantics:
-            semantics.save(args.save_semantics, force=args.force, inputs=inputs + [args.output])
-    data = sedic.compress(image, bpp=args.bpp, reference_bpp=args.reference_bpp, semantics=semantics,
-                          analyze=False, profile=args.profile, best_effort=args.best_effort, seed=args.seed,
-                          schedule=_schedule(args))
+    say = StatusLines("compress")
+    try:
+        image = load_image(args.image)
+        say(f"read {args.image}: {image.shape[1]}x{image.shape[0]}")
+        semantics = args.semantics
+        if analysis:
+            say(f"analysis with profile {profile.name} (descriptions and masks)")
+            semantics = sedic.analyze(image, profile=args.profile, device=args.device)
+            say(f"analysis done: {len(semantics.objects)} objects")
+            if args.save_semantics:
+                semantics.save(args.save_semantics, force=args.force, inputs=inputs + [args.output])
+        data = sedic.compress(image, bpp=args.bpp, reference_bpp=args.reference_bpp, semantics=semantics,
+                              analyze=False, profile=args.profile, best_effort=args.best_effort, seed=args.seed,
+                              schedule=_schedule(args), progress=say)
+    finally:
+        say.close()
     atomic_write_bytes(args.output, data, force=args.force)
     info = sedic.inspect(data)
     s = info["streams"]
@@ -93,6 +104,59 @@ def _compress(args) -> int:
           f"(reference {s['reference']}, text {s['text']}, masks {s['masks']}, header {s['header']} bits)",
           file=sys.stderr)
     return 0
+
+
+class StatusLines:
+    """One line per step of long work on stderr, with the time since the command started, on a
+    terminal and in a log alike. Lines said in the first GRACE_S seconds wait: printed when the
+    grace ends, dropped by close() when the command ended sooner, so that a quick command (and any
+    early error, which must be its one line) prints nothing more."""
+
+    GRACE_S = 1.0
+
+    def __init__(self, command: str, stream=None):
+        import threading
+        import time
+
+        self.command, self.stream, self.clock = command, stream or sys.stderr, time.monotonic
+        self.started = self.clock()
+        self._pending: list[str] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._timer = threading.Timer(self.GRACE_S, self.flush)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def __call__(self, text: str) -> None:
+        line = f"{self.command}: {text} ({self.clock() - self.started:.1f} s)\n"
+        with self._lock:
+            self._pending.append(line)
+        if self.clock() - self.started >= self.GRACE_S:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self.stream.write("".join(self._pending))
+                self.stream.flush()
+            self._pending.clear()
+
+    def close(self) -> None:
+        self._timer.cancel()
+        with self._lock:
+            self._closed = True
+            self._pending.clear()
+
+
+# control characters (C0, DEL, C1) and invisible format characters (bidi overrides): a file's
+# texts must not change the terminal's colours or title when printed
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+_CONTROL_JSON = re.compile(r"[\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")  # json escapes C0
+
+
+def shown(text: str) -> str:
+    """A text from a file as it may be printed: control characters written as escapes."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1] if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text)
 
 
 def _schedule(args) -> dict:
@@ -115,14 +179,28 @@ def _decompress(args) -> int:
 
     from ..restoration.progress import DecodeProgress
 
+    say = StatusLines("decompress")
+    info = sedic.inspect(data)
+    say(f"{args.input}: {info['width']}x{info['height']}, {info['bytes']} bytes, profile {info['profile']}: "
+        f"decoding the reference")
+
+    def preview_ready(stages, image):
+        if stages == 0 and args.stages != 0:
+            say("preview ready; loading the decoder models, then the diffusion stages")
+
     # per step on a terminal (steps, s/step, ETA), one line per stage in a log
     printer = DecodeProgress(sys.stderr)
     if args.stages != 0:  # the preview needs no torch; the diffusion stages do
         _set_torch_threads(args.threads)
     try:
+        def stage(*where):  # what was said before a stage comes first
+            say.flush()
+            printer.stage(*where)
+
         image = sedic.decompress(data, profile=args.profile, stages=args.stages, device=args.device,
-                                 progress=printer.stage, on_step=printer.step)
+                                 progress=stage, on_step=printer.step, on_image=preview_ready)
     finally:
+        say.close()
         printer.finish()
     save_image(args.output, image, force=args.force)
     return 0
@@ -142,9 +220,12 @@ def _inspect(args) -> int:
     import sedic
 
     info = sedic.inspect(read_file(args.input))
-    if args.json:
-        print(json.dumps(info, indent=2, ensure_ascii=False))
+    if args.json:  # json escapes C0 controls itself; C1 (\x9b is CSI) and bidi marks are escaped here
+        print(_CONTROL_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(info, indent=2, ensure_ascii=False)))
         return 0
+    info["profile"] = shown(str(info["profile"]))
+    info["semantics"] = {"overall": shown(info["semantics"]["overall"]),
+                         "objects": [{k: shown(v) for k, v in o.items()} for o in info["semantics"]["objects"]]}
     s = info["streams"]
     print(f"{args.input}: {info['width']}x{info['height']}, {info['bytes']} bytes, {info['bpp']:.5f} bpp, "
           f"profile {info['profile']}, seed {info['seed']}")

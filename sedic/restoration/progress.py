@@ -2,7 +2,8 @@
 
 On a terminal, each stage gets one line that is rewritten after every denoising step with the
 steps done, seconds per step and the time left in the stage. Elsewhere (a log file, a pipe), each
-stage prints a single line when it ends, with its steps and time, so logs stay short.
+stage prints a single line when it ends, with its steps and time, so logs stay short, and a step
+line when nothing was printed for HEARTBEAT_S seconds (a slow step on a CPU is minutes).
 
 Use its two methods as restore()'s callbacks: progress=printer.stage, on_step=printer.step, then
 printer.finish().
@@ -13,6 +14,9 @@ from __future__ import annotations
 import os
 import sys
 import time
+
+
+HEARTBEAT_S = 30.0
 
 
 class DecodeProgress:
@@ -26,6 +30,8 @@ class DecodeProgress:
         self._stage = None      # (index, total, label, started)
         self._done = 0
         self._steps = 0
+        # off a terminal: when the last line was printed (the command printed one as it started)
+        self._written = None if self.tty else clock()
 
     # restore(progress=...)
     def stage(self, index: int, total: int, label: str) -> None:
@@ -45,6 +51,8 @@ class DecodeProgress:
             left = per_step * (steps - step)
             tail = f"  {step}/{steps} steps, {per_step:.2f} s/step, ETA {_duration(left)}"
             self._write(f"\r{self._fit(self._head(), tail)}\x1b[K")
+        elif self.clock() - self._written >= HEARTBEAT_S:
+            self._write(f"{self._head()}  {step}/{steps} steps, {_duration(self._elapsed())} so far\n")
 
     def finish(self) -> None:
         self._end_stage()
@@ -80,6 +88,8 @@ class DecodeProgress:
     def _write(self, text: str) -> None:
         self.stream.write(text)
         self.stream.flush()
+        if not self.tty:
+            self._written = self.clock()
 
 
 def _columns(stream) -> int:

@@ -3,8 +3,8 @@
 The latent lives in float32 (scheduler arithmetic, blending); the networks run in the backbone's
 dtype. Classifier-free guidance batches the unconditional and conditional rows into one network
 call by default. Above a size the latent is processed in overlapping tiles whose noise predictions
-are blended with per-pixel weights at every step (MultiDiffusion), so network memory depends on
-the tile size only.
+are blended with per-pixel weights at every step (MultiDiffusion), so network activations depend on
+the tile size (the ORAG bias also on the context length, docs/orag.md).
 """
 
 from __future__ import annotations

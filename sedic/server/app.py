@@ -18,7 +18,7 @@ from .. import __version__
 from ..config import get_profile
 from .errors import error_body, error_headers, one_line, status_of
 from .gate import Gate
-from .jobs import JobQueue
+from .jobs import PIXEL_BUDGET_IMAGES, JobQueue
 from .routes import ServerState, build_router, warm_up
 from .settings import ServerSettings
 from .uploads import BodyLimit
@@ -33,7 +33,8 @@ API key (SEDIC_API_KEY), every /v1 request needs `Authorization: Bearer <key>`."
 
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
     settings = settings or ServerSettings.from_env()
-    state = ServerState(settings, get_profile(settings.profile), JobQueue(settings.queue, settings.cpu_workers))
+    queue = JobQueue(settings.queue, settings.cpu_workers, pixel_budget=PIXEL_BUDGET_IMAGES * settings.max_pixels)
+    state = ServerState(settings, get_profile(settings.profile), queue)
 
     @asynccontextmanager
     async def lifespan(app):

@@ -35,6 +35,7 @@ from .jobs import JobCancelled, JobQueue, QueueFull, Ticket
 from .settings import ServerSettings
 
 SEDIC_MEDIA_TYPE = "application/x-sedic"
+FILE_PARTS = ("image", "semantics", "masks", "file")
 log = logging.getLogger("sedic.server")
 
 
@@ -169,8 +170,20 @@ def build_router(state: ServerState) -> APIRouter:
 
     async def require_multipart(request: Request):
         kind = request.headers.get("content-type", "")
-        if not kind.lower().startswith("multipart/form-data"):
-            raise UnsupportedMedia(f"expected a multipart/form-data upload, got {kind.split(';')[0] or 'no content type'}")
+        media = kind.split(";")[0].strip().lower()
+        if media != "multipart/form-data":  # `multipart/form-datax` too
+            raise UnsupportedMedia(f"expected a multipart/form-data upload, got {media or 'no content type'}")
+        form = await request.form()  # parsed once: FastAPI reads the same form for the fields
+        for name in set(form.keys()):
+            values = form.getlist(name)
+            if len(values) > 1 and name != "masks":
+                raise InputError(f"{len(values)} '{name}' parts: send one")
+            for value in values:
+                if isinstance(value, str) and value == "" and name not in FILE_PARTS:
+                    raise InputError(f"'{name}' is empty: give a value or leave the part out for the default")
+                if name in FILE_PARTS and isinstance(value, str):
+                    raise InputError(f"'{name}' must be a file part with a file name (filename=\"...\"), "
+                                     f"got a plain form field")
 
     router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
     upload = [Depends(require_multipart)]
@@ -223,7 +236,7 @@ def build_router(state: ServerState) -> APIRouter:
             raise InputError("mask files need the semantics JSON that names them")
         schedule = {k: v for k, v in (("object_steps", object_steps), ("object_cfg", object_cfg),
                                       ("final_steps", final_steps), ("final_cfg", final_cfg)) if v is not None}
-        ticket = queue.admit()
+        ticket = queue.admit(min(uploads.image_pixels(image_bytes), limit))
         try:
             async with cancel_on_disconnect(request, ticket):
                 pixels = await ticket.run(uploads.decode_image, image_bytes, image_name, limit)
@@ -252,7 +265,7 @@ def build_router(state: ServerState) -> APIRouter:
                       masks: bool = Query(False, description="add the decoded masks as PNG data URLs "
                                                              "(latent grid: 1/8 of the image size)")):
         data, _ = await read(file, "file.sedic")
-        ticket = queue.admit()
+        ticket = queue.admit(min(uploads.file_pixels(data), limit))
         try:
             parsed = await ticket.run(uploads.parse_sedic, data, limit)
             info = await ticket.run(sedic.inspect, data)
@@ -268,7 +281,7 @@ def build_router(state: ServerState) -> APIRouter:
                          stages: int | None = Form(None, description="0 = the preview, k = objects 1..k, "
                                                    "K+1 or empty = everything")):
         data, name = await read(file, "file.sedic")
-        ticket = queue.admit()
+        ticket = queue.admit(min(uploads.file_pixels(data), limit))
         try:
             async with cancel_on_disconnect(request, ticket):
                 parsed = await ticket.run(uploads.parse_sedic, data, limit)
@@ -294,7 +307,7 @@ def build_router(state: ServerState) -> APIRouter:
                                 stages: int | None = Form(None, description="stop after this stage "
                                                           "(default: all, K+1)")):
         data, _ = await read(file, "file.sedic")
-        ticket = queue.admit()
+        ticket = queue.admit(min(uploads.file_pixels(data), limit))
         try:
             parsed = await ticket.run(uploads.parse_sedic, data, limit)
             profile = state.profile_for_decode(parsed, stages)

@@ -101,6 +101,27 @@ def _check_pixels(width: int, height: int, what: str, max_pixels: int) -> None:
                        f"{max_pixels} pixels")
 
 
+def image_pixels(data: bytes) -> int:
+    """An upload's pixel count from its header (no decoding), for admission; 1 when unreadable
+    (decode_image then says why)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                return max(1, img.size[0] * img.size[1])
+    except Exception:  # noqa: BLE001 - any unreadable upload is refused with a message later
+        return 1
+
+
+def file_pixels(data: bytes) -> int:
+    """A .sedic file's pixel count from its container header, for admission; 1 when unreadable."""
+    try:
+        container = bs.unpack(data)
+    except Exception:  # noqa: BLE001 - parse_sedic reports it
+        return 1
+    return max(1, container.width * container.height)
+
+
 def decode_image(data: bytes, name: str, max_pixels: int):
     """uint8 RGB (H, W, 3), upright and sRGB, from an uploaded image; the size is checked before decoding."""
     try:

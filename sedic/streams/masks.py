@@ -296,4 +296,8 @@ def decode_masks(data: bytes, count: int, shape: tuple[int, int]) -> list[np.nda
         raise
     except Exception as e:  # noqa: BLE001 -- constriction reports corrupt data as various errors
         raise BitstreamError(f"mask stream: corrupt data ({e})") from None
+    # Bytes past what the last symbol needs would otherwise be ignored: accept exactly the
+    # encoder's output, as the text stream does, so one set of masks has one valid stream.
+    if encode_masks(out) != data.rstrip(b"\x00"):
+        raise BitstreamError("mask stream: trailing or non-canonical data")
     return out

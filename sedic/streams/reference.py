@@ -24,7 +24,7 @@ from fractions import Fraction
 import numpy as np
 from PIL import Image
 
-from sedic.bitstream import read_varint, write_varint
+from sedic.bitstream import MAX_SIDE as MAX_FILE_SIDE, read_varint, write_varint
 from sedic.errors import BitstreamError, InputError, ModelUnavailableError, RateError
 from sedic.streams import avif as _avif
 from sedic.streams import lanczos as _lanczos
@@ -102,13 +102,15 @@ def _size_header(factor_index: int, rw: int, rh: int) -> bytes:
 
 def _read_size(data: bytes, pos: int, factor_index: int, width: int, height: int) -> tuple[int, int, int]:
     if factor_index == EXPLICIT_SIZE:
-        rw, pos = read_varint(data, pos, "reference width", width - 1)
-        rh, pos = read_varint(data, pos, "reference height", height - 1)
-        rw, rh = rw + 1, rh + 1
-        # Checked before anything is allocated or decoded.
-        if rw > width or rh > height:
-            raise BitstreamError(f"reference size {rw}x{rh} exceeds the image size {width}x{height}")
-        return rw, rh, pos
+        # The varints carry size - 1; the rule is on the size itself, checked before anything
+        # is allocated or decoded, and the message names the size, not the varint.
+        sides = []
+        for name, image_side in (("width", width), ("height", height)):
+            minus_one, pos = read_varint(data, pos, f"reference {name} - 1", MAX_FILE_SIDE - 1)  # 2 bytes at most
+            if minus_one + 1 > image_side:
+                raise BitstreamError(f"reference {name} {minus_one + 1} is above the image {name} {image_side}")
+            sides.append(minus_one + 1)
+        return sides[0], sides[1], pos
     if factor_index >= len(FACTORS):
         raise BitstreamError(f"unknown downscale factor index {factor_index}")
     return (*reduced_size(width, height, factor_index), pos)
@@ -120,9 +122,20 @@ def _read_size(data: bytes, pos: int, factor_index: int, width: int, height: int
 class ReferenceCodec(abc.ABC):
     codec_id: int
 
-    @abc.abstractmethod
     def encode(self, image: np.ndarray, setting: ReferenceSetting) -> bytes:
         """Full-resolution uint8 (H, W, 3) image -> self-contained payload."""
+        image = _check_image(image)
+        h, w = image.shape[:2]
+        self.check_setting(setting)
+        return self.encode_reduced(_resize(image, *reduced_size(w, h, setting.factor_index)), setting)
+
+    @abc.abstractmethod
+    def check_setting(self, setting: ReferenceSetting) -> None:
+        """InputError for a setting outside the codec's range."""
+
+    @abc.abstractmethod
+    def encode_reduced(self, reduced: np.ndarray, setting: ReferenceSetting) -> bytes:
+        """The image already downscaled to the setting's reduced size -> payload."""
 
     @abc.abstractmethod
     def decode(self, payload: bytes, width: int, height: int) -> np.ndarray:
@@ -185,13 +198,13 @@ class AvifCodec(ReferenceCodec):
                                       subsampling="4:2:0", range="full", max_threads=1, **extra)
         return buf.getvalue()
 
-    def encode(self, image: np.ndarray, setting: ReferenceSetting) -> bytes:
-        image = _check_image(image)
-        h, w = image.shape[:2]
+    def check_setting(self, setting: ReferenceSetting) -> None:
         if not 0 <= setting.factor_index < len(FACTORS) or not 0 <= setting.quality <= 100:
             raise InputError(f"invalid AVIF reference setting {setting}")
-        rw, rh = reduced_size(w, h, setting.factor_index)
-        stripped = _avif.strip_avif(self.encode_avif_file(_resize(image, rw, rh), setting.quality))
+
+    def encode_reduced(self, reduced: np.ndarray, setting: ReferenceSetting) -> bytes:
+        rh, rw = reduced.shape[:2]
+        stripped = _avif.strip_avif(self.encode_avif_file(reduced, setting.quality))
         sh = stripped.header
         if (sh.width, sh.height) != (rw, rh):
             raise _avif.AvifLayoutError(f"Pillow wrote a {sh.width}x{sh.height} frame for {rw}x{rh}")
@@ -199,7 +212,7 @@ class AvifCodec(ReferenceCodec):
         out = bytearray([(CODEC_AVIF << 5) | sh.level, (setting.factor_index << 4) | (int(default) << 3)])
         if not default:
             out.append(sh.tools << 2)
-        return bytes(out) + stripped.frame_payload
+        return bytes(out) + _size_header(setting.factor_index, rw, rh) + stripped.frame_payload
 
     def parse(self, payload: bytes, width: int, height: int):
         """Header fields and frame: (level, tools, reduced width, reduced height, frame bytes).
@@ -330,16 +343,16 @@ class CompressAICodec(ReferenceCodec):
         self._nets[quality] = net
         return net
 
-    def encode(self, image: np.ndarray, setting: ReferenceSetting) -> bytes:
+    def check_setting(self, setting: ReferenceSetting) -> None:
+        if not 0 <= setting.factor_index < len(FACTORS) or not 1 <= setting.quality <= 16:
+            raise InputError(f"invalid CompressAI reference setting {setting}")
+
+    def encode_reduced(self, reduced: np.ndarray, setting: ReferenceSetting) -> bytes:
         import torch
         import torch.nn.functional as F
 
-        image = _check_image(image)
-        h, w = image.shape[:2]
-        if not 0 <= setting.factor_index < len(FACTORS) or not 1 <= setting.quality <= 16:
-            raise InputError(f"invalid CompressAI reference setting {setting}")
-        rw, rh = reduced_size(w, h, setting.factor_index)
-        x = torch.from_numpy(_resize(image, rw, rh).copy()).permute(2, 0, 1)[None].float() / 255
+        rh, rw = reduced.shape[:2]
+        x = torch.from_numpy(np.array(reduced)).permute(2, 0, 1)[None].float() / 255
         ph, pw = (-rh) % _PAD, (-rw) % _PAD
         # Replicate padding costs fewer bits than zeros; it is cropped after decoding.
         x = F.pad(x, (0, pw, 0, ph), mode="replicate")
@@ -410,7 +423,16 @@ def make_codec(name: str, **options) -> ReferenceCodec:
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    """RGB PSNR over every sample; summed in row blocks of exact integers, so a 45 MP image
+    needs no full-size float copies."""
+    if a.shape != b.shape:
+        raise ValueError(f"psnr of arrays shaped {a.shape} and {b.shape}")
+    rows = max(1, (1 << 20) // max(1, a[0].size))
+    sse = 0
+    for i in range(0, a.shape[0], rows):
+        d = (a[i:i + rows].astype(np.int64) - b[i:i + rows]).ravel()
+        sse += int(np.dot(d, d))
+    mse = sse / a.size
     return float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
 
 
@@ -424,49 +446,176 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
 
 _METRICS = {"psnr": psnr, "ms-ssim": ms_ssim}
 
+# Where the best downscale lies: on Kodak the chosen reduced image gets 0.15-0.25 bits per reduced
+# pixel at 0.01-0.05 bpp, upscaled 12 MP images 0.26-0.32 (docs/reference-stream.md): the start.
+START_BITS_PER_PIXEL = 0.25
+# log(bytes) grows about linearly with the quality index (AVIF: x1.5 per 10 qualities) and with
+# log(pixels) (exponent ~0.8): the model that places each factor's first quality probe.
+_LOG_BYTES_PER_QUALITY = 0.04
+_SIZE_EXPONENT = 0.8
 
-def encode_reference(image, max_bytes: int, codec: ReferenceCodec, metric: str = "psnr"):
+
+class _Search:
+    """Best payload within a byte budget over factors x qualities, probing few settings.
+
+    Per factor: the highest quality that fits, found by a bracketing search whose probes come
+    from a log-rate model (fitted to the probes made so far) instead of halving 0..100. Over the
+    factors: a climb from the size the rate model names, scoring each factor's candidate exactly
+    as a decoder sees it, towards the side that improves, until the score drops. A size whose
+    lowest quality does not fit ends the climb towards larger sizes (larger sizes cost more at
+    every quality). The image is downscaled once per factor from one Pillow copy; the two
+    neighbours of the start are searched at once on two threads (aom and dav1d release the GIL).
+    The result does not depend on thread timing: a factor's probes depend only on its own probes
+    and those of factors finished in earlier rounds."""
+
+    def __init__(self, image, max_bytes, codec, score, progress, threads=2):
+        self.image, self.max_bytes, self.codec, self.score, self.progress = image, max_bytes, codec, score, progress
+        self.threads = threads
+        self.h, self.w = image.shape[:2]
+        by_factor: dict[int, list[int]] = {}
+        for st in codec.settings(self.w, self.h):
+            by_factor.setdefault(st.factor_index, []).append(st.quality)
+        self.qualities = by_factor
+        self.factors = sorted(by_factor, key=lambda fi: -FACTORS[fi])  # smallest reduced size first
+        self.pixels = {fi: math.prod(reduced_size(self.w, self.h, fi)) for fi in self.factors}
+        self.sizes: dict[int, dict[int, int]] = {fi: {} for fi in self.factors}  # quality index -> bytes
+        self.known: dict[int, dict[int, int]] = {}  # the probes of factors finished in earlier rounds
+        self.payloads: dict[tuple[int, int], bytes] = {}
+        self.results: dict[int, tuple | None] = {}
+        self._source = Image.fromarray(self.image)
+
+    # -------------------------------------------------------- one factor
+    def reduced(self, fi: int) -> np.ndarray:
+        rw, rh = reduced_size(self.w, self.h, fi)
+        if (rw, rh) == (self.w, self.h):
+            return self.image
+        return np.asarray(self._source.resize((rw, rh), Image.LANCZOS))
+
+    def _predict(self, fi: int, i: int) -> float:
+        """Predicted log(bytes) of quality index i at factor fi."""
+        own = self.sizes[fi]
+        if own:
+            ref_fi, points = fi, own
+        elif self.known:
+            ref_fi = min(self.known, key=lambda f: (abs(math.log(self.pixels[f] / self.pixels[fi])), f))
+            points = self.known[ref_fi]
+        else:
+            # nothing probed yet: the first probe at 30 % of the range, where the chosen quality
+            # usually lies (AVIF 20-40 on Kodak and at 12 MP)
+            return math.log(self.max_bytes) + _LOG_BYTES_PER_QUALITY * (i - (3 * len(self.qualities[fi])) // 10)
+        shift = _SIZE_EXPONENT * math.log(self.pixels[fi] / self.pixels[ref_fi])
+        xs = sorted(points)
+        below, above = [x for x in xs if x <= i], [x for x in xs if x >= i]
+        if below and above and below[-1] != above[0]:
+            a, b = below[-1], above[0]
+            la, lb = math.log(points[a]), math.log(points[b])
+            return shift + la + (lb - la) * (i - a) / (b - a)
+        a = below[-1] if below else above[0]
+        # outside the probes: the slope of the two nearest, else the default
+        near = sorted(xs, key=lambda x: (abs(x - i), x))[:2]
+        slope = _LOG_BYTES_PER_QUALITY
+        if len(near) == 2:
+            slope = max(1e-3, (math.log(points[near[1]]) - math.log(points[near[0]])) / (near[1] - near[0]))
+        return shift + math.log(points[a]) + slope * (i - a)
+
+    def fit(self, fi: int):
+        """Index of the highest quality whose payload fits, or None when even the lowest does not."""
+        n = len(self.qualities[fi])
+        reduced = self.reduced(fi)
+        lo, hi = -1, n  # lo fits (or -1: not shown), hi does not fit (or n: not shown)
+        target = math.log(self.max_bytes)
+        same_side, last = 0, None
+        while hi - lo > 1:
+            if same_side >= 2 and lo >= 0 and hi < n:
+                i = (lo + hi) // 2  # the model keeps missing on one side: halve the bracket
+            else:
+                # the highest quality the model expects to fit; at lo + 1 it confirms lo
+                guess = max([i for i in range(n) if self._predict(fi, i) <= target], default=0)
+                i = min(max(guess, lo + 1), hi - 1)
+            payload = self.codec.encode_reduced(reduced, ReferenceSetting(fi, self.qualities[fi][i]))
+            self.payloads[(fi, i)] = payload
+            self.sizes[fi][i] = len(payload)
+            fits = len(payload) <= self.max_bytes
+            same_side, last = (same_side + 1 if fits == last else 1), fits
+            if fits:
+                lo = i
+            else:
+                hi = i
+        return lo if lo >= 0 else None
+
+    def _evaluate(self, fi: int):
+        i = self.fit(fi)
+        if i is None:
+            return None
+        payload = self.payloads[(fi, i)]
+        value = self.score(self.image, self.codec.decode(payload, self.w, self.h))
+        return (value, -len(payload)), payload, ReferenceSetting(fi, self.qualities[fi][i])
+
+    def evaluate(self, positions: list[int]) -> None:
+        """Search and score the factors at these positions (at once), in one round."""
+        todo = [self.factors[k] for k in positions if self.factors[k] not in self.results]
+        if len(todo) > 1 and self.threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(min(self.threads, len(todo))) as pool:
+                results = list(pool.map(self._evaluate, todo))
+        else:
+            results = [self._evaluate(fi) for fi in todo]
+        for fi, result in zip(todo, results):
+            self.results[fi] = result
+            self.known[fi] = dict(self.sizes[fi])
+            if self.progress is not None:
+                rw, rh = reduced_size(self.w, self.h, fi)
+                what = "lowest quality does not fit" if result is None else (
+                    f"quality {result[2].quality}, {len(result[1])} bytes, score {result[0][0]:.3f}")
+                self.progress(f"reference factor {float(FACTORS[fi]):g} ({rw}x{rh}): {what}")
+
+    def result(self, k: int):
+        return self.results[self.factors[k]]
+
+    # -------------------------------------------------------- over the factors
+    def run(self):
+        bits = [8 * self.max_bytes / self.pixels[fi] for fi in self.factors]
+        p = min(range(len(self.factors)), key=lambda k: abs(math.log(bits[k] / START_BITS_PER_PIXEL)))
+        self.evaluate([p])
+        while self.result(p) is None:  # a start that does not fit: smaller sizes until one does
+            if p == 0:
+                return None
+            p -= 1
+            self.evaluate([p])
+        sides = [k for k in (p + 1, p - 1) if 0 <= k < len(self.factors)]
+        self.evaluate(sides)
+        better = [k for k in sides if self.result(k) is not None and self.result(k)[0] > self.result(p)[0]]
+        if not better:
+            return self.result(p)
+        best = max(better, key=lambda k: self.result(k)[0])
+        step = best - p
+        while 0 <= best + step < len(self.factors):  # on along the side that improved
+            self.evaluate([best + step])
+            nxt = self.result(best + step)
+            if nxt is None or nxt[0] <= self.result(best)[0]:
+                break
+            best += step
+        return self.result(best)
+
+
+def encode_reference(image, max_bytes: int, codec: ReferenceCodec, metric: str = "psnr", progress=None):
     """Best payload of at most max_bytes, with its setting.
 
-    For each downscale factor, a binary search over the codec's qualities (assumed to grow
-    the payload) finds the highest quality that fits; each factor's candidate is decoded
-    exactly as a decoder would (payload -> full size) and scored against the image with
-    `metric` ("psnr" or "ms-ssim"); the best score wins, ties going to the smaller payload.
+    Searches factors x qualities (_Search): per factor the highest quality that fits (assuming
+    the payload grows with quality and with size), each factor's candidate decoded exactly as a
+    decoder would (payload -> full size) and scored against the image with `metric` ("psnr" or
+    "ms-ssim"); the best score wins, ties going to the smaller payload. progress(text), when
+    given, hears of every factor scored.
     """
     image = _check_image(image)
     if not isinstance(max_bytes, (int, np.integer)) or max_bytes < 1:
         raise InputError("max_bytes must be a positive integer")
     if metric not in _METRICS:
         raise InputError(f"unknown metric {metric!r} (known: {', '.join(_METRICS)})")
-    score = _METRICS[metric]
-    h, w = image.shape[:2]
-    by_factor: dict[int, list[int]] = {}
-    for s in codec.settings(w, h):
-        by_factor.setdefault(s.factor_index, []).append(s.quality)
-    best = None
-    for fi, qualities in by_factor.items():
-        cache: dict[int, bytes] = {}
-
-        def size_at(i: int) -> int:
-            if i not in cache:
-                cache[i] = codec.encode(image, ReferenceSetting(fi, qualities[i]))
-            return len(cache[i])
-
-        if size_at(0) > max_bytes:
-            continue  # even the lowest quality does not fit at this size
-        lo, hi = 0, len(qualities) - 1  # invariant: qualities[lo] fits
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if size_at(mid) <= max_bytes:
-                lo = mid
-            else:
-                hi = mid - 1
-        payload = cache[lo]
-        value = score(image, codec.decode(payload, w, h))
-        key = (value, -len(payload))
-        if best is None or key > best[0]:
-            best = (key, payload, ReferenceSetting(fi, qualities[lo]))
+    best = _Search(image, int(max_bytes), codec, _METRICS[metric], progress).run()
     if best is None:
+        h, w = image.shape[:2]
         raise RateError(f"no reference setting fits in {max_bytes} bytes for a {w}x{h} image")
     return best[1], best[2]
 

@@ -219,6 +219,13 @@ class _Coder:
         raise BitstreamError("text stream: separator too long")
 
     # -- strings ------------------------------------------------------------------------------
+    def spend(self, chars: int) -> None:
+        """Every decoded character of every string counts against 64 * len(stream) + 4096, the
+        same total the encoder checks (docs/text-stream.md, "Limits")."""
+        self.budget -= chars
+        if self.budget < 0:
+            raise BitstreamError("text stream: more text than the stream length allows")
+
     def string(self, st: int, s: str | None = None) -> str:
         toks = None
         if s is not None:
@@ -239,6 +246,7 @@ class _Coder:
                 raise BitstreamError("text stream: empty leading separator")
             out.append(tok[0])
             n += len(tok[0])
+            self.spend(len(tok[0]))  # the leading separator counts towards the budget too
             k = 1
             if tok[1]:
                 return "".join(out)
@@ -255,9 +263,7 @@ class _Coder:
             n += len(w) + len(tok[0])
             if n > MAX_CHARS:
                 raise BitstreamError("text stream: string too long")
-            self.budget -= len(w) + len(tok[0])
-            if self.budget < 0:
-                raise BitstreamError("text stream: more text than the stream length allows")
+            self.spend(len(w) + len(tok[0]))
             if exhausted:
                 self.tail += len(w) + len(tok[0])
                 if self.tail > MAX_TAIL_CHARS:

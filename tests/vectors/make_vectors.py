@@ -181,7 +181,7 @@ def _repack(data: bytes, **replace) -> bytes:
 
 
 def invalid_vectors(valid: dict[str, bytes]):
-    """(name, file bytes, message both inspect and decompress must give)."""
+    """(name, file bytes, reason, message prefix both inspect and decompress must give, what it exercises)."""
     base = valid["v03_37x29_k1_all_settings"]
     k2 = valid["v04_64x48_k2_escapes"]
     small = valid["v02_16x16_default_tools"]
@@ -190,42 +190,72 @@ def invalid_vectors(valid: dict[str, bytes]):
     ref_d1 = bs.unpack(small).sections[bs.REFERENCE]
     body = base[:-2]
     head = bs.MAGIC + bytes([2]) + bs.write_varint(37) + bs.write_varint(29)
+    tail = (((1 << 64) - 1) >> 24) * ((1 << 24) // 66)  # a point that equals `lower` after n = 1
+    # (name, file bytes, reason in docs/bitstream.md's "Messages" table, message prefix, what it exercises)
     out = [
-        ("x01_bad_magic", b"SE" + base[2:], "bad magic"),
-        ("x02_version_1", base[:2] + b"\x01" + base[3:], "unsupported .sedic version 1"),
-        ("x03_crc", base[:-1] + bytes([base[-1] ^ 1]), "corrupt file: CRC-16"),
-        ("x04_truncated", _recrc(body[:-5]), "truncated file: reference section declares"),
-        ("x05_reserved_section_type", _recrc(body + b"\x0d\x00"), "unknown section type 5"),
+        ("x01_bad_magic", b"SE" + base[2:], "magic", "not a .sedic file (bad magic)", "magic SE"),
+        ("x02_version_1", base[:2] + b"\x01" + base[3:], "version", "unsupported .sedic version 1", "a version-1 file"),
+        ("x03_crc", base[:-1] + bytes([base[-1] ^ 1]), "crc", "corrupt file: CRC-16", "one bit of the check value flipped"),
+        ("x04_truncated", _recrc(body[:-5]), "section-length", "truncated file: reference section declares 149 bytes",
+         "5 bytes cut before the check value, which is then recomputed (a plain cut is a CRC error: the check comes first)"),
+        ("x05_reserved_section_type", _recrc(body + b"\x0d\x00"), "section-type", "unknown section type 5", "a section of type 5 after the reference"),
         ("x06_repeated_section", _recrc(head + bs.write_varint(2 << 3 | 1) + b"\x01\x00"
                                         + bs.write_varint(2 << 3 | 1) + b"\x01\x00"
-                                        + bs.write_varint(len(ref) << 3 | 4) + ref), "out of order or repeated"),
-        ("x07_no_reference", _repack(base, reference=None, masks=None, text=None), "no reference section"),
-        ("x08_unknown_setting_key", _repack(base, settings=b"\x01\x00\x06\x01"), "unknown or repeated decoder setting key 6"),
-        ("x09_repeated_setting_key", _repack(base, settings=b"\x01\x00\x01\x05\x01\x06"), "unknown or repeated decoder setting key 1"),
-        ("x10_steps_0", _repack(base, settings=b"\x01\x00\x01\x00"), "object_steps is 0, below the minimum 1"),
-        ("x11_steps_1001", _repack(base, settings=b"\x01\x00\x02" + bs.write_varint(1001)), "final_steps is 1001 or more"),
-        ("x12_cfg_100_1", _repack(base, settings=b"\x01\x00\x03" + bs.write_varint(1001)), "object_cfg is 1001 or more"),
-        ("x13_schedule_2", _repack(base, settings=b"\x01\x00\x05\x02"), "schedule is 2 or more"),
-        ("x14_overlong_varint", _repack(base, settings=b"\x01\x00\x01\x85\x00"), "object_steps is not minimally encoded"),
+                                        + bs.write_varint(len(ref) << 3 | 4) + ref),
+         "section-order", "section settings out of order or repeated", "two settings sections"),
+        ("x07_no_reference", _repack(base, reference=None, masks=None, text=None), "section-missing",
+         "truncated file: no reference section", "settings only"),
+        ("x08_unknown_setting_key", _repack(base, settings=b"\x01\x00\x06\x01"), "setting-key",
+         "unknown or repeated decoder setting key 6", "setting key 6"),
+        ("x09_repeated_setting_key", _repack(base, settings=b"\x01\x00\x01\x05\x01\x06"), "setting-key",
+         "unknown or repeated decoder setting key 1", "key 1 twice"),
+        ("x10_steps_0", _repack(base, settings=b"\x01\x00\x01\x00"), "setting-below-minimum",
+         "object_steps is 0, below the minimum 1", "object_steps 0"),
+        ("x11_steps_1001", _repack(base, settings=b"\x01\x00\x02" + bs.write_varint(1001)), "varint-above-limit",
+         "final_steps is 1001, above the limit 1000", "final_steps 1001 (2 bytes)"),
+        ("x12_cfg_100_1", _repack(base, settings=b"\x01\x00\x03" + bs.write_varint(1001)), "varint-above-limit",
+         "object_cfg is 1001, above the limit 1000", "object_cfg 100.1"),
+        ("x13_schedule_2", _repack(base, settings=b"\x01\x00\x05\x02"), "varint-above-limit",
+         "schedule is 2, above the limit 1", "schedule 2"),
+        ("x14_overlong_varint", _repack(base, settings=b"\x01\x00\x01\x85\x00"), "varint-not-minimal",
+         "object_steps is not minimally encoded", "object_steps 5 as 85 00"),
         ("x15_reference_reserved_bits", _repack(base, reference=ref[:1] + bytes([ref[1] | 1]) + ref[2:]),
-         "reserved bits set in AVIF reference header"),
+         "avif-reserved", "reserved bits set in AVIF reference header", "bit 0 of byte 1 set"),
         ("x16_tool_flags_reserved_bits", _repack(base, reference=ref[:2] + bytes([ref[2] | 1]) + ref[3:]),
-         "reserved bits set in AVIF tool flags"),
+         "avif-tool-flags-reserved", "reserved bits set in AVIF tool flags", "bit 0 of the tool-flags byte set"),
         ("x17_factor_index_13", _repack(small, reference=ref_d1[:1] + bytes([13 << 4 | 8]) + ref_d1[2:]),
-         "unknown downscale factor index 13"),
+         "factor-index", "unknown downscale factor index 13", "factor index 13"),
         ("x18_explicit_size_too_big", _repack(small, reference=ref_d1[:1] + bytes([15 << 4 | 8]) + b"\x10\x00" + ref_d1[2:]),
-         "reference width is 16 or more, above the limit 15"),
-        ("x19_codec_id_3", _repack(small, reference=bytes([3 << 5]) + ref_d1[1:]), "unknown reference codec id 3"),
+         "explicit-size", "reference width 17 is above the image width 16",
+         "explicit size 17x1 (varints 16, 0) on a 16x16 image"),
+        ("x19_codec_id_3", _repack(small, reference=bytes([3 << 5]) + ref_d1[1:]), "reference-codec",
+         "unknown reference codec id 3", "codec id 3"),
         ("x20_empty_avif_frame", _repack(small, reference=ref_d1[:1] + bytes([ref_d1[1] & ~8, 0b011000 << 2])),
-         "AVIF reference payload has no coded frame"),
-        ("x21_even_string_count", _repack(small, text=text.encode_strings(["a", "b"])),
-         "text stream holds 2 strings"),
-        ("x22_masks_without_objects", _repack(small, masks=b"\x01"), "masks section present but the text names no object"),
-        ("x23_objects_without_masks", _repack(k2, masks=None), "file names objects but has no masks section"),
-        ("x24_text_trailing_zero", _repack(k2, text=bs.unpack(k2).sections[bs.TEXT] + b"\x00"), "text stream: trailing zero byte"),
-        ("x25_masks_trailing_zero", _repack(k2, masks=bs.unpack(k2).sections[bs.MASKS] + b"\x00"),
-         "mask stream: non-canonical data (trailing zero byte)"),
-        ("x26_text_extra_byte", _repack(k2, text=bs.unpack(k2).sections[bs.TEXT] + b"\x01"), "text stream: trailing"),
+         "avif-no-frame", "AVIF reference payload has no coded frame", "an AVIF header and no frame"),
+        ("x21_even_string_count", _repack(small, text=text.encode_strings(["a", "b"])), "string-count",
+         "text stream holds 2 strings; expected 1 + 2 per object", "2 strings"),
+        ("x22_masks_without_objects", _repack(small, masks=b"\x01"), "masks-present",
+         "masks section present but the text names no object", "K = 0 with a masks section"),
+        ("x23_objects_without_masks", _repack(k2, masks=None), "masks-missing",
+         "file names objects but has no masks section", "K = 2, no masks section"),
+        ("x24_text_trailing_zero", _repack(k2, text=bs.unpack(k2).sections[bs.TEXT] + b"\x00"), "text-stream",
+         "text stream: trailing zero byte", "a zero byte appended to the text stream"),
+        ("x25_masks_trailing_zero", _repack(k2, masks=bs.unpack(k2).sections[bs.MASKS] + b"\x00"), "mask-stream",
+         "mask stream: non-canonical data (trailing zero byte)", "a zero byte appended to the mask stream"),
+        ("x26_text_extra_byte", _repack(k2, text=bs.unpack(k2).sections[bs.TEXT] + b"\x01"), "text-stream",
+         "text stream: trailing or non-canonical data", "a byte 01 appended to the text stream"),
+        ("x27_masks_extra_byte", _repack(k2, masks=bs.unpack(k2).sections[bs.MASKS] + b"\x01"), "mask-stream",
+         "mask stream: trailing or non-canonical data", "a byte 01 appended to the mask stream"),
+        ("x28_setting_value_3_bytes", _repack(base, settings=b"\x01\x00\x02\x85\x80\x00"), "varint-too-long",
+         "final_steps is longer than 2 bytes, above the limit 1000",
+         "final_steps as the 3 bytes 85 80 00 (also not minimal: the length is checked first)"),
+        ("x29_text_zero_strings", _repack(small, text=b""), "string-count", "text stream holds 0 strings; expected 1 + 2 per object",
+         "an empty text section (the encoding of zero strings)"),
+        ("x30_text_tail_limit", _repack(small, text=tail.to_bytes(8, "big").rstrip(b"\x00")), "text-stream",
+         "text stream: truncated",
+         "8 bytes: n = 1, then every symbol decodes as 0 on zero words; more than 1,024 characters after maybe_exhausted()"),
+        ("x31_section_header_5_bytes", _recrc(head + b"\x81\x80\x80\x80\x00"), "varint-too-long",
+         "section header is longer than 4 bytes, above the limit 134217735", "a 5-byte section header"),
     ]
     return out
 
@@ -245,10 +275,12 @@ def expected(name: str, data: bytes, options: dict) -> dict:
     payload = parsed.container.sections[bs.REFERENCE]
     opts = {k: str(HERE / v) if k == "checkpoint" else v for k, v in options.items()}
     if payload[0] >> 5 == reference.CODEC_AVIF:
-        level, tools, rw, rh, _ = reference.AvifCodec().parse(payload, parsed.width, parsed.height)
+        level, tools, rw, rh, frame = reference.AvifCodec().parse(payload, parsed.width, parsed.height)
         reduced = reference.AvifCodec().decode_reduced(payload, parsed.width, parsed.height)
         ref_info = {"codec": "avif", "seq_level_idx": level, "tool_flags": f"0b{tools:06b}",
-                    "tool_flags_byte": not (payload[1] >> 3) & 1}
+                    "tool_flags_byte": not (payload[1] >> 3) & 1,
+                    # the rebuilt AVIF file, byte-exact (docs/reference-stream.md)
+                    "avif_sha256": sha256(avif.build_avif(avif.SequenceHeader(rw, rh, level, tools), frame))}
     else:
         cai = reference.CompressAICodec(model=reference._compressai_model(payload), checkpoint=opts["checkpoint"])
         _, rw, rh, _ = cai.parse(payload, parsed.width, parsed.height)
@@ -292,9 +324,9 @@ def main():
         entry = expected(name, data, options)
         entry["exercises"] = what
         manifest["valid"].append(entry)
-    for name, data, message in invalid_vectors(valid):
+    for name, data, reason, message, what in invalid_vectors(valid):
         (HERE / f"{name}.sedic").write_bytes(data)
-        manifest["invalid"].append({"file": f"{name}.sedic", "error": message})
+        manifest["invalid"].append({"file": f"{name}.sedic", "reason": reason, "error": message, "exercises": what})
     (HERE / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
     print(f"{len(manifest['valid'])} valid and {len(manifest['invalid'])} invalid vectors in {HERE}")
 
