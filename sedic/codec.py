@@ -85,8 +85,10 @@ def settings_section(profile: Profile | str | None = None, *, bpp: float | None 
         if _is_number(value) and not math.isfinite(value):
             raise InputError(f"{name} must be a finite number, got {value}")
     try:
-        replace(profile.decoder, **overrides)  # the decoder's own checks (e.g. steps vs start strength)
-        return bs.DecoderParams(profile.id, seed, overrides).to_bytes()
+        raw = bs.DecoderParams(profile.id, seed, overrides).to_bytes()
+        # the decoder's own checks (e.g. steps vs start strength) on the values the file carries
+        replace(profile.decoder, **bs.DecoderParams.from_bytes(raw).overrides)
+        return raw
     except (ValueError, TypeError) as exc:
         raise InputError(f"schedule: {exc}") from None
 
