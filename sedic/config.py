@@ -8,7 +8,6 @@ with it, and its pictures are meaningless.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass, field, replace

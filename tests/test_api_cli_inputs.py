@@ -14,7 +14,7 @@ import sedic
 from sedic import bitstream as bs
 from sedic.cli import main as cli_main
 from sedic.errors import BitstreamError, InputError
-from sedic.semantics import SemanticObject, Semantics
+from sedic.semantics import Semantics
 from sedic.streams import text as text_stream
 
 ESCAPES = "sky \x1b]0;pwned\x07 \x1b[31mred\x1b[0m \x9b2j \u202egnp.exe"
