@@ -7,6 +7,7 @@ SEDIC_SCREENSHOT=path to keep a screenshot (docs/images/serve.png was made that 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -35,25 +36,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@contextlib.contextmanager
+def running_server(tmp_dir: Path, **env_extra):
     """`sedic serve --profile test` on a free port of 127.0.0.1; yields its base URL."""
     httpx = pytest.importorskip("httpx")
     port = free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    log = tmp_dir / "serve.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop("SEDIC_API_KEY", None)
+    env.update(env_extra)
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "sedic", "serve", "--profile", "test", "--port", str(port)],
                                 stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
     base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": "Bearer " + env_extra["SEDIC_API_KEY"]} if "SEDIC_API_KEY" in env_extra else {}
     try:
         deadline = time.monotonic() + 120
         while True:
             if proc.poll() is not None:
                 pytest.fail(f"sedic serve exited with {proc.returncode}:\n{log.read_text()}")
             try:
-                health = httpx.get(base + "/v1/health", timeout=2).json()
+                health = httpx.get(base + "/v1/health", timeout=2, headers=headers).json()
                 if health["models"] == "ready":
                     break
                 assert health["models"] == "loading", health
@@ -69,6 +72,12 @@ def server(tmp_path_factory):
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with running_server(tmp_path_factory.mktemp("serve")) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +219,74 @@ def test_api_docs_load_without_external_requests(server, browser):
     assert requested and all(url.startswith(server + "/") for url in requested), requested
     assert server + "/openapi.json" in requested
     assert httpx.get(server + "/redoc", timeout=10).status_code == 404  # ReDoc's bundle calls its CDN
+
+
+def watch_errors(page, expected_status: int) -> list:
+    """Script errors and console errors, but for the failed request (status) the test makes on purpose."""
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" and
+            f"status of {expected_status} " not in msg.text else None)
+    return errors
+
+
+def test_what_is_shown_is_what_is_sent_and_downloaded(server, browser, tmp_path):
+    """Issue 16 item 11: an image then a .sedic, a good then a corrupt file, Compress during a decode."""
+    import sedic
+
+    data = sedic.compress(REPO / "examples" / "kodim23.png", bpp=0.02, semantics=EXAMPLES / "kodim23.json",
+                          profile="test")
+    good, corrupt = tmp_path / "good.sedic", tmp_path / "corrupt.sedic"
+    good.write_bytes(data)
+    corrupt.write_bytes(data[:-10])
+    page = browser.new_page()
+    errors = watch_errors(page, 422)  # the corrupt file
+    page.goto(server + "/")
+
+    # an image, then a .sedic: Compress has nothing to send any more
+    page.set_input_files("#image-input", str(REPO / "examples" / "kodim23.png"))
+    assert page.is_enabled("#compress")
+    page.set_input_files("#sedic-input", str(good))
+    page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+    assert page.is_disabled("#compress") and page.text_content("#drop-name") == "no image chosen"
+
+    # a good file, then a corrupt one: the old one is neither shown, nor decoded, nor downloaded
+    page.set_input_files("#sedic-input", str(corrupt))
+    page.wait_for_function("document.querySelector('#status').classList.contains('error')", timeout=30_000)
+    assert page.is_hidden("#result") and page.get_attribute("#download-sedic", "href") is None
+
+    # Compress while a decode streams: the old decode stops and never ends over the new result
+    page.set_input_files("#sedic-input", str(good))
+    page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+    page.click("#decode")
+    page.wait_for_function("document.querySelector('#status').textContent.startsWith('Decoding stage 1')",
+                           timeout=60_000)
+    page.set_input_files("#image-input", str(REPO / "examples" / "kodim23.png"))
+    page.set_input_files("#semantics-input", [str(EXAMPLES / n) for n in
+                                              ("kodim23.json", "kodim23.mask0.png", "kodim23.mask1.png")])
+    page.click("#compress")
+    page.wait_for_function("document.querySelector('#status').textContent.startsWith('Compressed')",
+                           timeout=60_000)
+    assert page.is_hidden("#decode-panel")
+    page.wait_for_timeout(4000)  # longer than the rest of the old decode would take
+    assert page.is_hidden("#decode-panel") and page.text_content("#status").startswith("Compressed")
+    assert page.eval_on_selector("#stages", "s => s.children.length") == 0
+    assert not errors, errors
+    page.close()
+
+
+def test_the_right_key_clears_the_401(browser, tmp_path):
+    with running_server(tmp_path, SEDIC_API_KEY="right-key") as base:
+        page = browser.new_page()
+        errors = watch_errors(page, 401)
+        page.goto(base + "/")
+        page.wait_for_selector("#key-panel:not([hidden])", timeout=30_000)
+        page.wait_for_function("document.querySelector('#status').classList.contains('error')")
+        page.fill("#api-key", "right-key")
+        page.press("#api-key", "Enter")  # Enter in the key box uses it
+        page.wait_for_function("document.querySelectorAll('#profile option').length > 0", timeout=30_000)
+        assert page.is_hidden("#key-panel")
+        assert page.text_content("#status") == "" and not page.eval_on_selector(
+            "#status", "s => s.classList.contains('error')")
+        assert not errors, errors
+        page.close()

@@ -4,11 +4,13 @@
 const $ = (id) => document.getElementById(id);
 const COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45"];
 const STREAMS = ["reference", "text", "masks", "header"];
+// One state for the page: what is shown is what Decode sends and what Download gives. setImage and
+// clearFile are the only ways to change the image and the file, so no part of the page is left stale.
 const state = {
   key: sessionStorage.getItem("sedic-key") || "",
-  image: null,        // the chosen original (File), if any
+  image: null,        // the chosen original (File), if any; Compress is enabled exactly when set
   imageUrl: null,
-  sedic: null,        // the .sedic being shown (Blob)
+  sedic: null,        // the .sedic being shown (Blob), set only once the server has read it
   sedicName: "image.sedic",
   stageUrls: [],
   decoding: null,     // AbortController of the running decode
@@ -59,12 +61,33 @@ function chooseImage(file) {
     status(`${file.name}: choose a PNG, JPEG or WebP image`, true);
     return;
   }
+  setImage(file);
+  status("");
+}
+
+function setImage(file) {
   state.image = file;
   if (state.imageUrl) URL.revokeObjectURL(state.imageUrl);
-  state.imageUrl = URL.createObjectURL(file);
-  $("drop-name").textContent = `${file.name} (${(file.size / 1024).toFixed(1)} KB)`;
-  $("compress").disabled = false;
-  status("");
+  state.imageUrl = file ? URL.createObjectURL(file) : null;
+  $("drop-name").textContent = file ? `${file.name} (${(file.size / 1024).toFixed(1)} KB)` : "no image chosen";
+  $("compress").disabled = !file;
+}
+
+// Forget the file shown (and stop its decode): nothing of it can be decoded or downloaded after this.
+function clearFile() {
+  if (state.decoding) state.decoding.abort();
+  state.decoding = null;
+  state.sedic = null;
+  state.masks = [];
+  state.stageUrls = [];
+  $("stages").replaceChildren();
+  $("after").removeAttribute("src");
+  $("result").hidden = true;
+  $("decode-panel").hidden = true;
+  for (const link of [$("download-sedic"), $("download-png")]) {
+    if (link.href.startsWith("blob:")) URL.revokeObjectURL(link.href);
+    link.removeAttribute("href");
+  }
 }
 
 function setUpDrop() {
@@ -74,7 +97,8 @@ function setUpDrop() {
   drop.addEventListener("keydown", (e) => {
     if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); }
   });
-  input.addEventListener("change", () => chooseImage(input.files[0]));
+  // emptied after each pick, so picking the same file again (after opening a .sedic) still counts
+  input.addEventListener("change", () => { chooseImage(input.files[0]); input.value = ""; });
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
   drop.addEventListener("drop", (e) => {
@@ -87,8 +111,10 @@ function setUpDrop() {
 // ---- compress --------------------------------------------------------------------------------
 
 async function compress() {
+  if (!state.image) return;
+  const image = state.image;
   const form = new FormData();
-  form.append("image", state.image, state.image.name);
+  form.append("image", image, image.name);
   const extra = Array.from($("semantics-input").files);
   const json = extra.filter((f) => f.name.endsWith(".json"));
   if (json.length > 1) return status("choose one semantics JSON (and its mask PNGs)", true);
@@ -105,28 +131,30 @@ async function compress() {
     if ($(id).value) form.append(field, $(id).value);
   }
   $("compress").disabled = true;
+  clearFile();  // a decode still streaming must not end over the new result
   status("Compressing...");
   try {
     const response = await api("/v1/compress", { method: "POST", body: form });
     const blob = await response.blob();
-    state.sedicName = state.image.name.replace(/\.[^.]*$/, "") + ".sedic";
+    if (state.image !== image) return;  // another image was chosen meanwhile
+    state.sedicName = image.name.replace(/\.[^.]*$/, "") + ".sedic";
     await showFile(blob, state.imageUrl);
     status(`Compressed to ${blob.size} bytes.`);
     $("result-title").focus();  // the Compress button is disabled while working, which drops the focus
   } catch (e) {
     status(e.message, true);
   } finally {
-    $("compress").disabled = false;
+    $("compress").disabled = !state.image;
   }
 }
 
 // ---- what the file holds -----------------------------------------------------------------------
 
 async function showFile(blob, baseUrl) {
-  state.sedic = blob;
   const form = new FormData();
   form.append("file", blob, state.sedicName);
   const info = await (await api("/v1/inspect?masks=true", { method: "POST", body: form })).json();
+  state.sedic = blob;
   $("result").hidden = false;
   $("summary").textContent = `${info.bytes} bytes, ${info.bpp.toFixed(4)} bpp, ${info.width}x${info.height}, ` +
     `profile ${info.profile}, seed ${info.seed}`;
@@ -136,7 +164,6 @@ async function showFile(blob, baseUrl) {
   if (baseUrl) await drawMasks(baseUrl, info.masks);
   else clearCanvas();
   const link = $("download-sedic");
-  if (link.href) URL.revokeObjectURL(link.href);
   link.href = URL.createObjectURL(blob);
   link.download = state.sedicName;
   $("decode-panel").hidden = true;
@@ -245,7 +272,10 @@ async function decode() {
       try { message = (await response.json()).error || message; } catch (e) { /* keep */ }
       throw new Error(message);
     }
-    for await (const [event, data] of readEvents(response.body)) onEvent(event, data);
+    for await (const [event, data] of readEvents(response.body)) {
+      if (controller.signal.aborted) break;  // events already read must not land on a newer file
+      onEvent(event, data);
+    }
   } catch (e) {
     if (e.name !== "AbortError") status(e.message, true);
   } finally {
@@ -338,9 +368,8 @@ function setSlider() {
 
 async function openSedic(file) {
   if (!file) return;
-  state.image = null;
-  if (state.imageUrl) URL.revokeObjectURL(state.imageUrl);
-  state.imageUrl = null;
+  setImage(null);
+  clearFile();
   state.sedicName = file.name;
   try {
     await showFile(file, null);
@@ -350,18 +379,22 @@ async function openSedic(file) {
   }
 }
 
+function useKey() {
+  state.key = $("api-key").value.trim();
+  sessionStorage.setItem("sedic-key", state.key);
+  $("key-panel").hidden = true;
+  if ($("status").classList.contains("error")) status("");  // the 401 text was about the old key
+  loadProfiles();
+}
+
 function init() {
   setUpDrop();
   $("compress").addEventListener("click", compress);
   $("decode").addEventListener("click", decode);
   $("slider").addEventListener("input", setSlider);
-  $("sedic-input").addEventListener("change", () => openSedic($("sedic-input").files[0]));
-  $("key-save").addEventListener("click", () => {
-    state.key = $("api-key").value.trim();
-    sessionStorage.setItem("sedic-key", state.key);
-    $("key-panel").hidden = true;
-    loadProfiles();
-  });
+  $("sedic-input").addEventListener("change", () => { openSedic($("sedic-input").files[0]); $("sedic-input").value = ""; });
+  $("key-save").addEventListener("click", useKey);
+  $("api-key").addEventListener("keydown", (e) => { if (e.key === "Enter") useKey(); });
   setSlider();
   loadProfiles();
 }
