@@ -290,3 +290,43 @@ def test_the_right_key_clears_the_401(browser, tmp_path):
             "#status", "s => s.classList.contains('error')")
         assert not errors, errors
         page.close()
+
+
+def test_progress_and_cancel_stop_the_job(server, browser, tmp_path):
+    """Issue 16 item 12: a visible busy bar (elapsed time, stage and step), and Cancel stops the server's job."""
+    import httpx
+    import sedic
+
+    data = sedic.compress(REPO / "examples" / "kodim23.png", bpp=0.02, semantics=EXAMPLES / "kodim23.json",
+                          profile="test")
+    path = tmp_path / "kodim23.sedic"
+    path.write_bytes(data)
+    before = httpx.get(server + "/v1/health", timeout=10).json()["queue"]
+    page = browser.new_page(viewport={"width": 1100, "height": 500})  # a short window: the bar must stay in view
+    errors = watch_errors(page, 0)
+    page.goto(server + "/")
+    page.set_input_files("#sedic-input", str(path))
+    page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+    page.click("#decode")
+    page.wait_for_function("document.querySelector('#busy-text').textContent.includes(', step ')", timeout=60_000)
+    assert page.is_visible("#busy") and page.text_content("#busy-text").startswith("Decoding stage ")
+    box = page.eval_on_selector("#busy", "b => { const r = b.getBoundingClientRect(); return [r.top, r.bottom]; }")
+    assert 0 <= box[0] and box[1] <= 500, box  # on screen
+    first = float(page.text_content("#busy-time").split()[0])
+    page.wait_for_timeout(600)
+    assert float(page.text_content("#busy-time").split()[0]) > first  # the clock runs
+    assert 0 < page.eval_on_selector("#busy-bar", "b => b.position") < 1
+    page.click("#cancel")
+    assert page.is_hidden("#busy") and page.text_content("#status") == "Cancelled."
+    # the server stopped the job: counted as cancelled, nothing left in flight
+    deadline = time.monotonic() + 30
+    while True:
+        queue = httpx.get(server + "/v1/health", timeout=10).json()["queue"]
+        if queue["in_flight"] == 0 and queue["cancelled"] > before["cancelled"]:
+            break
+        assert time.monotonic() < deadline, queue
+        time.sleep(0.2)
+    page.wait_for_timeout(1000)
+    assert page.get_attribute("#decode-panel", "data-done") is None and page.text_content("#status") == "Cancelled."
+    assert not errors, errors
+    page.close()

@@ -53,6 +53,47 @@ async function loadProfiles() {
   }
 }
 
+// ---- the busy bar: what runs, for how long, and Cancel --------------------------------------------
+
+let busy = null;  // {controller, started, timer} of the job in progress
+
+function startBusy(text, controller) {
+  endBusy();
+  busy = { controller, started: performance.now(),
+           timer: setInterval(() => { $("busy-time").textContent = elapsed(); }, 250) };
+  $("busy-text").textContent = text;
+  $("busy-time").textContent = elapsed();
+  $("busy-bar").removeAttribute("value");  // indeterminate until the stream says how far it is
+  $("busy").hidden = false;
+  $("busy").scrollIntoView({ block: "nearest" });
+}
+
+function elapsed() {
+  return busy ? `${((performance.now() - busy.started) / 1000).toFixed(1)} s` : "";
+}
+
+function showProgress(text, fraction) {
+  if (!busy) return;
+  $("busy-text").textContent = text;
+  if (fraction !== undefined) $("busy-bar").value = Math.min(1, Math.max(0, fraction));
+}
+
+function endBusy(controller) {
+  if (!busy || (controller && busy.controller !== controller)) return;
+  clearInterval(busy.timer);
+  busy = null;
+  $("busy").hidden = true;
+}
+
+// Aborting the request is what stops the job: the server cancels the work of a client that went away.
+function cancelJob() {
+  if (!busy) return;
+  const controller = busy.controller;
+  endBusy();
+  controller.abort();
+  status("Cancelled.");
+}
+
 // ---- choosing an image ------------------------------------------------------------------------
 
 function chooseImage(file) {
@@ -75,7 +116,8 @@ function setImage(file) {
 
 // Forget the file shown (and stop its decode): nothing of it can be decoded or downloaded after this.
 function clearFile() {
-  if (state.decoding) state.decoding.abort();
+  if (state.decoding) { endBusy(state.decoding); state.decoding.abort(); }
+  if (state.compressing) { endBusy(state.compressing); state.compressing.abort(); }
   state.decoding = null;
   state.sedic = null;
   state.masks = [];
@@ -132,9 +174,12 @@ async function compress() {
   }
   $("compress").disabled = true;
   clearFile();  // a decode still streaming must not end over the new result
+  const controller = new AbortController();
+  state.compressing = controller;
+  startBusy("Compressing...", controller);
   status("Compressing...");
   try {
-    const response = await api("/v1/compress", { method: "POST", body: form });
+    const response = await api("/v1/compress", { method: "POST", body: form, signal: controller.signal });
     const blob = await response.blob();
     if (state.image !== image) return;  // another image was chosen meanwhile
     state.sedicName = image.name.replace(/\.[^.]*$/, "") + ".sedic";
@@ -142,8 +187,10 @@ async function compress() {
     status(`Compressed to ${blob.size} bytes.`);
     $("result-title").focus();  // the Compress button is disabled while working, which drops the focus
   } catch (e) {
-    status(e.message, true);
+    if (e.name !== "AbortError") status(e.message, true);
   } finally {
+    endBusy(controller);
+    if (state.compressing === controller) state.compressing = null;
     $("compress").disabled = !state.image;
   }
 }
@@ -262,6 +309,7 @@ async function decode() {
   state.stageUrls = [];
   $("before").src = state.imageUrl || "";
   $("after").removeAttribute("src");
+  startBusy("Decoding...", controller);
   status("Decoding...");
   try {
     const headers = state.key ? { Authorization: "Bearer " + state.key } : {};
@@ -279,6 +327,7 @@ async function decode() {
   } catch (e) {
     if (e.name !== "AbortError") status(e.message, true);
   } finally {
+    endBusy(controller);
     $("decode").disabled = false;
     if (state.decoding === controller) state.decoding = null;
   }
@@ -325,10 +374,16 @@ function onEvent(event, data) {
   } else if (event === "stage") {
     stageItem(data.index).classList.add("running");
     state.stageLabel = `Decoding stage ${data.index}/${data.total}: ${data.label}`;
+    state.stageAt = [data.index, data.total];
     status(state.stageLabel + "...");
+    showProgress(state.stageLabel, data.index / (data.total + 1));
   } else if (event === "step") {
     // one decode; image k is exactly `sedic decompress --stages k`
-    status(`${state.stageLabel}: decoder stage ${data.stage}/${data.stages}, step ${data.step}/${data.steps}`);
+    const text = `${state.stageLabel}: decoder stage ${data.stage}/${data.stages}, step ${data.step}/${data.steps}`;
+    status(text);
+    const [index, total] = state.stageAt || [0, 0];
+    const within = ((data.stage - 1) + data.step / data.steps) / data.stages;
+    showProgress(text, (index + within) / (total + 1));
   } else if (event === "image") {
     const url = "data:image/png;base64," + data.png;
     state.stageUrls[data.index] = url;
@@ -394,6 +449,7 @@ function init() {
   $("slider").addEventListener("input", setSlider);
   $("sedic-input").addEventListener("change", () => { openSedic($("sedic-input").files[0]); $("sedic-input").value = ""; });
   $("key-save").addEventListener("click", useKey);
+  $("cancel").addEventListener("click", cancelJob);
   $("api-key").addEventListener("keydown", (e) => { if (e.key === "Enter") useKey(); });
   setSlider();
   loadProfiles();
