@@ -330,3 +330,33 @@ def test_progress_and_cancel_stop_the_job(server, browser, tmp_path):
     assert page.get_attribute("#decode-panel", "data-done") is None and page.text_content("#status") == "Cancelled."
     assert not errors, errors
     page.close()
+
+
+def test_warnings_and_best_effort_reach_the_page(server, browser, tmp_path):
+    """Issue 16 item 13: the server's warnings are shown, and rate errors name the page's controls, not CLI flags."""
+    from PIL import Image
+
+    rgba = Image.open(REPO / "examples" / "kodim23.png").convert("RGBA").resize((64, 64))
+    rgba.putalpha(128)
+    path = tmp_path / "small.png"
+    rgba.save(path)
+    page = browser.new_page()
+    errors = watch_errors(page, 422)  # the rate that cannot be met
+    page.goto(server + "/")
+    page.wait_for_function("document.querySelectorAll('#profile option').length > 0")
+    page.set_input_files("#image-input", str(path))
+    page.uncheck("#analyze")
+    page.select_option("#bpp", "0.01")
+    page.click("#compress")
+    page.wait_for_function("document.querySelector('#status').classList.contains('error')", timeout=60_000)
+    message = page.text_content("#status")
+    assert "cannot be met" in message and 'tick "best effort"' in message and "--" not in message, message
+    page.check("#best-effort")
+    page.click("#compress")
+    page.wait_for_function("document.querySelector('#status').textContent.startsWith('Compressed')",
+                           timeout=60_000)
+    warnings = page.eval_on_selector_all("#warnings li", "els => els.map(e => e.textContent)")
+    assert any("alpha" in w for w in warnings) and any("best effort" in w for w in warnings), warnings
+    assert page.is_visible("#warnings")
+    assert not errors, errors
+    page.close()

@@ -16,9 +16,18 @@ const state = {
   decoding: null,     // AbortController of the running decode
 };
 
+// The server words some messages for the CLI; on the page they name the page's own controls.
+const PAGE_WORDS = [[/pass --best-effort/g, 'tick "best effort"'], [/--best-effort/g, '"best effort"'],
+                    [/raise --bpp/g, "choose a higher rate"], [/--bpp/g, "the rate"],
+                    [/--stages/g, "the stage"]];
+
+function forThePage(message) {
+  return PAGE_WORDS.reduce((text, [flag, words]) => text.replace(flag, words), message);
+}
+
 function status(message, isError = false) {
   const el = $("status");
-  el.textContent = message;
+  el.textContent = forThePage(message);
   el.classList.toggle("error", isError);
 }
 
@@ -51,6 +60,17 @@ async function loadProfiles() {
   } catch (e) {
     status(e.message, true);
   }
+}
+
+// What the server changed on the user's behalf (alpha dropped, first frame only, text cut, ...).
+function showWarnings(warnings) {
+  const list = $("warnings");
+  list.replaceChildren(...(warnings || []).map((text) => {
+    const item = document.createElement("li");
+    item.textContent = forThePage(text);
+    return item;
+  }));
+  list.hidden = !list.children.length;
 }
 
 // ---- the busy bar: what runs, for how long, and Cancel --------------------------------------------
@@ -122,6 +142,7 @@ function clearFile() {
   state.sedic = null;
   state.masks = [];
   state.stageUrls = [];
+  showWarnings([]);
   $("stages").replaceChildren();
   $("after").removeAttribute("src");
   $("result").hidden = true;
@@ -167,6 +188,7 @@ async function compress() {
     return status("mask PNGs need their semantics JSON", true);
   }
   form.append("analyze", $("analyze").checked ? "true" : "false");
+  form.append("best_effort", $("best-effort").checked ? "true" : "false");
   form.append("bpp", $("bpp").value);
   if ($("profile").value) form.append("profile", $("profile").value);
   for (const [id, field] of [["object-steps", "object_steps"], ["final-steps", "final_steps"]]) {
@@ -182,6 +204,7 @@ async function compress() {
     const response = await api("/v1/compress", { method: "POST", body: form, signal: controller.signal });
     const blob = await response.blob();
     if (state.image !== image) return;  // another image was chosen meanwhile
+    showWarnings(JSON.parse(response.headers.get("X-Sedic-Warnings") || "[]"));
     state.sedicName = image.name.replace(/\.[^.]*$/, "") + ".sedic";
     await showFile(blob, state.imageUrl);
     status(`Compressed to ${blob.size} bytes.`);
@@ -402,6 +425,7 @@ function onEvent(event, data) {
     link.download = state.sedicName.replace(/\.sedic$/, "") + ".png";
     link.hidden = false;
     $("decode-panel").dataset.done = "true";
+    showWarnings(data.warnings);
     status(`Decoded: ${last + 1} stages.`);
   } else if (event === "error") {
     status(data.error, true);
