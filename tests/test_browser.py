@@ -334,6 +334,7 @@ def test_progress_and_cancel_stop_the_job(server, browser, tmp_path):
 
 def test_warnings_and_best_effort_reach_the_page(server, browser, tmp_path):
     """Issue 16 item 13: the server's warnings are shown, and rate errors name the page's controls, not CLI flags."""
+    import httpx
     from PIL import Image
 
     rgba = Image.open(REPO / "examples" / "kodim23.png").convert("RGBA").resize((64, 64))
@@ -358,5 +359,15 @@ def test_warnings_and_best_effort_reach_the_page(server, browser, tmp_path):
     warnings = page.eval_on_selector_all("#warnings li", "els => els.map(e => e.textContent)")
     assert any("alpha" in w for w in warnings) and any("best effort" in w for w in warnings), warnings
     assert page.is_visible("#warnings")
+    # item 14: sizes with the ratio, measured from the bytes; plain words beside the profile and steps
+    size = int(page.text_content("#summary").split(" bytes")[0])
+    original = path.stat().st_size
+    assert page.text_content("#sizes") == (f"Original file {original} bytes ({original / size:.0f}:1); "
+                                           f".sedic {size} bytes; uncompressed RGB {64 * 64 * 3} bytes "
+                                           f"({64 * 64 * 3 / size:.0f}:1)")
+    profiles = httpx.get(server + "/v1/profiles", timeout=10).json()["profiles"]
+    chosen = page.input_value("#profile")
+    assert page.text_content("#profile-help") == next(p["description"] for p in profiles if p["name"] == chosen)
+    assert page.text_content("#profile-help") and "More steps decode slower" in page.text_content("#steps-help")
     assert not errors, errors
     page.close()

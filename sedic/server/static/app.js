@@ -57,6 +57,7 @@ async function loadProfiles() {
       option.title = p.description;
       return option;
     }));
+    showProfileHelp();
   } catch (e) {
     status(e.message, true);
   }
@@ -112,6 +113,11 @@ function cancelJob() {
   endBusy();
   controller.abort();
   status("Cancelled.");
+}
+
+function showProfileHelp() {
+  const option = $("profile").selectedOptions[0];
+  $("profile-help").textContent = option ? option.title : "";
 }
 
 // ---- choosing an image ------------------------------------------------------------------------
@@ -229,6 +235,7 @@ async function showFile(blob, baseUrl) {
   $("summary").textContent = `${info.bytes} bytes, ${info.bpp.toFixed(4)} bpp, ${info.width}x${info.height}, ` +
     `profile ${info.profile}, seed ${info.seed}`;
   drawStreamBar(info.streams);
+  showSizes(info, baseUrl ? state.image : null);  // baseUrl: compressed from the chosen image
   showTexts(info.semantics);
   state.masks = info.masks;
   if (baseUrl) await drawMasks(baseUrl, info.masks);
@@ -237,6 +244,15 @@ async function showFile(blob, baseUrl) {
   link.href = URL.createObjectURL(blob);
   link.download = state.sedicName;
   $("decode-panel").hidden = true;
+}
+
+// Sizes with their ratios: against the chosen file (when there is one) and against plain 24-bit RGB.
+function showSizes(info, original) {
+  const raw = info.width * info.height * 3;
+  const ratio = (bytes) => `${(bytes / info.bytes).toFixed(bytes >= 10 * info.bytes ? 0 : 1)}:1`;
+  let text = `.sedic ${info.bytes} bytes; uncompressed RGB ${raw} bytes (${ratio(raw)})`;
+  if (original) text = `Original file ${original.size} bytes (${ratio(original.size)}); ` + text;
+  $("sizes").textContent = text;
 }
 
 function drawStreamBar(streams) {
@@ -474,6 +490,7 @@ function init() {
   $("sedic-input").addEventListener("change", () => { openSedic($("sedic-input").files[0]); $("sedic-input").value = ""; });
   $("key-save").addEventListener("click", useKey);
   $("cancel").addEventListener("click", cancelJob);
+  $("profile").addEventListener("change", showProfileHelp);
   $("api-key").addEventListener("keydown", (e) => { if (e.key === "Enter") useKey(); });
   setSlider();
   loadProfiles();
