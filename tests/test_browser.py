@@ -164,6 +164,23 @@ def test_compress_and_decode_stage_by_stage(server, browser, tmp_path):
     assert final.shape == preview.shape == (512, 768, 3)
     assert np.abs(final.astype(int) - preview).mean() > 1  # the decoder changed the preview
 
+    # item 14: the selected stage is the one downloaded (stage 0 is `sedic decompress --stages 0`)
+    page.click("#stages li[data-stage='0'] button")
+    with page.expect_download() as download:
+        page.click("#download-png")
+    assert download.value.suggested_filename == "kodim23.stage0.png"
+    stage0 = np.asarray(Image.open(io.BytesIO(Path(download.value.path()).read_bytes())).convert("RGB"))
+    assert np.array_equal(stage0, preview)
+    # dragging on the image moves the divider: a quarter of the way across
+    box = page.eval_on_selector("#compare", "c => { c.scrollIntoView(); const r = c.getBoundingClientRect(); "
+                                "return [r.left, r.top, r.width, r.height]; }")
+    page.mouse.move(box[0] + box[2] * 0.6, box[1] + box[3] / 2)
+    page.mouse.down()
+    page.mouse.move(box[0] + box[2] * 0.25, box[1] + box[3] / 2, steps=5)
+    page.mouse.up()
+    assert page.input_value("#slider") == "25"
+    assert page.eval_on_selector("#after", "i => i.style.clipPath") == "inset(0px 0px 0px 25%)"
+
     shot = tmp_path / "serve.png"
     page.screenshot(path=str(shot), full_page=True)
     if os.environ.get("SEDIC_SCREENSHOT"):

@@ -436,10 +436,8 @@ function onEvent(event, data) {
     selectStage(data.index);
   } else if (event === "done") {
     const last = state.stageUrls.length - 1;
-    const link = $("download-png");
-    link.href = state.stageUrls[last];
-    link.download = state.sedicName.replace(/\.sedic$/, "") + ".png";
-    link.hidden = false;
+    $("download-png").hidden = false;
+    selectStage(last);
     $("decode-panel").dataset.done = "true";
     showWarnings(data.warnings);
     status(`Decoded: ${last + 1} stages.`);
@@ -448,9 +446,27 @@ function onEvent(event, data) {
   }
 }
 
+// The selected stage is the one shown and the one "Download PNG" gives (the final one: name.png).
 function selectStage(index) {
   $("after").src = state.stageUrls[index];
+  const link = $("download-png");
+  const last = index === state.stageUrls.length - 1 && $("decode-panel").dataset.done;
+  link.href = state.stageUrls[index];
+  link.download = state.sedicName.replace(/\.sedic$/, "") + (last ? ".png" : `.stage${index}.png`);
+  link.textContent = last ? "Download PNG" : `Download PNG (stage ${index})`;
   for (const item of $("stages").children) item.classList.toggle("selected", Number(item.dataset.stage) === index);
+}
+
+// Dragging on the image moves the divider too (the slider stays the keyboard's way).
+function dragDivider(e) {
+  if (e.type === "pointerdown") {
+    e.preventDefault();  // no native image drag, which would take the pointer away
+    e.currentTarget.setPointerCapture(e.pointerId);
+  }
+  else if (!e.currentTarget.hasPointerCapture(e.pointerId)) return;
+  const box = e.currentTarget.getBoundingClientRect();
+  $("slider").value = Math.round(100 * (e.clientX - box.left) / box.width);
+  setSlider();
 }
 
 function setSlider() {
@@ -487,6 +503,8 @@ function init() {
   $("compress").addEventListener("click", compress);
   $("decode").addEventListener("click", decode);
   $("slider").addEventListener("input", setSlider);
+  $("compare").addEventListener("pointerdown", dragDivider);
+  $("compare").addEventListener("pointermove", dragDivider);
   $("sedic-input").addEventListener("change", () => { openSedic($("sedic-input").files[0]); $("sedic-input").value = ""; });
   $("key-save").addEventListener("click", useKey);
   $("cancel").addEventListener("click", cancelJob);
