@@ -180,6 +180,17 @@ def test_compress_and_decode_stage_by_stage(server, browser, tmp_path):
     page.mouse.up()
     assert page.input_value("#slider") == "25"
     assert page.eval_on_selector("#after", "i => i.style.clipPath") == "inset(0px 0px 0px 25%)"
+    # 1:1 view: in a window narrower than the image, the image is shown at its own size, scrolled
+    # inside its view, and the page still does not scroll sideways
+    page.set_viewport_size({"width": 600, "height": 900})
+    assert page.eval_on_selector("#after", "i => i.clientWidth") < 768
+    page.click("#zoom")
+    assert page.get_attribute("#zoom", "aria-pressed") == "true"
+    assert page.eval_on_selector("#after", "i => i.clientWidth") == 768
+    assert page.evaluate("document.documentElement.scrollWidth") <= 600
+    page.click("#zoom")
+    assert page.eval_on_selector("#after", "i => i.clientWidth") < 768
+    page.set_viewport_size({"width": 1100, "height": 900})
 
     shot = tmp_path / "serve.png"
     page.screenshot(path=str(shot), full_page=True)

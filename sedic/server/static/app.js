@@ -503,6 +503,11 @@ function init() {
   $("compress").addEventListener("click", compress);
   $("decode").addEventListener("click", decode);
   $("slider").addEventListener("input", setSlider);
+  $("zoom").addEventListener("click", () => {
+    const actual = $("compare-view").classList.toggle("actual");
+    $("zoom").setAttribute("aria-pressed", String(actual));
+    $("zoom").textContent = actual ? "Fit to page" : "1:1 view";
+  });
   $("compare").addEventListener("pointerdown", dragDivider);
   $("compare").addEventListener("pointermove", dragDivider);
   $("sedic-input").addEventListener("change", () => { openSedic($("sedic-input").files[0]); $("sedic-input").value = ""; });
