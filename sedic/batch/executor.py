@@ -268,9 +268,13 @@ class _Pool:
         terminate = getattr(pool, "terminate_workers", None)
         if terminate is not None:
             terminate()
-            return
-        for proc in list((getattr(pool, "_processes", None) or {}).values()):
-            proc.terminate()
+        else:
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                proc.terminate()
+        # Then wait for the pool's manager thread (quick: no worker is left). Left running, it
+        # races the interpreter's exit hook, which writes to the pipe the thread closes: an
+        # "OSError: Bad file descriptor" traceback after a successful batch (CPython 3.11).
+        pool.shutdown(wait=True)
 
 
 class LocalExecutor(Executor):

@@ -137,8 +137,11 @@ class StatusLines:
     def flush(self) -> None:
         with self._lock:
             if not self._closed:
-                self.stream.write("".join(self._pending))
-                self.stream.flush()
+                try:
+                    self.stream.write("".join(self._pending))
+                    self.stream.flush()
+                except (OSError, ValueError):  # the stream closed under the timer: nothing to tell
+                    self._closed = True
             self._pending.clear()
 
     def close(self) -> None:
