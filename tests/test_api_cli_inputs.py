@@ -14,7 +14,7 @@ import sedic
 from sedic import bitstream as bs
 from sedic.cli import main as cli_main
 from sedic.errors import BitstreamError, InputError
-from sedic.semantics import SemanticObject, Semantics
+from sedic.semantics import Semantics
 from sedic.streams import text as text_stream
 
 ESCAPES = "sky \x1b]0;pwned\x07 \x1b[31mred\x1b[0m \x9b2j \u202egnp.exe"
@@ -104,7 +104,8 @@ IMAGE = np.full((64, 64, 3), 100, np.uint8)
     (lambda: sedic.decompress(tiny_file(), stages="0"), "stages must be an integer"),
     (lambda: Semantics.load(None), "takes the path of a semantics JSON file, got NoneType"),
     (lambda: sedic.compress(IMAGE, seed=True, analyze=False, profile="test"), "seed must be an integer"),
-    (lambda: sedic.compress(IMAGE, best_effort="no", analyze=False, profile="test"), "best_effort must be True or False"),
+    (lambda: sedic.compress(IMAGE, best_effort="no", analyze=False, profile="test"),
+     "best_effort must be True or False"),
     (lambda: sedic.compress(IMAGE, analyze="yes", profile="test"), "analyze must be True or False"),
     (lambda: sedic.compress(None, analyze=False, profile="test"), "image must be a path, the bytes"),
     (lambda: sedic.compress(b"not an image", analyze=False, profile="test"), "not a readable PNG"),
