@@ -4,8 +4,10 @@ Each client loops: POST /v1/compress (a Kodak crop with one described, masked ob
 POST /v1/decompress with stages=0 (the preview). Every answer is checked against the Python API
 run in this process: the file must be byte-identical to sedic.compress with the same options (the
 CLI's bytes, see tests/test_server.py) and the PNG must equal sedic.decompress(file, stages=0).
-Reports requests/s, p50/p99 latency, errors, wrong answers, and the server's resident memory at
-request 100 and request 1,000. A second phase starts a server with a small queue, sends more
+A 503 is retried after its Retry-After, as a client should; latency counts the retries. Reports
+requests/s, p50/p99 latency, errors, wrong answers, the server's resident memory at request 100
+and request 1,000, /v1/health latency (probed five times a second during the load) and whether a
+slot really freed within each 503's Retry-After. A second phase starts a server with a small queue, sends more
 full decodes than it admits at once and checks that the extra ones get 503 + Retry-After quickly
 and that every request gets an answer (none hangs).
 
@@ -108,6 +110,10 @@ class Stats:
         self.wrong = 0
         self.pid = pid
         self.rss: dict[int, float] = {}
+        self.done_at: list[float] = []           # when each answered request ended (a slot freed)
+        self.refused: list[tuple[float, int]] = []  # (when, Retry-After) of each 503
+        self.health_ms: list[float] = []
+        self.unfinished = 0  # still being told to retry when the run ended
 
     def record(self, seconds: float, error: str | None = None, wrong: bool = False) -> None:
         with self.lock:
@@ -120,14 +126,27 @@ class Stats:
                 self.rss[n] = rss_mib(self.pid)
 
 
-def timed_post(http, stats: Stats, what: str, path: str, **request):
-    """POST and time it; a transport error or a non-200 answer is recorded as an error (None back)."""
+def timed_post(http, stats: Stats, what: str, path: str, stop: float = float("inf"), **request):
+    """POST and time it; a 503 is retried after its Retry-After (as a client should), a transport
+    error or another non-200 answer is recorded as an error (None back)."""
     t = time.monotonic()
-    try:
-        r = http.post(path, **request)
-    except httpx.HTTPError as exc:
-        stats.record(time.monotonic() - t, type(exc).__name__)
-        return None, t
+    while True:
+        try:
+            r = http.post(path, **request)
+        except httpx.HTTPError as exc:
+            stats.record(time.monotonic() - t, type(exc).__name__)
+            return None, t
+        if r.status_code != 503 or "retry-after" not in r.headers:
+            break
+        if time.monotonic() > stop:  # refused at the end of the run: not an error, just not done
+            with stats.lock:
+                stats.unfinished += 1
+            return None, t
+        with stats.lock:
+            stats.refused.append((time.monotonic(), int(r.headers["retry-after"])))
+        time.sleep(int(r.headers["retry-after"]))
+    with stats.lock:
+        stats.done_at.append(time.monotonic())
     if r.status_code != 200:
         stats.record(time.monotonic() - t, f"{what} {r.status_code}")
         return None, t
@@ -138,11 +157,11 @@ def client_loop(base: str, work, stats: Stats, stop: float) -> None:
     files, options, expected_file, expected_preview = work
     with httpx.Client(base_url=base, timeout=120) as http:
         while time.monotonic() < stop:
-            r, t = timed_post(http, stats, "compress", "/v1/compress", files=files, data=options)
+            r, t = timed_post(http, stats, "compress", "/v1/compress", stop, files=files, data=options)
             if r is None:
                 continue
             stats.record(time.monotonic() - t, wrong=r.content != expected_file)
-            d, t = timed_post(http, stats, "decompress", "/v1/decompress",
+            d, t = timed_post(http, stats, "decompress", "/v1/decompress", stop,
                               files={"file": ("c.sedic", r.content)}, data={"stages": "0"})
             if d is None:
                 continue
@@ -157,6 +176,7 @@ def load_phase(args, work) -> dict:
         start = time.monotonic()
         stop = start + args.duration
         threads = [threading.Thread(target=client_loop, args=(base, work, stats, stop)) for _ in range(args.clients)]
+        threads.append(threading.Thread(target=health_probe, args=(base, stats, stop)))
         for t in threads:
             t.start()
         for t in threads:
@@ -180,7 +200,38 @@ def load_phase(args, work) -> dict:
         "rss_growth_pct": round(100 * (stats.rss[last] / stats.rss[first] - 1), 2) if first and last else None,
         "rss_window": f"request {first} to {last}" if first and last else None,
         "server_queue": health["queue"],
+        "health_ms": {"probes": len(stats.health_ms),
+                      "p50": round(statistics.median(stats.health_ms), 1) if stats.health_ms else None,
+                      "p95": round(statistics.quantiles(stats.health_ms, n=20)[18], 1)
+                      if len(stats.health_ms) >= 2 else None},
+        "retry_after": retry_after_honesty(stats), "unfinished_at_stop": stats.unfinished,
     }
+
+
+def health_probe(base: str, stats: Stats, stop: float) -> None:
+    """GET /v1/health five times a second during the load: it must not wait behind work."""
+    with httpx.Client(base_url=base, timeout=60) as http:
+        while time.monotonic() < stop:
+            t = time.monotonic()
+            http.get("/v1/health")
+            stats.health_ms.append(1000 * (time.monotonic() - t))
+            time.sleep(0.2)
+
+
+def retry_after_honesty(stats: Stats) -> dict:
+    """For each 503: did a slot free (any request end) within the Retry-After it named?"""
+    ends = sorted(stats.done_at)
+    waits = []
+    for when, promised in stats.refused:
+        later = [e for e in ends if e > when]
+        if later:
+            waits.append((promised, later[0] - when))
+    return {"refused": len(stats.refused),
+            "retry_after_s_median": statistics.median([p for p, _ in waits]) if waits else None,
+            "retry_after_s_max": max((p for p, _ in waits), default=None),
+            "slot_freed_s_median": round(statistics.median([w for _, w in waits]), 2) if waits else None,
+            "slot_freed_within_retry_after_pct": round(100 * sum(w <= p for p, w in waits) / len(waits), 1)
+            if waits else None}
 
 
 def full_queue_phase(args, work) -> dict:

@@ -36,9 +36,9 @@ def _as_image(image) -> np.ndarray:
     if isinstance(image, (bytes, bytearray, memoryview)):
         return _image_from_bytes(bytes(image))
     if isinstance(image, Image.Image):
-        from .imageio import image_to_array
+        from .imageio import read_opened
 
-        return image_to_array(image, "image")
+        return read_opened(image, "image")  # as a file: upright by its EXIF orientation, sRGB
     if isinstance(image, np.ndarray):
         return image
     raise InputError(f"image must be a path, the bytes of an image file, a PIL image or a uint8 (H, W, 3) array; "
@@ -46,25 +46,24 @@ def _as_image(image) -> np.ndarray:
 
 
 def _image_from_bytes(data: bytes) -> np.ndarray:
+    """The bytes of an image file, read as the file would be (the one loading path of imageio)."""
     import io
     import warnings
 
     from PIL import Image, UnidentifiedImageError
 
-    from .imageio import ACCEPTED_FORMATS, image_to_array, warn_before_load
+    from .imageio import ACCEPTED_FORMATS, ACCEPTED_NAMES, read_opened
 
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked
+            img = Image.open(io.BytesIO(data))
+        with img:
             if img.format not in ACCEPTED_FORMATS:
-                raise InputError(f"image bytes: unsupported image format {img.format} (use PNG, JPEG or WebP)")
-            warn_before_load(img, "image")
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img.load()
-            return image_to_array(img, "image")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as exc:
-        raise InputError(f"image bytes ({len(data)}) are not a readable PNG, JPEG or WebP image: {exc}") from None
+                raise InputError(f"image bytes: unsupported image format {img.format} (use {ACCEPTED_NAMES})")
+            return read_opened(img, "image")
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise InputError(f"image bytes ({len(data)}) are not a readable {ACCEPTED_NAMES} image: {exc}") from None
 
 
 def _check_flag(name: str, value) -> None:

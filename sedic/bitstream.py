@@ -200,7 +200,10 @@ def unpack(data: bytes) -> Container:
                                  "CRC-16 does not match")
         raise BitstreamError("not a .sedic file (bad magic)")
     if data[2] != VERSION:
-        if len(data) >= 3 + CHECK_BYTES and not _check_matches(data):  # a flipped bit, not a newer file
+        # an older version is named as such (version 1 had no check value to test); any other
+        # version byte whose check value fails is a flipped bit, not a newer file
+        older = 1 <= data[2] < VERSION
+        if not older and len(data) >= 3 + CHECK_BYTES and not _check_matches(data):
             raise BitstreamError(f"corrupt file: it says version {data[2]} but its CRC-16 does not match "
                                  f"(damaged, not a newer format)")
         raise BitstreamError(f"unsupported .sedic version {data[2]} (this sedic reads version {VERSION})")

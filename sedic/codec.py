@@ -90,12 +90,10 @@ def settings_section(profile: Profile | str | None = None, *, bpp: float | None 
         if _is_number(value) and not math.isfinite(value):
             raise InputError(f"{name} must be a finite number, got {value}")
     try:
-        data = bs.DecoderParams(profile.id, seed, overrides).to_bytes()  # the file's limits and units first
-        # then the decoder's own checks (e.g. steps vs start strength); a step count the file can
-        # carry is a whole number, so 4.0 is the integer 4 here
-        whole = {k: int(v) for k, v in overrides.items() if k.endswith("_steps") and _is_number(v)}
-        replace(profile.decoder, **{**overrides, **whole})
-        return data
+        raw = bs.DecoderParams(profile.id, seed, overrides).to_bytes()
+        # the decoder's own checks (e.g. steps vs start strength) on the values the file carries
+        replace(profile.decoder, **bs.DecoderParams.from_bytes(raw).overrides)
+        return raw
     except (InputError, ValueError, TypeError) as exc:  # the settings' checks; DecoderParams' limits
         raise InputError(f"schedule: {exc}") from None
 

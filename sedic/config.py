@@ -120,11 +120,6 @@ def load_profile_file(path: str | Path) -> Profile:
         raise InputError(f"profile file {path}: 'base' must name one of {', '.join(PROFILES)}")
     base = PROFILES[base_name]
     changed = _apply(base, raw, str(path), frozen_keys=("name", "id"))
-    from .semantics import MAX_OBJECTS
-
-    if not 1 <= changed.analysis.num_objects <= MAX_OBJECTS:  # else refused only once the analysis runs
-        raise InputError(f"{path}: analysis: num_objects must be in 1..{MAX_OBJECTS}, "
-                         f"got {changed.analysis.num_objects}")
     return replace(changed, description=f"{base.description} (changed by {path})")
 
 

@@ -146,7 +146,7 @@ def warn_before_load(img: Image.Image, label: str = "image") -> None:
         warnings.warn(f"{label}: animated image with {frames} frames; only the first is coded", SedicWarning)
     # Pillow opens a 16-bit RGB(A) PNG as 8-bit "RGB"/"RGBA" keeping the high byte of each
     # sample; the depth shows only in the decoder's raw mode ("RGB;16B"), gone after load().
-    if img.mode in ("RGB", "RGBA") and any(";16" in str(tile.args) for tile in img.tile):
+    if img.mode in ("RGB", "RGBA") and any(";16" in str(tile.args) for tile in getattr(img, "tile", ())):
         warnings.warn(f"{label}: 16-bit image reduced to 8 bits", SedicWarning)
 
 

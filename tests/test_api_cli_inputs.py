@@ -85,7 +85,7 @@ def test_compress_output_named_like_an_image_is_refused(tmp_path, capsys):
 
 @pytest.mark.parametrize("settings, words", [
     ('{"base": "test", "reference": {"compressai_checkpoint": 123}}', "compressai_checkpoint must be a string"),
-    ('{"base": "test", "analysis": {"num_objects": -1}}', "num_objects must be in 1..32"),
+    ('{"base": "test", "analysis": {"num_objects": -1}}', "analysis: number of objects must be between 0 and 32, got -1"),
 ])
 def test_profile_file_types_are_checked_when_read(tmp_path, settings, words):
     path = tmp_path / "p.json"
@@ -132,3 +132,21 @@ def test_png_bytes_and_pil_images_are_read_like_files(tmp_path):
     (tmp_path / "g.png").write_bytes(buf.getvalue())
     assert sedic.compress(gray, bpp=0.5, analyze=False, profile="test") == \
         sedic.compress(tmp_path / "g.png", bpp=0.5, analyze=False, profile="test")
+
+
+def test_image_bytes_and_pil_images_are_turned_upright_like_files(tmp_path):
+    """The API's bytes and PIL inputs take the files' loading path (EXIF orientation applied)."""
+    rng = np.random.default_rng(2)
+    stored = rng.integers(0, 256, (48, 80, 3), dtype=np.uint8)  # 80 wide as stored, 48 wide upright
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(stored).save(path, quality=95, exif=exif)
+    from sedic.imageio import load_image
+
+    upright = load_image(path)
+    assert upright.shape == (80, 48, 3)
+    expected = sedic.compress(path, bpp=0.5, analyze=False, profile="test")
+    assert sedic.compress(path.read_bytes(), bpp=0.5, analyze=False, profile="test") == expected
+    with Image.open(path) as opened:
+        assert sedic.compress(opened, bpp=0.5, analyze=False, profile="test") == expected

@@ -193,3 +193,20 @@ def test_bad_file_is_one_line_on_the_page(server, browser, tmp_path):
     message = page.text_content("#status")
     assert "\n" not in message and "truncated" in message, message
     page.close()
+
+
+def test_api_docs_load_without_external_requests(server, browser):
+    """/docs loaded Swagger UI from a CDN: blank offline, and third-party script beside the API key."""
+    httpx = pytest.importorskip("httpx")
+    page = browser.new_page()
+    requested = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(server + "/docs")
+    page.wait_for_selector(".swagger-ui .info .title", timeout=60_000)
+    assert "sedic" in page.inner_text(".swagger-ui .info .title")
+    # an operation's summary: the operations came from /openapi.json
+    page.wait_for_function("document.body.innerText.includes('Image in, .sedic bytes out')", timeout=60_000)
+    page.close()
+    assert requested and all(url.startswith(server + "/") for url in requested), requested
+    assert server + "/openapi.json" in requested
+    assert httpx.get(server + "/redoc", timeout=10).status_code == 404  # ReDoc's bundle calls its CDN

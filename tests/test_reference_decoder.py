@@ -49,7 +49,7 @@ def generator(seed, stage):
 
 def text(bb, prompt):
     ids = bb.tokenizer([prompt], padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
-    return bb.text_encoder(ids)[0]
+    return bb.text_encoder(ids)[0].to(bb.unet.dtype)
 
 
 def text_tokens(bb, prompt):

@@ -877,3 +877,40 @@ def test_live_form_mistakes_get_precise_messages(live, small_image):
         r = c.post("/v1/compress", files=[("image", ("a.png", image)), ("semantics", ("s.json", semantics)),
                                           ("masks", ("s.json", image))])
         assert_error(r, 400, "a mask part is named 's.json', as the semantics JSON is")
+
+
+def test_live_openapi_declares_the_error_answers_the_server_sends(small_image):
+    """/openapi.json declared only 200 and 422 with a {"detail": ...} body the server never sends."""
+    server = LiveServer("--max-upload-mb", "0.05", "--queue", "1", env={"SEDIC_API_KEY": "k"})
+    key = {"Authorization": "Bearer k"}
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            spec = c.get("/openapi.json").json()
+            schema = spec["components"]["schemas"]["ErrorBody"]
+            assert schema["required"] == ["error", "status"] and "HTTPValidationError" not in json.dumps(spec)
+            compress = spec["paths"]["/v1/compress"]["post"]["responses"]
+            assert {"X-Sedic-Bytes", "X-Sedic-Bpp", "X-Sedic-Bits-Reference", "X-Sedic-Warnings"} <= set(
+                compress["200"]["headers"])
+            assert "Retry-After" in compress["503"]["headers"]
+            sent = {
+                401: c.post("/v1/compress", files={"image": ("a.png", png(small_image))}),
+                400: c.post("/v1/compress", headers=key, files={"image": ("a.png", png(small_image))},
+                            data={"bpp": "-1"}),
+                404: c.post("/v1/nothing", headers=key),
+                405: c.get("/v1/compress", headers=key),
+                413: c.post("/v1/inspect", headers=key, files={"file": ("big.sedic", os.urandom(80_000))}),
+                415: c.post("/v1/compress", headers=key, json={"image": "x"}),
+                422: c.post("/v1/inspect", headers=key, files={"file": ("x.sedic", b"not a sedic file")}),
+            }
+        for status, response in sent.items():
+            assert response.status_code == status, (status, response.text)
+            body = response.json()
+            assert set(body) == {"error", "status"} and body["status"] == status and isinstance(body["error"], str)
+            assert str(status) in compress and compress[str(status)]["content"]["application/json"]["schema"] == \
+                {"$ref": "#/components/schemas/ErrorBody"}, status
+        for path, operations in spec["paths"].items():
+            for method, operation in operations.items():
+                if path.startswith("/v1/"):
+                    assert {"400", "401", "503"} <= set(operation["responses"]), (path, method)
+    finally:
+        server.stop()

@@ -51,7 +51,11 @@ def sd21_backbone(dtype=None):
 
     dtype = dtype or torch.float64
     if dtype not in _SD21:
-        _SD21[dtype] = build_tiny_backbone(seed=0, controlnet_config=sd21_topology_config()).to(dtype=dtype)
+        bb = build_tiny_backbone(seed=0, controlnet_config=sd21_topology_config()).to(dtype=dtype)
+        # the text encoder stays float32: transformers 4.x's CLIP cannot run in float64 (its causal
+        # mask is built in the default dtype); its states are cast to the networks' dtype
+        torch.nn.Module.to(bb.text_encoder, dtype=torch.float32)
+        _SD21[dtype] = bb
     return _SD21[dtype]
 
 

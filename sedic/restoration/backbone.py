@@ -373,7 +373,9 @@ def build_tiny_backbone(seed: int = 0, controlnet_config: LdmControlNetConfig = 
             layers_per_block=1,
             latent_channels=4,
             norm_num_groups=8,
-            sample_size=64,
+            # diffusers tiles the VAE in sample_size tiles: 64 px made a 12 MP decode run ~20 000
+            # tiny tiles (~15 min); 512 px like SD's own VAE (docs/performance.md)
+            sample_size=512,
             scaling_factor=SD_LATENT_SCALE,
         )
         text_encoder = CLIPTextModel(

@@ -80,11 +80,27 @@ def _low_high(x: torch.Tensor, levels: int = 5):
     return x, high
 
 
+_WAVELET_HALO = 2 ** 5  # > 1 + 2 + 4 + 8 + 16: the reach of the five blurs of _low_high
+_WAVELET_BAND = 256     # rows per band: a 12 MP image needed ~3 GB at once, a band a few MB
+
+
+def _wavelet_fix(out: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """The reference's lowest band (colour, tone, shading) + the output's detail bands, in row
+    bands with a halo wider than the blurs reach, so the rows kept equal the whole-image result."""
+    h = out.shape[-2]
+    result = torch.empty_like(out)
+    for y0 in range(0, h, _WAVELET_BAND):
+        y1 = min(h, y0 + _WAVELET_BAND)
+        a, b = max(0, y0 - _WAVELET_HALO), min(h, y1 + _WAVELET_HALO)
+        band = _low_high(ref[..., a:b, :])[0] + _low_high(out[..., a:b, :])[1]
+        result[..., y0:y1, :] = band[..., y0 - a:y1 - a, :]
+    return result
+
+
 def color_fix(out: torch.Tensor, ref: torch.Tensor, mode: str) -> torch.Tensor:
     """Pull the colours of `out` towards `ref` (both (1, 3, H, W) in [-1, 1])."""
     if mode == "wavelet":
-        # the reference's lowest band (colour, tone, shading) + the output's detail bands
-        return _low_high(ref)[0] + _low_high(out)[1]
+        return _wavelet_fix(out, ref)
     if mode == "adain":
         dims = (-2, -1)
         mo, so = out.mean(dims, keepdim=True), out.std(dims, keepdim=True)

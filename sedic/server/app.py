@@ -31,6 +31,23 @@ them stage by stage. Errors are JSON `{"error": "<one line>", "status": <code>}`
 API key (SEDIC_API_KEY), every /v1 request needs `Authorization: Bearer <key>`."""
 
 
+def _api_docs(app: FastAPI) -> None:
+    """/docs: Swagger UI 5 (it reads OpenAPI 3.1) from the assets packaged in fastapi-offline, served
+    from this origin. No ReDoc: its bundle loads a logo from cdn.redoc.ly."""
+    import fastapi_offline
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    assets = Path(fastapi_offline.__file__).parent / "static"
+    app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="sedic API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon.png")
+
+
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
     settings = settings or ServerSettings.from_env()
     queue = JobQueue(settings.queue, settings.cpu_workers, pixel_budget=PIXEL_BUDGET_IMAGES * settings.max_pixels)
@@ -46,7 +63,11 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             if task is not None:
                 task.cancel()
 
-    app = FastAPI(title="sedic", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # /docs from the packaged Swagger UI (swagger-ui-bundle), never a CDN: it works offline, and no
+    # third-party script runs on the origin where the page keeps the API key.
+    app = FastAPI(title="sedic", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
+    _api_docs(app)
     app.state.sedic = state
 
     async def library_error(request, exc):

@@ -22,6 +22,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 
 import sedic
 
@@ -137,6 +138,38 @@ def stage_plan(parsed, profile: str | None) -> list[tuple[int, str]]:
     return [(0, "preview")] + [(s.stages, s.label) for s in plan_stages(parsed.semantics, settings)]
 
 
+class ErrorBody(BaseModel):
+    """Every error answer: one line, never a traceback (the CLI prints the same after `sedic: error:`)."""
+    error: str
+    status: int
+
+
+def _error(description: str, headers: dict | None = None) -> dict:
+    answer = {"model": ErrorBody, "description": description}
+    if headers:
+        answer["headers"] = {name: {"description": text, "schema": {"type": "string"}} for name, text in headers.items()}
+    return answer
+
+
+ERROR_RESPONSES = {
+    400: _error("bad option or input (rate, profile not served, semantics, form parts, stages, Host)"),
+    401: _error("missing or wrong API key", {"WWW-Authenticate": "Bearer realm=\"sedic\""}),
+    404: _error("no such endpoint"),
+    405: _error("wrong method", {"Allow": "the methods of this path"}),
+    408: _error("request body slower than the server's --client-timeout allows"),
+    413: _error("body above --max-upload-mb, or an image, mask or file above --max-pixels"),
+    415: _error("not multipart/form-data, or an upload that is not a PNG, JPEG or WebP"),
+    422: _error("corrupt or truncated .sedic file, a rate that cannot be met, a malformed form field"),
+    503: _error("queue full (see Retry-After) or the profile's models are not available",
+                {"Retry-After": "seconds until a slot is likely free (queue full only)"}),
+}
+RATE_HEADERS = {f"X-Sedic-{name}": {"description": text, "schema": {"type": "string"}} for name, text in (
+    ("Bytes", "file size"), ("Bpp", "bits per pixel of the whole file"), ("Width", "pixels"), ("Height", "pixels"),
+    ("Bits-Reference", "bits of the reference stream"), ("Bits-Text", "bits of the text stream"),
+    ("Bits-Masks", "bits of the mask stream"), ("Bits-Header", "bits of the container header"),
+    ("Warnings", "JSON list of what was changed on the client's behalf (alpha dropped, text cut...), if any"))}
+
+
 def rate_headers(data: bytes) -> dict[str, str]:
     info = sedic.inspect(data)
     headers = {"X-Sedic-Bytes": str(info["bytes"]), "X-Sedic-Bpp": f"{info['bpp']:.6f}",
@@ -185,7 +218,7 @@ def build_router(state: ServerState) -> APIRouter:
                     raise InputError(f"'{name}' must be a file part with a file name (filename=\"...\"), "
                                      f"got a plain form field")
 
-    router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
+    router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], responses=ERROR_RESPONSES)
     upload = [Depends(require_multipart)]
     queue, limit = state.queue, settings.max_pixels
 
@@ -207,7 +240,7 @@ def build_router(state: ServerState) -> APIRouter:
                               "default": p.name == state.profile.name} for p in state.served]}
 
     @router.post("/compress", dependencies=upload, response_class=Response, summary="Image in, .sedic bytes out",
-                 responses={200: {"content": {SEDIC_MEDIA_TYPE: {}},
+                 responses={200: {"content": {SEDIC_MEDIA_TYPE: {}}, "headers": RATE_HEADERS,
                                   "description": "the .sedic file; size, bpp and bits per stream in X-Sedic-* headers"}})
     async def compress(
         request: Request,
@@ -276,7 +309,9 @@ def build_router(state: ServerState) -> APIRouter:
         return info
 
     @router.post("/decompress", dependencies=upload, response_class=Response, summary="A .sedic file to PNG",
-                 responses={200: {"content": {"image/png": {}}, "description": "the decoded image"}})
+                 responses={200: {"content": {"image/png": {}}, "description": "the decoded image",
+                                  "headers": {"X-Sedic-Stages": {"description": "the stages decoded",
+                                                                 "schema": {"type": "string"}}}}})
     async def decompress(request: Request, file: UploadFile = File(..., description="a .sedic file"),
                          stages: int | None = Form(None, description="0 = the preview, k = objects 1..k, "
                                                    "K+1 or empty = everything")):

@@ -447,7 +447,7 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
 _METRICS = {"psnr": psnr, "ms-ssim": ms_ssim}
 
 # Where the best downscale lies: on Kodak the chosen reduced image gets 0.15-0.25 bits per reduced
-# pixel at 0.01-0.05 bpp, upscaled 12 MP images 0.26-0.32 (docs/reference-stream.md): the start.
+# pixel at 0.01-0.05 bpp (smooth upscaled 12 MP images: more), so the climb starts there.
 START_BITS_PER_PIXEL = 0.25
 # log(bytes) grows about linearly with the quality index (AVIF: x1.5 per 10 qualities) and with
 # log(pixels) (exponent ~0.8): the model that places each factor's first quality probe.
@@ -461,7 +461,7 @@ class _Search:
     Per factor: the highest quality that fits, found by a bracketing search whose probes come
     from a log-rate model (fitted to the probes made so far) instead of halving 0..100. Over the
     factors: a climb from the size the rate model names, scoring each factor's candidate exactly
-    as a decoder sees it, towards the side that improves, until the score drops. A size whose
+    as a decoder sees it, towards the side that improves, until two factors in a row score lower. A size whose
     lowest quality does not fit ends the climb towards larger sizes (larger sizes cost more at
     every quality). The image is downscaled once per factor from one Pillow copy; the two
     neighbours of the start are searched at once on two threads (aom and dav1d release the GIL).
@@ -583,20 +583,38 @@ class _Search:
                 return None
             p -= 1
             self.evaluate([p])
-        sides = [k for k in (p + 1, p - 1) if 0 <= k < len(self.factors)]
-        self.evaluate(sides)
-        better = [k for k in sides if self.result(k) is not None and self.result(k)[0] > self.result(p)[0]]
-        if not better:
-            return self.result(p)
-        best = max(better, key=lambda k: self.result(k)[0])
-        step = best - p
-        while 0 <= best + step < len(self.factors):  # on along the side that improved
-            self.evaluate([best + step])
-            nxt = self.result(best + step)
-            if nxt is None or nxt[0] <= self.result(best)[0]:
+        best, step = p, 0
+        # the two neighbours at once; when neither improves, the next two (PSNR against the factor
+        # is not always unimodal: a worse factor can sit between two better ones)
+        for reach in (1, 2):
+            sides = [k for k in (p + reach, p - reach) if 0 <= k < len(self.factors)
+                     and not (k > p + 1 and self.result(p + 1) is None)]  # above a size that does not fit
+            self.evaluate(sides)
+            better = [k for k in sides if self._beats(k, best)]
+            if better:
+                best = max(better, key=lambda k: self.result(k)[0])
+                step = 1 if best > p else -1
                 break
-            best += step
+        while step:  # on along the side that improved, looking one factor past a worse one
+            ahead = [k for k in (best + step, best + 2 * step) if 0 <= k < len(self.factors)]
+            if not ahead:
+                break
+            # towards smaller sizes both at once (a result is kept, so none is wasted but the last);
+            # towards larger ones one by one: none above a size that does not fit
+            self.evaluate(ahead if step < 0 else ahead[:1])
+            if self._beats(ahead[0], best):
+                best = ahead[0]
+                continue
+            if self.result(ahead[0]) is None or len(ahead) < 2:
+                break  # a larger size that does not fit: no larger one does
+            self.evaluate(ahead[1:])
+            if not self._beats(ahead[1], best):
+                break
+            best = ahead[1]
         return self.result(best)
+
+    def _beats(self, k: int, best: int) -> bool:
+        return self.result(k) is not None and self.result(k)[0] > self.result(best)[0]
 
 
 def encode_reference(image, max_bytes: int, codec: ReferenceCodec, metric: str = "psnr", progress=None):

@@ -194,8 +194,10 @@ def invalid_vectors(valid: dict[str, bytes]):
     tail = (((1 << 64) - 1) >> 24) * ((1 << 24) // 66)  # a point that equals `lower` after n = 1
     # (name, file bytes, reason in docs/bitstream.md's "Messages" table, message prefix, what it exercises)
     out = [
-        ("x01_bad_magic", b"SE" + base[2:], "magic", "not a .sedic file (bad magic)", "magic SE"),
-        ("x02_version_1", base[:2] + b"\x01" + base[3:], "version", "unsupported .sedic version 1", "a version-1 file"),
+        ("x01_bad_magic", b"PK" + base[2:], "magic", "not a .sedic file (bad magic)",
+         "magic PK (another format's file)"),
+        ("x02_version_1", base[:2] + b"\x01" + base[3:], "version", "unsupported .sedic version 1",
+         "an older version byte: named as such whatever the check value says (version 1 had none)"),
         ("x03_crc", base[:-1] + bytes([base[-1] ^ 1]), "crc", "corrupt file: CRC-16",
          "one bit of the check value flipped"),
         ("x04_truncated", _recrc(body[:-5]), "section-length", "truncated file: reference section declares 149 bytes",
@@ -263,6 +265,12 @@ def invalid_vectors(valid: dict[str, bytes]):
          "more than 1,024 characters after maybe_exhausted()"),
         ("x31_section_header_5_bytes", _recrc(head + b"\x81\x80\x80\x80\x00"), "varint-too-long",
          "section header is longer than 4 bytes, above the limit 134217735", "a 5-byte section header"),
+        ("x32_magic_bit_flipped", b"SE" + base[2:], "damaged-magic",
+         "corrupt file: its first bytes (the .sedic magic) are damaged",
+         "magic SE (one bit from SD) and a check value that does not match"),
+        ("x33_version_bit_flipped", base[:2] + b"\x03" + base[3:], "damaged-version",
+         "corrupt file: it says version 3 but its CRC-16 does not match",
+         "version byte 3 (one bit from 2) and a check value that does not match: damaged, not newer"),
     ]
     return out
 
