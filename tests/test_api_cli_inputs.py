@@ -85,7 +85,8 @@ def test_compress_output_named_like_an_image_is_refused(tmp_path, capsys):
 
 @pytest.mark.parametrize("settings, words", [
     ('{"base": "test", "reference": {"compressai_checkpoint": 123}}', "compressai_checkpoint must be a string"),
-    ('{"base": "test", "analysis": {"num_objects": -1}}', "analysis: number of objects must be between 0 and 32, got -1"),
+    ('{"base": "test", "analysis": {"num_objects": -1}}',
+     "analysis: number of objects must be between 0 and 32, got -1"),
 ])
 def test_profile_file_types_are_checked_when_read(tmp_path, settings, words):
     path = tmp_path / "p.json"
