@@ -7,6 +7,7 @@ SEDIC_SCREENSHOT=path to keep a screenshot (docs/images/serve.png was made that 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -35,25 +36,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@contextlib.contextmanager
+def running_server(tmp_dir: Path, **env_extra):
     """`sedic serve --profile test` on a free port of 127.0.0.1; yields its base URL."""
     httpx = pytest.importorskip("httpx")
     port = free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    log = tmp_dir / "serve.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop("SEDIC_API_KEY", None)
+    env.update(env_extra)
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "sedic", "serve", "--profile", "test", "--port", str(port)],
                                 stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
     base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": "Bearer " + env_extra["SEDIC_API_KEY"]} if "SEDIC_API_KEY" in env_extra else {}
     try:
         deadline = time.monotonic() + 120
         while True:
             if proc.poll() is not None:
                 pytest.fail(f"sedic serve exited with {proc.returncode}:\n{log.read_text()}")
             try:
-                health = httpx.get(base + "/v1/health", timeout=2).json()
+                health = httpx.get(base + "/v1/health", timeout=2, headers=headers).json()
                 if health["models"] == "ready":
                     break
                 assert health["models"] == "loading", health
@@ -69,6 +72,12 @@ def server(tmp_path_factory):
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with running_server(tmp_path_factory.mktemp("serve")) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +164,34 @@ def test_compress_and_decode_stage_by_stage(server, browser, tmp_path):
     assert final.shape == preview.shape == (512, 768, 3)
     assert np.abs(final.astype(int) - preview).mean() > 1  # the decoder changed the preview
 
+    # item 14: the selected stage is the one downloaded (stage 0 is `sedic decompress --stages 0`)
+    page.click("#stages li[data-stage='0'] button")
+    with page.expect_download() as download:
+        page.click("#download-png")
+    assert download.value.suggested_filename == "kodim23.stage0.png"
+    stage0 = np.asarray(Image.open(io.BytesIO(Path(download.value.path()).read_bytes())).convert("RGB"))
+    assert np.array_equal(stage0, preview)
+    # dragging on the image moves the divider: a quarter of the way across
+    box = page.eval_on_selector("#compare", "c => { c.scrollIntoView(); const r = c.getBoundingClientRect(); "
+                                "return [r.left, r.top, r.width, r.height]; }")
+    page.mouse.move(box[0] + box[2] * 0.6, box[1] + box[3] / 2)
+    page.mouse.down()
+    page.mouse.move(box[0] + box[2] * 0.25, box[1] + box[3] / 2, steps=5)
+    page.mouse.up()
+    assert page.input_value("#slider") == "25"
+    assert page.eval_on_selector("#after", "i => i.style.clipPath") == "inset(0px 0px 0px 25%)"
+    # 1:1 view: in a window narrower than the image, the image is shown at its own size, scrolled
+    # inside its view, and the page still does not scroll sideways
+    page.set_viewport_size({"width": 600, "height": 900})
+    assert page.eval_on_selector("#after", "i => i.clientWidth") < 768
+    page.click("#zoom")
+    assert page.get_attribute("#zoom", "aria-pressed") == "true"
+    assert page.eval_on_selector("#after", "i => i.clientWidth") == 768
+    assert page.evaluate("document.documentElement.scrollWidth") <= 600
+    page.click("#zoom")
+    assert page.eval_on_selector("#after", "i => i.clientWidth") < 768
+    page.set_viewport_size({"width": 1100, "height": 900})
+
     shot = tmp_path / "serve.png"
     page.screenshot(path=str(shot), full_page=True)
     if os.environ.get("SEDIC_SCREENSHOT"):
@@ -210,3 +247,155 @@ def test_api_docs_load_without_external_requests(server, browser):
     assert requested and all(url.startswith(server + "/") for url in requested), requested
     assert server + "/openapi.json" in requested
     assert httpx.get(server + "/redoc", timeout=10).status_code == 404  # ReDoc's bundle calls its CDN
+
+
+def watch_errors(page, expected_status: int) -> list:
+    """Script errors and console errors, but for the failed request (status) the test makes on purpose."""
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" and
+            f"status of {expected_status} " not in msg.text else None)
+    return errors
+
+
+def test_what_is_shown_is_what_is_sent_and_downloaded(server, browser, tmp_path):
+    """Issue 16 item 11: an image then a .sedic, a good then a corrupt file, Compress during a decode."""
+    import sedic
+
+    data = sedic.compress(REPO / "examples" / "kodim23.png", bpp=0.02, semantics=EXAMPLES / "kodim23.json",
+                          profile="test")
+    good, corrupt = tmp_path / "good.sedic", tmp_path / "corrupt.sedic"
+    good.write_bytes(data)
+    corrupt.write_bytes(data[:-10])
+    page = browser.new_page()
+    errors = watch_errors(page, 422)  # the corrupt file
+    page.goto(server + "/")
+
+    # an image, then a .sedic: Compress has nothing to send any more
+    page.set_input_files("#image-input", str(REPO / "examples" / "kodim23.png"))
+    assert page.is_enabled("#compress")
+    page.set_input_files("#sedic-input", str(good))
+    page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+    assert page.is_disabled("#compress") and page.text_content("#drop-name") == "no image chosen"
+
+    # a good file, then a corrupt one: the old one is neither shown, nor decoded, nor downloaded
+    page.set_input_files("#sedic-input", str(corrupt))
+    page.wait_for_function("document.querySelector('#status').classList.contains('error')", timeout=30_000)
+    assert page.is_hidden("#result") and page.get_attribute("#download-sedic", "href") is None
+
+    # Compress while a decode streams: the old decode stops and never ends over the new result
+    page.set_input_files("#sedic-input", str(good))
+    page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+    page.click("#decode")
+    page.wait_for_function("document.querySelector('#status').textContent.startsWith('Decoding stage 1')",
+                           timeout=60_000)
+    page.set_input_files("#image-input", str(REPO / "examples" / "kodim23.png"))
+    page.set_input_files("#semantics-input", [str(EXAMPLES / n) for n in
+                                              ("kodim23.json", "kodim23.mask0.png", "kodim23.mask1.png")])
+    page.click("#compress")
+    page.wait_for_function("document.querySelector('#status').textContent.startsWith('Compressed')",
+                           timeout=60_000)
+    assert page.is_hidden("#decode-panel")
+    page.wait_for_timeout(4000)  # longer than the rest of the old decode would take
+    assert page.is_hidden("#decode-panel") and page.text_content("#status").startswith("Compressed")
+    assert page.eval_on_selector("#stages", "s => s.children.length") == 0
+    assert not errors, errors
+    page.close()
+
+
+def test_the_right_key_clears_the_401(browser, tmp_path):
+    with running_server(tmp_path, SEDIC_API_KEY="right-key") as base:
+        page = browser.new_page()
+        errors = watch_errors(page, 401)
+        page.goto(base + "/")
+        page.wait_for_selector("#key-panel:not([hidden])", timeout=30_000)
+        page.wait_for_function("document.querySelector('#status').classList.contains('error')")
+        page.fill("#api-key", "right-key")
+        page.press("#api-key", "Enter")  # Enter in the key box uses it
+        page.wait_for_function("document.querySelectorAll('#profile option').length > 0", timeout=30_000)
+        assert page.is_hidden("#key-panel")
+        assert page.text_content("#status") == "" and not page.eval_on_selector(
+            "#status", "s => s.classList.contains('error')")
+        assert not errors, errors
+        page.close()
+
+
+def test_progress_and_cancel_stop_the_job(server, browser, tmp_path):
+    """Issue 16 item 12: a visible busy bar (elapsed time, stage and step), and Cancel stops the server's job."""
+    import httpx
+    import sedic
+
+    data = sedic.compress(REPO / "examples" / "kodim23.png", bpp=0.02, semantics=EXAMPLES / "kodim23.json",
+                          profile="test")
+    path = tmp_path / "kodim23.sedic"
+    path.write_bytes(data)
+    before = httpx.get(server + "/v1/health", timeout=10).json()["queue"]
+    page = browser.new_page(viewport={"width": 1100, "height": 500})  # a short window: the bar must stay in view
+    errors = watch_errors(page, 0)
+    page.goto(server + "/")
+    page.set_input_files("#sedic-input", str(path))
+    page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+    page.click("#decode")
+    page.wait_for_function("document.querySelector('#busy-text').textContent.includes(', step ')", timeout=60_000)
+    assert page.is_visible("#busy") and page.text_content("#busy-text").startswith("Decoding stage ")
+    box = page.eval_on_selector("#busy", "b => { const r = b.getBoundingClientRect(); return [r.top, r.bottom]; }")
+    assert 0 <= box[0] and box[1] <= 500, box  # on screen
+    first = float(page.text_content("#busy-time").split()[0])
+    page.wait_for_timeout(600)
+    assert float(page.text_content("#busy-time").split()[0]) > first  # the clock runs
+    assert 0 < page.eval_on_selector("#busy-bar", "b => b.position") < 1
+    page.click("#cancel")
+    assert page.is_hidden("#busy") and page.text_content("#status") == "Cancelled."
+    # the server stopped the job: counted as cancelled, nothing left in flight
+    deadline = time.monotonic() + 30
+    while True:
+        queue = httpx.get(server + "/v1/health", timeout=10).json()["queue"]
+        if queue["in_flight"] == 0 and queue["cancelled"] > before["cancelled"]:
+            break
+        assert time.monotonic() < deadline, queue
+        time.sleep(0.2)
+    page.wait_for_timeout(1000)
+    assert page.get_attribute("#decode-panel", "data-done") is None and page.text_content("#status") == "Cancelled."
+    assert not errors, errors
+    page.close()
+
+
+def test_warnings_and_best_effort_reach_the_page(server, browser, tmp_path):
+    """Issue 16 item 13: the server's warnings are shown, and rate errors name the page's controls, not CLI flags."""
+    import httpx
+    from PIL import Image
+
+    rgba = Image.open(REPO / "examples" / "kodim23.png").convert("RGBA").resize((64, 64))
+    rgba.putalpha(128)
+    path = tmp_path / "small.png"
+    rgba.save(path)
+    page = browser.new_page()
+    errors = watch_errors(page, 422)  # the rate that cannot be met
+    page.goto(server + "/")
+    page.wait_for_function("document.querySelectorAll('#profile option').length > 0")
+    page.set_input_files("#image-input", str(path))
+    page.uncheck("#analyze")
+    page.select_option("#bpp", "0.01")
+    page.click("#compress")
+    page.wait_for_function("document.querySelector('#status').classList.contains('error')", timeout=60_000)
+    message = page.text_content("#status")
+    assert "cannot be met" in message and 'tick "best effort"' in message and "--" not in message, message
+    page.check("#best-effort")
+    page.click("#compress")
+    page.wait_for_function("document.querySelector('#status').textContent.startsWith('Compressed')",
+                           timeout=60_000)
+    warnings = page.eval_on_selector_all("#warnings li", "els => els.map(e => e.textContent)")
+    assert any("alpha" in w for w in warnings) and any("best effort" in w for w in warnings), warnings
+    assert page.is_visible("#warnings")
+    # item 14: sizes with the ratio, measured from the bytes; plain words beside the profile and steps
+    size = int(page.text_content("#summary").split(" bytes")[0])
+    original = path.stat().st_size
+    assert page.text_content("#sizes") == (f"Original file {original} bytes ({original / size:.0f}:1); "
+                                           f".sedic {size} bytes; uncompressed RGB {64 * 64 * 3} bytes "
+                                           f"({64 * 64 * 3 / size:.0f}:1)")
+    profiles = httpx.get(server + "/v1/profiles", timeout=10).json()["profiles"]
+    chosen = page.input_value("#profile")
+    assert page.text_content("#profile-help") == next(p["description"] for p in profiles if p["name"] == chosen)
+    assert page.text_content("#profile-help") and "More steps decode slower" in page.text_content("#steps-help")
+    assert not errors, errors
+    page.close()

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import io
 import json
+import math
 import os
 import socket
 import subprocess
@@ -855,7 +856,10 @@ def test_live_retry_after_is_honest_and_health_answers_under_load(small_file):
     gaps = np.diff(sorted(finished))
     slot_frees = float(np.median(gaps))  # what a refused client really waits for a slot
     assert float(np.median(retry_after)) <= max(2, 2 * slot_frees), (sorted(set(retry_after)), slot_frees)
-    assert max(retry_after) <= max(3, 4 * slot_frees), (sorted(set(retry_after)), slot_frees)
+    # never longer than the longest real wait for a slot (a stall of the machine shows as one
+    # long gap; an answer during it may say so, but not more), plus the rounding up to 1 s
+    longest = float(gaps.max()) if len(gaps) else 0.0
+    assert max(retry_after) <= max(3, math.ceil(longest) + 1), (sorted(set(retry_after)), slot_frees, longest)
     assert float(np.percentile(health, 95)) < 0.5, sorted(health)[-5:]
 
 

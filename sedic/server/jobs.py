@@ -25,6 +25,7 @@ import contextvars
 import heapq
 import itertools
 import math
+import statistics
 import threading
 import time
 import warnings
@@ -225,13 +226,18 @@ class JobQueue:
             return ticket
 
     def _retry_after(self) -> int:
-        """Seconds until a slot is likely free: the mean gap between the last requests' ends (one
-        slot frees per gap), or the oldest running request's age when none ended lately."""
+        """Seconds until a slot is likely free: the median gap between the last requests' ends (one
+        slot frees per gap; the median, so that one pause, such as the wait before the first burst
+        or a stall of the machine, does not inflate every answer), or the oldest running request's
+        age when none ended lately."""
         now = time.monotonic()
-        recent = [t for t in self._finishes if now - t < 120]
+        recent = [t for t in self._finishes if now - t < 120][-17:]
         if len(recent) >= 2:
-            gap = (recent[-1] - recent[0]) / (len(recent) - 1)
-            estimate = max(gap, now - recent[-1]) if now - recent[-1] > 3 * gap else gap
+            gap = statistics.median(b - a for a, b in zip(recent, recent[1:]))
+            idle = now - recent[-1]
+            # a pause of a few seconds (a slow stage, a busy machine) is not a new rate; only a
+            # long one, such as a large job holding the model, says slots free more slowly now
+            estimate = idle if idle > max(5.0, 10 * gap) else gap
         else:
             estimate = max((now - t.started for t in self._active), default=1.0)
         return max(1, min(math.ceil(estimate), 300))

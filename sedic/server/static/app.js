@@ -4,19 +4,30 @@
 const $ = (id) => document.getElementById(id);
 const COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45"];
 const STREAMS = ["reference", "text", "masks", "header"];
+// One state for the page: what is shown is what Decode sends and what Download gives. setImage and
+// clearFile are the only ways to change the image and the file, so no part of the page is left stale.
 const state = {
   key: sessionStorage.getItem("sedic-key") || "",
-  image: null,        // the chosen original (File), if any
+  image: null,        // the chosen original (File), if any; Compress is enabled exactly when set
   imageUrl: null,
-  sedic: null,        // the .sedic being shown (Blob)
+  sedic: null,        // the .sedic being shown (Blob), set only once the server has read it
   sedicName: "image.sedic",
   stageUrls: [],
   decoding: null,     // AbortController of the running decode
 };
 
+// The server words some messages for the CLI; on the page they name the page's own controls.
+const PAGE_WORDS = [[/pass --best-effort/g, 'tick "best effort"'], [/--best-effort/g, '"best effort"'],
+                    [/raise --bpp/g, "choose a higher rate"], [/--bpp/g, "the rate"],
+                    [/--stages/g, "the stage"]];
+
+function forThePage(message) {
+  return PAGE_WORDS.reduce((text, [flag, words]) => text.replace(flag, words), message);
+}
+
 function status(message, isError = false) {
   const el = $("status");
-  el.textContent = message;
+  el.textContent = forThePage(message);
   el.classList.toggle("error", isError);
 }
 
@@ -46,9 +57,67 @@ async function loadProfiles() {
       option.title = p.description;
       return option;
     }));
+    showProfileHelp();
   } catch (e) {
     status(e.message, true);
   }
+}
+
+// What the server changed on the user's behalf (alpha dropped, first frame only, text cut, ...).
+function showWarnings(warnings) {
+  const list = $("warnings");
+  list.replaceChildren(...(warnings || []).map((text) => {
+    const item = document.createElement("li");
+    item.textContent = forThePage(text);
+    return item;
+  }));
+  list.hidden = !list.children.length;
+}
+
+// ---- the busy bar: what runs, for how long, and Cancel --------------------------------------------
+
+let busy = null;  // {controller, started, timer} of the job in progress
+
+function startBusy(text, controller) {
+  endBusy();
+  busy = { controller, started: performance.now(),
+           timer: setInterval(() => { $("busy-time").textContent = elapsed(); }, 250) };
+  $("busy-text").textContent = text;
+  $("busy-time").textContent = elapsed();
+  $("busy-bar").removeAttribute("value");  // indeterminate until the stream says how far it is
+  $("busy").hidden = false;
+  $("busy").scrollIntoView({ block: "nearest" });
+}
+
+function elapsed() {
+  return busy ? `${((performance.now() - busy.started) / 1000).toFixed(1)} s` : "";
+}
+
+function showProgress(text, fraction) {
+  if (!busy) return;
+  $("busy-text").textContent = text;
+  if (fraction !== undefined) $("busy-bar").value = Math.min(1, Math.max(0, fraction));
+}
+
+function endBusy(controller) {
+  if (!busy || (controller && busy.controller !== controller)) return;
+  clearInterval(busy.timer);
+  busy = null;
+  $("busy").hidden = true;
+}
+
+// Aborting the request is what stops the job: the server cancels the work of a client that went away.
+function cancelJob() {
+  if (!busy) return;
+  const controller = busy.controller;
+  endBusy();
+  controller.abort();
+  status("Cancelled.");
+}
+
+function showProfileHelp() {
+  const option = $("profile").selectedOptions[0];
+  $("profile-help").textContent = option ? option.title : "";
 }
 
 // ---- choosing an image ------------------------------------------------------------------------
@@ -59,12 +128,35 @@ function chooseImage(file) {
     status(`${file.name}: choose a PNG, JPEG or WebP image`, true);
     return;
   }
+  setImage(file);
+  status("");
+}
+
+function setImage(file) {
   state.image = file;
   if (state.imageUrl) URL.revokeObjectURL(state.imageUrl);
-  state.imageUrl = URL.createObjectURL(file);
-  $("drop-name").textContent = `${file.name} (${(file.size / 1024).toFixed(1)} KB)`;
-  $("compress").disabled = false;
-  status("");
+  state.imageUrl = file ? URL.createObjectURL(file) : null;
+  $("drop-name").textContent = file ? `${file.name} (${(file.size / 1024).toFixed(1)} KB)` : "no image chosen";
+  $("compress").disabled = !file;
+}
+
+// Forget the file shown (and stop its decode): nothing of it can be decoded or downloaded after this.
+function clearFile() {
+  if (state.decoding) { endBusy(state.decoding); state.decoding.abort(); }
+  if (state.compressing) { endBusy(state.compressing); state.compressing.abort(); }
+  state.decoding = null;
+  state.sedic = null;
+  state.masks = [];
+  state.stageUrls = [];
+  showWarnings([]);
+  $("stages").replaceChildren();
+  $("after").removeAttribute("src");
+  $("result").hidden = true;
+  $("decode-panel").hidden = true;
+  for (const link of [$("download-sedic"), $("download-png")]) {
+    if (link.href.startsWith("blob:")) URL.revokeObjectURL(link.href);
+    link.removeAttribute("href");
+  }
 }
 
 function setUpDrop() {
@@ -74,7 +166,8 @@ function setUpDrop() {
   drop.addEventListener("keydown", (e) => {
     if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); }
   });
-  input.addEventListener("change", () => chooseImage(input.files[0]));
+  // emptied after each pick, so picking the same file again (after opening a .sedic) still counts
+  input.addEventListener("change", () => { chooseImage(input.files[0]); input.value = ""; });
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
   drop.addEventListener("drop", (e) => {
@@ -87,8 +180,10 @@ function setUpDrop() {
 // ---- compress --------------------------------------------------------------------------------
 
 async function compress() {
+  if (!state.image) return;
+  const image = state.image;
   const form = new FormData();
-  form.append("image", state.image, state.image.name);
+  form.append("image", image, image.name);
   const extra = Array.from($("semantics-input").files);
   const json = extra.filter((f) => f.name.endsWith(".json"));
   if (json.length > 1) return status("choose one semantics JSON (and its mask PNGs)", true);
@@ -99,47 +194,65 @@ async function compress() {
     return status("mask PNGs need their semantics JSON", true);
   }
   form.append("analyze", $("analyze").checked ? "true" : "false");
+  form.append("best_effort", $("best-effort").checked ? "true" : "false");
   form.append("bpp", $("bpp").value);
   if ($("profile").value) form.append("profile", $("profile").value);
   for (const [id, field] of [["object-steps", "object_steps"], ["final-steps", "final_steps"]]) {
     if ($(id).value) form.append(field, $(id).value);
   }
   $("compress").disabled = true;
+  clearFile();  // a decode still streaming must not end over the new result
+  const controller = new AbortController();
+  state.compressing = controller;
+  startBusy("Compressing...", controller);
   status("Compressing...");
   try {
-    const response = await api("/v1/compress", { method: "POST", body: form });
+    const response = await api("/v1/compress", { method: "POST", body: form, signal: controller.signal });
     const blob = await response.blob();
-    state.sedicName = state.image.name.replace(/\.[^.]*$/, "") + ".sedic";
+    if (state.image !== image) return;  // another image was chosen meanwhile
+    showWarnings(JSON.parse(response.headers.get("X-Sedic-Warnings") || "[]"));
+    state.sedicName = image.name.replace(/\.[^.]*$/, "") + ".sedic";
     await showFile(blob, state.imageUrl);
     status(`Compressed to ${blob.size} bytes.`);
     $("result-title").focus();  // the Compress button is disabled while working, which drops the focus
   } catch (e) {
-    status(e.message, true);
+    if (e.name !== "AbortError") status(e.message, true);
   } finally {
-    $("compress").disabled = false;
+    endBusy(controller);
+    if (state.compressing === controller) state.compressing = null;
+    $("compress").disabled = !state.image;
   }
 }
 
 // ---- what the file holds -----------------------------------------------------------------------
 
 async function showFile(blob, baseUrl) {
-  state.sedic = blob;
   const form = new FormData();
   form.append("file", blob, state.sedicName);
   const info = await (await api("/v1/inspect?masks=true", { method: "POST", body: form })).json();
+  state.sedic = blob;
   $("result").hidden = false;
   $("summary").textContent = `${info.bytes} bytes, ${info.bpp.toFixed(4)} bpp, ${info.width}x${info.height}, ` +
     `profile ${info.profile}, seed ${info.seed}`;
   drawStreamBar(info.streams);
+  showSizes(info, baseUrl ? state.image : null);  // baseUrl: compressed from the chosen image
   showTexts(info.semantics);
   state.masks = info.masks;
   if (baseUrl) await drawMasks(baseUrl, info.masks);
   else clearCanvas();
   const link = $("download-sedic");
-  if (link.href) URL.revokeObjectURL(link.href);
   link.href = URL.createObjectURL(blob);
   link.download = state.sedicName;
   $("decode-panel").hidden = true;
+}
+
+// Sizes with their ratios: against the chosen file (when there is one) and against plain 24-bit RGB.
+function showSizes(info, original) {
+  const raw = info.width * info.height * 3;
+  const ratio = (bytes) => `${(bytes / info.bytes).toFixed(bytes >= 10 * info.bytes ? 0 : 1)}:1`;
+  let text = `.sedic ${info.bytes} bytes; uncompressed RGB ${raw} bytes (${ratio(raw)})`;
+  if (original) text = `Original file ${original.size} bytes (${ratio(original.size)}); ` + text;
+  $("sizes").textContent = text;
 }
 
 function drawStreamBar(streams) {
@@ -235,6 +348,7 @@ async function decode() {
   state.stageUrls = [];
   $("before").src = state.imageUrl || "";
   $("after").removeAttribute("src");
+  startBusy("Decoding...", controller);
   status("Decoding...");
   try {
     const headers = state.key ? { Authorization: "Bearer " + state.key } : {};
@@ -245,10 +359,14 @@ async function decode() {
       try { message = (await response.json()).error || message; } catch (e) { /* keep */ }
       throw new Error(message);
     }
-    for await (const [event, data] of readEvents(response.body)) onEvent(event, data);
+    for await (const [event, data] of readEvents(response.body)) {
+      if (controller.signal.aborted) break;  // events already read must not land on a newer file
+      onEvent(event, data);
+    }
   } catch (e) {
     if (e.name !== "AbortError") status(e.message, true);
   } finally {
+    endBusy(controller);
     $("decode").disabled = false;
     if (state.decoding === controller) state.decoding = null;
   }
@@ -295,10 +413,16 @@ function onEvent(event, data) {
   } else if (event === "stage") {
     stageItem(data.index).classList.add("running");
     state.stageLabel = `Decoding stage ${data.index}/${data.total}: ${data.label}`;
+    state.stageAt = [data.index, data.total];
     status(state.stageLabel + "...");
+    showProgress(state.stageLabel, data.index / (data.total + 1));
   } else if (event === "step") {
     // one decode; image k is exactly `sedic decompress --stages k`
-    status(`${state.stageLabel}: decoder stage ${data.stage}/${data.stages}, step ${data.step}/${data.steps}`);
+    const text = `${state.stageLabel}: decoder stage ${data.stage}/${data.stages}, step ${data.step}/${data.steps}`;
+    status(text);
+    const [index, total] = state.stageAt || [0, 0];
+    const within = ((data.stage - 1) + data.step / data.steps) / data.stages;
+    showProgress(text, (index + within) / (total + 1));
   } else if (event === "image") {
     const url = "data:image/png;base64," + data.png;
     state.stageUrls[data.index] = url;
@@ -312,20 +436,37 @@ function onEvent(event, data) {
     selectStage(data.index);
   } else if (event === "done") {
     const last = state.stageUrls.length - 1;
-    const link = $("download-png");
-    link.href = state.stageUrls[last];
-    link.download = state.sedicName.replace(/\.sedic$/, "") + ".png";
-    link.hidden = false;
+    $("download-png").hidden = false;
+    selectStage(last);
     $("decode-panel").dataset.done = "true";
+    showWarnings(data.warnings);
     status(`Decoded: ${last + 1} stages.`);
   } else if (event === "error") {
     status(data.error, true);
   }
 }
 
+// The selected stage is the one shown and the one "Download PNG" gives (the final one: name.png).
 function selectStage(index) {
   $("after").src = state.stageUrls[index];
+  const link = $("download-png");
+  const last = index === state.stageUrls.length - 1 && $("decode-panel").dataset.done;
+  link.href = state.stageUrls[index];
+  link.download = state.sedicName.replace(/\.sedic$/, "") + (last ? ".png" : `.stage${index}.png`);
+  link.textContent = last ? "Download PNG" : `Download PNG (stage ${index})`;
   for (const item of $("stages").children) item.classList.toggle("selected", Number(item.dataset.stage) === index);
+}
+
+// Dragging on the image moves the divider too (the slider stays the keyboard's way).
+function dragDivider(e) {
+  if (e.type === "pointerdown") {
+    e.preventDefault();  // no native image drag, which would take the pointer away
+    e.currentTarget.setPointerCapture(e.pointerId);
+  }
+  else if (!e.currentTarget.hasPointerCapture(e.pointerId)) return;
+  const box = e.currentTarget.getBoundingClientRect();
+  $("slider").value = Math.round(100 * (e.clientX - box.left) / box.width);
+  setSlider();
 }
 
 function setSlider() {
@@ -338,9 +479,8 @@ function setSlider() {
 
 async function openSedic(file) {
   if (!file) return;
-  state.image = null;
-  if (state.imageUrl) URL.revokeObjectURL(state.imageUrl);
-  state.imageUrl = null;
+  setImage(null);
+  clearFile();
   state.sedicName = file.name;
   try {
     await showFile(file, null);
@@ -350,18 +490,31 @@ async function openSedic(file) {
   }
 }
 
+function useKey() {
+  state.key = $("api-key").value.trim();
+  sessionStorage.setItem("sedic-key", state.key);
+  $("key-panel").hidden = true;
+  if ($("status").classList.contains("error")) status("");  // the 401 text was about the old key
+  loadProfiles();
+}
+
 function init() {
   setUpDrop();
   $("compress").addEventListener("click", compress);
   $("decode").addEventListener("click", decode);
   $("slider").addEventListener("input", setSlider);
-  $("sedic-input").addEventListener("change", () => openSedic($("sedic-input").files[0]));
-  $("key-save").addEventListener("click", () => {
-    state.key = $("api-key").value.trim();
-    sessionStorage.setItem("sedic-key", state.key);
-    $("key-panel").hidden = true;
-    loadProfiles();
+  $("zoom").addEventListener("click", () => {
+    const actual = $("compare-view").classList.toggle("actual");
+    $("zoom").setAttribute("aria-pressed", String(actual));
+    $("zoom").textContent = actual ? "Fit to page" : "1:1 view";
   });
+  $("compare").addEventListener("pointerdown", dragDivider);
+  $("compare").addEventListener("pointermove", dragDivider);
+  $("sedic-input").addEventListener("change", () => { openSedic($("sedic-input").files[0]); $("sedic-input").value = ""; });
+  $("key-save").addEventListener("click", useKey);
+  $("cancel").addEventListener("click", cancelJob);
+  $("profile").addEventListener("change", showProfileHelp);
+  $("api-key").addEventListener("keydown", (e) => { if (e.key === "Enter") useKey(); });
   setSlider();
   loadProfiles();
 }
