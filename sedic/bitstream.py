@@ -14,7 +14,7 @@ from __future__ import annotations
 import binascii
 import numbers
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 from .errors import BitstreamError
 
@@ -106,7 +106,8 @@ class DecoderParams:
 
     profile_id: int = 0
     seed: int = 0
-    overrides: dict[str, float | str] = field(default_factory=dict)  # a named choice is a str
+    # a number per key, a str for a named choice (schedule); Any: the values go to dataclasses.replace
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
         out = bytearray(write_varint(self.profile_id) + write_varint(self.seed))
@@ -122,7 +123,7 @@ class DecoderParams:
     def from_bytes(cls, data: bytes) -> DecoderParams:
         profile_id, pos = read_varint(data, 0, "profile id", 1 << 16)
         seed, pos = read_varint(data, pos, "seed", (1 << 32) - 1)
-        overrides: dict[str, float | str] = {}
+        overrides: dict[str, Any] = {}
         last_key = 0
         while pos < len(data):
             key, pos = read_varint(data, pos, "setting key", 1 << 16)
