@@ -64,6 +64,26 @@ def expected_attention(attn, hidden, context, bias_of_row):
     return attn.to_out[1](attn.to_out[0](out))
 
 
+def run_recorded(bb, state, spec, z, t, w, route_all=False) -> list:
+    """One guided denoiser call at timestep t with ORAG installed on both networks; the records of
+    every cross-attention layer's inputs and output (hooks, removed afterwards)."""
+    records = []
+    installed = [(bb.unet, install(bb.unet, state, label="unet", route_all=route_all)),
+                 (bb.controlnet, install(bb.controlnet, state, label="controlnet", route_all=route_all))]
+    handles = record_cross_attention(bb.unet, "unet", records) + record_cross_attention(bb.controlnet,
+                                                                                       "controlnet", records)
+    try:
+        state.set_weight(w)
+        with torch.inference_mode():
+            Denoiser(bb, state=state)(z, t, spec)
+    finally:
+        for h in handles:
+            h.remove()
+        for model, originals in installed:
+            uninstall(model, originals)
+    return records
+
+
 @pytest.mark.parametrize("range_mode", ["query", "fixed"])
 def test_every_cross_attention_layer_equals_the_independent_formula(sd21, range_mode):
     bb = sd21
@@ -78,20 +98,7 @@ def test_every_cross_attention_layer_equals_the_independent_formula(sd21, range_
     w, fixed = 0.75, 8.0  # w exact in float32 (the state keeps it in float32)
     state = OragState()
     state.range_mode, state.fixed_range = range_mode, fixed
-    records = []
-    installed = [(bb.unet, install(bb.unet, state, label="unet")),
-                 (bb.controlnet, install(bb.controlnet, state, label="controlnet"))]
-    handles = record_cross_attention(bb.unet, "unet", records) + record_cross_attention(bb.controlnet,
-                                                                                       "controlnet", records)
-    try:
-        state.set_weight(w)
-        with torch.inference_mode():
-            Denoiser(bb, state=state)(z, 500, spec)
-    finally:
-        for h in handles:
-            h.remove()
-        for model, originals in installed:
-            uninstall(model, originals)
+    records = run_recorded(bb, state, spec, z, 500, w)
 
     levels = {(-(-LH // 2 ** lv)) * (-(-LW // 2 ** lv)): lv for lv in range(4)}
     signs = {lv: torch.from_numpy(sign_reference(mask, lv).reshape(-1)) for lv in range(4)}
@@ -147,20 +154,7 @@ def test_fused_routing_equals_the_independent_formula(sd21, k):
                      orag_mask=torch.from_numpy(masks)[None].double(), orag_tokens=tokens)
     w = 0.5
     state = OragState()
-    records = []
-    installed = [(bb.unet, install(bb.unet, state, label="unet", route_all=True)),
-                 (bb.controlnet, install(bb.controlnet, state, label="controlnet", route_all=True))]
-    handles = record_cross_attention(bb.unet, "unet", records) + record_cross_attention(bb.controlnet,
-                                                                                       "controlnet", records)
-    try:
-        state.set_weight(w)
-        with torch.inference_mode():
-            Denoiser(bb, state=state)(z, 300, spec)
-    finally:
-        for h in handles:
-            h.remove()
-        for model, originals in installed:
-            uninstall(model, originals)
+    records = run_recorded(bb, state, spec, z, 300, w, route_all=True)
 
     levels = {(-(-LH // 2 ** lv)) * (-(-LW // 2 ** lv)): lv for lv in range(4)}
     cols = [torch.nonzero(tokens[i]).flatten() for i in range(k)]
