@@ -8,9 +8,9 @@ The output holds only integers and ASCII strings, so the coder that loads it is 
 from __future__ import annotations
 
 import json
-from importlib.metadata import version
 import re
 from collections import Counter
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np

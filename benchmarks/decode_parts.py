@@ -12,17 +12,24 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sedic.restoration.pipeline import color_fix, get_backbone  # noqa: E402
 from sedic.config import get_profile  # noqa: E402
+from sedic.restoration.pipeline import color_fix, get_backbone  # noqa: E402
+
 torch.set_num_threads(2)
 st = get_profile('test').decoder
 bb = get_backbone(st, torch.device('cpu'), torch.float32)
 vae = bb.vae
-print('vae tile_sample_min_size', getattr(vae, 'tile_sample_min_size', None), 'tile_latent_min_size', getattr(vae, 'tile_latent_min_size', None), 'overlap', getattr(vae, 'tile_overlap_factor', None), flush=True)
+print('vae tile_sample_min_size', getattr(vae, 'tile_sample_min_size', None),
+      'tile_latent_min_size', getattr(vae, 'tile_latent_min_size', None),
+      'overlap', getattr(vae, 'tile_overlap_factor', None), flush=True)
 W, H = 4240, 2832  # 12 MP
 def t(label, fn, scale=1.0):
-    c = time.process_time(); w = time.perf_counter(); out = fn()
-    print(f"{label}: wall {time.perf_counter()-w:.2f} s, cpu {time.process_time()-c:.2f} s, x{scale:.1f} -> est. wall {(time.perf_counter()-w)*scale:.0f} s at 12 MP; maxrss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024:.0f} MB", flush=True)
+    c = time.process_time()
+    w = time.perf_counter()
+    out = fn()
+    print(f"{label}: wall {time.perf_counter()-w:.2f} s, cpu {time.process_time()-c:.2f} s, x{scale:.1f} -> "
+          f"est. wall {(time.perf_counter()-w)*scale:.0f} s at 12 MP; "
+          f"maxrss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024:.0f} MB", flush=True)
     return out
 cw, ch = 1024, 768
 scale = (W * H) / (cw * ch)

@@ -27,6 +27,7 @@ import platform
 import resource
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +37,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sedic.restoration.backbone import SD_LATENT_SCALE, SD_SCHEDULER_CONFIG, Backbone, tiny_tokenizer  # noqa: E402
 from sedic.restoration.ircontrolnet import ircontrolnet_from_unet  # noqa: E402
-from sedic.restoration.settings import OragSettings, PipelineSettings  # noqa: E402
 from sedic.restoration.pipeline import restore  # noqa: E402
 from sedic.restoration.sampler import Denoiser, StageSpec  # noqa: E402
-from sedic.restoration.settings import DecoderSettings  # noqa: E402
+from sedic.restoration.settings import (  # noqa: E402
+    DecoderSettings,  # noqa: E402
+    OragSettings,
+    PipelineSettings,
+)
 from sedic.semantics import SemanticObject, Semantics  # noqa: E402
 
 # stabilityai/stable-diffusion-2-1-base unet/config.json (architecture fields)
@@ -184,7 +188,8 @@ def count_flops(width: int, height: int, object_counts=(3, 8), object_steps: int
     obj, obj_cross = _cfg_step_flops(bb, lh, lw, 1, fused=False, guided=True)
     out = {"size": f"{width}x{height}", "latent": f"{lw}x{lh}",
            "gflop_vae_encode": round(vae_enc / 1e9, 1), "gflop_vae_decode": round(vae_dec / 1e9, 1),
-           "gflop_cfg_step_plain": round(plain / 1e9, 1), "gflop_cfg_step_plain_cross_attention": round(plain_cross / 1e9, 1),
+           "gflop_cfg_step_plain": round(plain / 1e9, 1),
+           "gflop_cfg_step_plain_cross_attention": round(plain_cross / 1e9, 1),
            "gflop_cfg_step_object": round(obj / 1e9, 1), "rows": []}
     for k in object_counts:
         seq = k * object_steps * obj + final_steps * plain + vae_enc + vae_dec
@@ -204,7 +209,8 @@ def count_flops(width: int, height: int, object_counts=(3, 8), object_steps: int
 
 
 def flops_table(result: dict) -> str:
-    lines = ["| K | schedule | CFG steps | network rows | context tokens | GFLOP per CFG step | of which cross-attention | TFLOP per decode | fused / sequential |",
+    lines = ["| K | schedule | CFG steps | network rows | context tokens | GFLOP per CFG step | "
+             "of which cross-attention | TFLOP per decode | fused / sequential |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
         k, seq, fus = row["objects"], row["sequential"], row["fused"]
@@ -226,7 +232,8 @@ def _peak_and_device(device):
     if device.type == "cuda":
         return (f"{torch.cuda.max_memory_allocated(device) / 2 ** 30:.2f} GiB (CUDA allocated)",
                 torch.cuda.get_device_name(device))
-    return (f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.2f} GiB (process peak RSS, weights included)",
+    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    return (f"{peak_gib:.2f} GiB (process peak RSS, weights included)",
             f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
 
 
@@ -284,8 +291,9 @@ def run_decode(args, argv) -> dict:
     # last the VAE decode and colour correction. A CFG step is the time between two step hooks
     # of one stage (the network calls and the scheduler step, nothing else).
     stamps = [start] + [t for _, t in marks[1:]] + [end]
-    stages = [{"stage": label, "ms": round(1000 * (b - a), 1)} for (label, _), a, b in zip(marks, stamps, stamps[1:])]
-    step_ms = [1000 * (b[2] - a[2]) for a, b in zip(steps, steps[1:]) if a[0] == b[0]]
+    stages = [{"stage": label, "ms": round(1000 * (b - a), 1)}
+              for (label, _), (a, b) in zip(marks, pairwise(stamps), strict=True)]
+    step_ms = [1000 * (b[2] - a[2]) for a, b in pairwise(steps) if a[0] == b[0]]
     total_s = end - start
     n_steps = len(steps)
     flops = count_flops(width, height, (args.objects,), args.object_steps, args.final_steps, args.final_steps,

@@ -74,8 +74,13 @@ def build_vlm(scale, settings, dtype, device):
 
 
 def build_grounding(scale, dtype, device, short_side=800):
-    from transformers import (BertConfig, GroundingDinoForObjectDetection, GroundingDinoImageProcessor,
-                              GroundingDinoProcessor, SwinConfig)
+    from transformers import (
+        BertConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+        SwinConfig,
+    )
 
     from sedic.analysis.tiny import bert_tokenizer, grounding_config
 
@@ -140,11 +145,12 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="write the results to this JSON file")
     args = ap.parse_args(argv)
 
+    from PIL import Image
+
     from sedic.analysis import resolve_dtype
     from sedic.analysis.describe import LocalVLM, build_prompt, max_new_tokens_for, reduce_image
     from sedic.analysis.grounding import Grounder
     from sedic.analysis.settings import AnalysisSettings
-    from PIL import Image
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -158,7 +164,8 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     vlm = LocalVLM(*build_vlm(args.layer_scale, settings, dtype, args.device), settings, "bench")
     grounder = Grounder(*build_grounding(args.layer_scale, dtype, args.device, args.detector_side),
-                        *build_sam(args.layer_scale, dtype, args.device, args.sam_side), replace(settings, box_threshold=0.0))
+                        *build_sam(args.layer_scale, dtype, args.device, args.sam_side),
+                        replace(settings, box_threshold=0.0))
     build_s = time.perf_counter() - t
     names = ["red car", "old wooden house", "sky"][: args.objects] + [f"object {i}" for i in range(3, args.objects)]
     prompt = build_prompt(args.objects, settings)
@@ -198,7 +205,8 @@ def main(argv=None) -> int:
                   boxes=runs[-1]["boxes"], **{k: round(v, 3) for k, v in best.items()},
                   tokens_per_s=round(new_tokens / best["describe_s"], 1),
                   detector_side=args.detector_side, sam_side=args.sam_side,
-                  load_average=_load(), torch=torch.__version__, command=" ".join(["python", "benchmarks/encode_speed.py"] + (argv or sys.argv[1:])))
+                  load_average=_load(), torch=torch.__version__,
+                  command=" ".join(["python", "benchmarks/encode_speed.py"] + (argv or sys.argv[1:])))
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -45,7 +45,8 @@ def main() -> int:
     parser.add_argument("--full", action="store_true", help="also decode all stages for images with semantics")
     args = parser.parse_args()
 
-    print("| image | semantics | bytes | bpp | reference | text | masks | header | preview PSNR | encode s | decode s |")
+    print("| image | semantics | bytes | bpp | reference | text | masks | header | preview PSNR | encode s "
+          "| decode s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     failures = 0
     with tempfile.TemporaryDirectory() as tmp:

@@ -108,7 +108,7 @@ def _shape(kind: str, w: int, h: int, rng: np.random.Generator) -> np.ndarray:
         xs = np.linspace(0, w, 40)
         base = h * rng.uniform(0.25, 0.45)
         ys = base + np.cumsum(rng.normal(0, h * .015, xs.size))
-        _poly(d, [(x, y) for x, y in zip(xs, ys)] + [(w, 0), (0, 0)])
+        _poly(d, [(x, y) for x, y in zip(xs, ys, strict=True)] + [(w, 0), (0, 0)])
     else:
         raise ValueError(kind)
     return np.asarray(img) > 0
@@ -177,7 +177,8 @@ def zlib_bits(grid: np.ndarray) -> int:
 def table(images: dict[str, list[np.ndarray]]) -> tuple[str, dict[str, int]]:
     # "ours" on a mask row: that mask coded alone (no earlier masks as context); on an "all" row:
     # encode_masks of the image's masks together, which is what a .sedic file carries.
-    rows = ["| image | mask | grid (h x w) | set cells | raw bits | PNG-1bit bits | zlib-9 bits | ours bits | ours/PNG | decode ms |",
+    rows = ["| image | mask | grid (h x w) | set cells | raw bits | PNG-1bit bits | zlib-9 bits | ours bits "
+            "| ours/PNG | decode ms |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     tot = {"raw": 0, "png": 0, "zlib": 0, "ours": 0}
     for name, masks in images.items():
@@ -186,7 +187,7 @@ def table(images: dict[str, list[np.ndarray]]) -> tuple[str, dict[str, int]]:
         t0 = time.perf_counter()
         back = decode_masks(data, len(grids), grids[0].shape)
         ms = 1000 * (time.perf_counter() - t0)
-        assert all((a == b).all() for a, b in zip(grids, back)), "round trip failed"
+        assert all((a == b).all() for a, b in zip(grids, back, strict=True)), "round trip failed"
         ours = 8 * len(data)
         raw = png = zl = 0
         for k, g in enumerate(grids):
@@ -197,7 +198,7 @@ def table(images: dict[str, list[np.ndarray]]) -> tuple[str, dict[str, int]]:
                         f"{alone} (alone) | {alone / p:.3f} | |")
         rows.append(f"| {name} | all {len(grids)} | | | {raw} | {png} | {zl} | **{ours}** | **{ours / png:.3f}** | "
                     f"{ms:.1f} |")
-        for key, v in zip(("raw", "png", "zlib", "ours"), (raw, png, zl, ours)):
+        for key, v in zip(("raw", "png", "zlib", "ours"), (raw, png, zl, ours), strict=True):
             tot[key] += v
     rows.append(f"| **total** | {sum(len(v) for v in images.values())} masks | | | {tot['raw']} | {tot['png']} | "
                 f"{tot['zlib']} | **{tot['ours']}** | **{tot['ours'] / tot['png']:.3f}** | |")

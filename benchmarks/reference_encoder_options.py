@@ -50,7 +50,8 @@ def fit(codec, reduced, fi, budget):
     lo, hi = 0, 100
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if len(codec.encode_reduced(reduced, R.ReferenceSetting(fi, mid))) <= budget else (lo, mid - 1)
+        fits = len(codec.encode_reduced(reduced, R.ReferenceSetting(fi, mid))) <= budget
+        lo, hi = (mid, hi) if fits else (lo, mid - 1)
     return lo, codec.encode_reduced(reduced, R.ReferenceSetting(fi, lo))
 
 
@@ -101,8 +102,8 @@ def main(argv=None):
             t = time.time()
             q, p = fit(codec, reduced, fi, budget)
             results.setdefault(v, []).append(R.psnr(img, codec.decode(p, w, h)))
-            print(f"kodim{k:02d} {v}: q {q}, {len(p)}/{budget} bytes, {results[v][-1]:.3f} dB, fit {time.time() - t:.1f} s",
-                  flush=True)
+            print(f"kodim{k:02d} {v}: q {q}, {len(p)}/{budget} bytes, {results[v][-1]:.3f} dB, "
+                  f"fit {time.time() - t:.1f} s", flush=True)
     first = next(iter(results))
     for v, values in results.items():
         print(f"{v:40s} mean {np.mean(values):.4f} dB, change {np.mean(values) - np.mean(results[first]):+.4f}")

@@ -26,8 +26,16 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sedic.errors import RateError  # noqa: E402
-from sedic.streams.reference import (AvifCodec, ReferenceCodec, ReferenceSetting, encode_reference,  # noqa: E402
-                                     ms_ssim, psnr, reduced_size, upsample)
+from sedic.streams.reference import (  # noqa: E402
+    AvifCodec,
+    ReferenceCodec,
+    ReferenceSetting,
+    encode_reference,
+    ms_ssim,
+    psnr,
+    reduced_size,
+    upsample,
+)
 
 RATES = (0.01, 0.02, 0.03, 0.05)
 CODECS = ("sedic-avif", "avif-file", "webp-file")

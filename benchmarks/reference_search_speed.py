@@ -35,8 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from sedic.errors import RateError  # noqa: E402
-from sedic.streams.reference import (AvifCodec, ReferenceSetting, _check_image, _METRICS,  # noqa: E402
-                                     encode_reference, psnr)
+from sedic.streams.reference import _METRICS, AvifCodec, ReferenceSetting, _check_image, encode_reference, psnr  # noqa: E402
 
 DATA = REPO.parent / "shared" / "datasets" / "kodak"
 
@@ -55,7 +54,8 @@ def exhaustive_search(image, max_bytes: int, codec, metric: str = "psnr"):
     for fi, qualities in by_factor.items():
         cache: dict[int, bytes] = {}
 
-        def size_at(i: int) -> int:
+        # bound now (B023): the search below calls it within this iteration only
+        def size_at(i: int, cache=cache, fi=fi, qualities=qualities) -> int:
             if i not in cache:
                 cache[i] = codec.encode(image, ReferenceSetting(fi, qualities[i]))
             return len(cache[i])
@@ -126,7 +126,8 @@ def cli_run(image: np.ndarray, tmp: Path) -> dict:
     if proc.returncode:
         raise SystemExit(proc.stderr)
     h, w = image.shape[:2]
-    return dict(width=w, height=h, wall_s=wall, cpu_s=(after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
+    cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return dict(width=w, height=h, wall_s=wall, cpu_s=cpu_s,
                 peak_mb=after.ru_maxrss / 1024, bytes=out.stat().st_size, bpp=8 * out.stat().st_size / (w * h),
                 load=load, first_line=proc.stderr.splitlines()[0] if proc.stderr else "")
 
@@ -176,7 +177,8 @@ def report(rows: list[dict], cli_rows: list[dict]) -> str:
     lines = [f"Pillow {PIL.__version__}, {os.cpu_count()} cores; load average printed per group (shared machine: "
              f"wall times are noisy, CPU = process time)", "",
              "| images | rate | n | exhaustive wall s | new wall s | wall ratio | CPU ratio | PSNR exhaustive | "
-             "PSNR new | mean loss dB | max loss dB | all fit | load |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "PSNR new | mean loss dB | max loss dB | all fit | load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     groups: dict = {}
     for r in rows:
         kind = "Kodak" if "@" not in r["image"] else f"{r['width']}x{r['height']} ({r['image'].split('@')[1]})"
@@ -192,13 +194,15 @@ def report(rows: list[dict], cli_rows: list[dict]) -> str:
             lines.append(f"| {kind} | {rate} | {len(rs)} | {old_s:.2f} | {new_s:.2f} | "
                          f"{sum(r['new_s'] for r in both) / sum(r['old_s'] for r in both):.3f} | "
                          f"{sum(r['new_cpu_s'] for r in both) / sum(r['old_cpu_s'] for r in both):.3f} | "
-                         f"{np.mean([r['old_psnr'] for r in both]):.3f} | {np.mean([r['new_psnr'] for r in both]):.3f} | "
+                         f"{np.mean([r['old_psnr'] for r in both]):.3f} | "
+                         f"{np.mean([r['new_psnr'] for r in both]):.3f} | "
                          f"{np.mean(loss):+.4f} | {np.max(loss):+.3f} | {fit} | {load} |")
         else:
             lines.append(f"| {kind} | {rate} | {len(rs)} | - | {new_s:.2f} | - | - | - | "
                          f"{np.mean([r['new_psnr'] for r in rs]):.3f} | - | - | {fit} | {load} |")
     if cli_rows:
-        lines += ["", "| `sedic compress --no-semantics` | wall s | CPU s | peak MB | bpp | load |", "|---|---|---|---|---|---|"]
+        lines += ["", "| `sedic compress --no-semantics` | wall s | CPU s | peak MB | bpp | load |",
+                  "|---|---|---|---|---|---|"]
         lines += [f"| {c['width']}x{c['height']} | {c['wall_s']:.1f} | {c['cpu_s']:.1f} | {c['peak_mb']:.0f} | "
                   f"{c['bpp']:.4f} | {c['load']:.1f} |" for c in cli_rows]
     return "\n".join(lines)

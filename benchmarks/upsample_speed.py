@@ -30,8 +30,10 @@ def main():
     rng = np.random.default_rng(0)
     for (w, h), (W, H) in CASES:
         img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-        tp, ref = best(lambda: np.asarray(Image.fromarray(img).resize((W, H), Image.LANCZOS)))
-        to, out = best(lambda: resize(img, W, H))
+        # the loop's values bound as defaults (B023); best() calls them before the next iteration
+        tp, ref = best(lambda img=img, W=W, H=H: np.asarray(Image.fromarray(img).resize((W, H),
+                                                                                       Image.Resampling.LANCZOS)))
+        to, out = best(lambda img=img, W=W, H=H: resize(img, W, H))
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"{w}x{h} -> {W}x{H}: pillow {tp:.3f} s, ours {to:.3f} s ({to / tp:.2f}x), "
               f"identical {np.array_equal(ref, out)}, peak RSS so far {rss:.0f} MiB")

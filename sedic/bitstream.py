@@ -14,6 +14,7 @@ from __future__ import annotations
 import binascii
 import numbers
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from .errors import BitstreamError
 
@@ -48,6 +49,7 @@ def _override_code(name: str, value) -> int:
     scale = _OVERRIDE_SCALE.get(name, 1)
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         raise ValueError(f"{name} must be a number, got {value!r}")
+    value = cast(float, value)  # a numbers.Real: the type system does arithmetic on float only (PEP 484)
     low, high = _OVERRIDE_MIN.get(name, 0) / scale, _OVERRIDE_MAX[name] / scale
     if not low <= value <= high:  # also NaN, and 1e308 whose scaled code round() cannot make an int
         raise ValueError(f"{name}={value!r} out of range (must be in {low:g}..{high:g})")
@@ -55,7 +57,8 @@ def _override_code(name: str, value) -> int:
     # Refuse what the file cannot carry rather than decode with another value than asked
     # (round() would turn a guidance of 0.04 into 0 and 3.25 into 3.2).
     if abs(code - value * scale) > 1e-6:
-        unit = "a whole number" if scale == 1 else f"a multiple of {1 / scale:g} (the file stores it in steps of {1 / scale:g})"
+        unit = ("a whole number" if scale == 1
+                else f"a multiple of {1 / scale:g} (the file stores it in steps of {1 / scale:g})")
         raise ValueError(f"{name} must be {unit}, got {value}")
     return code
 
@@ -103,7 +106,8 @@ class DecoderParams:
 
     profile_id: int = 0
     seed: int = 0
-    overrides: dict[str, float] = field(default_factory=dict)
+    # a number per key, a str for a named choice (schedule); Any: the values go to dataclasses.replace
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
         out = bytearray(write_varint(self.profile_id) + write_varint(self.seed))
@@ -116,10 +120,10 @@ class DecoderParams:
         return bytes(out)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "DecoderParams":
+    def from_bytes(cls, data: bytes) -> DecoderParams:
         profile_id, pos = read_varint(data, 0, "profile id", 1 << 16)
         seed, pos = read_varint(data, pos, "seed", (1 << 32) - 1)
-        overrides: dict[str, float] = {}
+        overrides: dict[str, Any] = {}
         last_key = 0
         while pos < len(data):
             key, pos = read_varint(data, pos, "setting key", 1 << 16)
@@ -147,7 +151,7 @@ class Container:
         return 8 * (total_bytes - payload)
 
 
-def crc16(data: bytes) -> int:
+def crc16(data: bytes | bytearray) -> int:
     """CRC-16/GENIBUS: polynomial 0x1021, init 0xFFFF, no reflection, xorout 0xFFFF.
 
     Any CRC whose polynomial has two or more terms catches every single-bit error at any length;
@@ -180,7 +184,7 @@ def pack(container: Container) -> bytes:
 
 
 def _bits_off(a: bytes, b: bytes) -> int:
-    return sum(bin(x ^ y).count("1") for x, y in zip(a, b))
+    return sum(bin(x ^ y).count("1") for x, y in zip(a, b, strict=True))
 
 
 def _check_matches(data: bytes) -> bool:

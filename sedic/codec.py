@@ -16,10 +16,7 @@ from . import bitstream as bs
 from .config import Profile, get_profile, profile_by_id
 from .errors import BitstreamError, InputError, RateError, SedicWarning
 from .semantics import MAX_OBJECTS, SemanticObject, Semantics
-from .streams import masks as mask_stream
-from .streams import reference as reference_stream
-from .streams import text as text_stream
-
+from .streams import masks as mask_stream, reference as reference_stream, text as text_stream
 
 # Rates above this are no limit at all (uncompressed RGB is 24 bpp; the header of a tiny image
 # costs a few hundred); a larger one would overflow the byte budget (1e308 * pixels is inf).
@@ -111,7 +108,7 @@ def _warn_if_cut(what: str, given: str, kept: str) -> None:
     dropped = total - text_stream.token_count(kept)
     if dropped > 0:
         warnings.warn(f"{what} cut to fit the {text_stream.WINDOW}-token CLIP window: {dropped} of {total} "
-                      f"tokens dropped", SedicWarning)
+                      f"tokens dropped", SedicWarning, stacklevel=2)
 
 
 def encode(image: np.ndarray, semantics: Semantics | None = None, profile: Profile | str | None = None, *,
@@ -149,7 +146,7 @@ def encode(image: np.ndarray, semantics: Semantics | None = None, profile: Profi
                    f"{side} bytes ({8 * side / pixels:.4f} bpp)")
             if not best_effort:
                 raise RateError(msg + "; raise --bpp, shorten the semantics or pass --best-effort")
-            warnings.warn(msg + "; coding the smallest reference (best effort)", SedicWarning)
+            warnings.warn(msg + "; coding the smallest reference (best effort)", SedicWarning, stacklevel=2)
         else:
             budgets.append(room)
     if reference_bpp is not None:

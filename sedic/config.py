@@ -75,7 +75,7 @@ PROFILES: dict[str, Profile] = {
 DEFAULT_PROFILE = "sedic"
 
 
-def get_profile(name: "str | Profile | None") -> Profile:
+def get_profile(name: str | Profile | None) -> Profile:
     """A built-in profile by name, or a profile file (`*.json`, see `load_profile_file`); a
     Profile is returned as it is (the public API takes either)."""
     if isinstance(name, Profile):

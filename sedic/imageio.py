@@ -8,6 +8,7 @@ import secrets
 import stat
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
@@ -108,7 +109,7 @@ def to_srgb(img: Image.Image, label: str = "image") -> Image.Image:
         return img
     modes = {"RGB": "RGB", "RGBA": "RGBA", "CMYK": "RGB", "L": "RGB"}
     if img.mode not in modes:
-        warnings.warn(f"{label}: colour profile ignored for a {img.mode} image", SedicWarning)
+        warnings.warn(f"{label}: colour profile ignored for a {img.mode} image", SedicWarning, stacklevel=2)
         return img
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
@@ -116,11 +117,13 @@ def to_srgb(img: Image.Image, label: str = "image") -> Image.Image:
         if img.mode != "CMYK" and _is_identity(transform, img.mode):
             return img
         converted = ImageCms.applyTransform(img, transform)
+        assert converted is not None  # None only for inPlace=True
     except (ImageCms.PyCMSError, OSError, ValueError) as exc:
-        warnings.warn(f"{label}: unreadable colour profile ignored ({exc}); pixels taken as sRGB", SedicWarning)
+        warnings.warn(f"{label}: unreadable colour profile ignored ({exc}); pixels taken as sRGB", SedicWarning,
+                      stacklevel=2)
         return img
     name = (ImageCms.getProfileDescription(source) or "embedded profile").strip()
-    warnings.warn(f"{label}: converted from its colour profile ({name}) to sRGB", SedicWarning)
+    warnings.warn(f"{label}: converted from its colour profile ({name}) to sRGB", SedicWarning, stacklevel=2)
     return converted
 
 
@@ -134,7 +137,9 @@ def _is_identity(transform, mode: str) -> bool:
         sample = Image.fromarray(grid)
         if mode == "RGBA":
             sample = sample.convert("RGBA")
-    moved = np.asarray(ImageCms.applyTransform(sample, transform).convert("RGB"), np.int16)
+    applied = ImageCms.applyTransform(sample, transform)
+    assert applied is not None  # None only for inPlace=True
+    moved = np.asarray(applied.convert("RGB"), np.int16)
     return int(np.abs(moved - np.asarray(sample.convert("RGB"), np.int16)).max()) <= 1
 
 
@@ -143,23 +148,24 @@ def warn_before_load(img: Image.Image, label: str = "image") -> None:
     and the low bytes of a 16-bit RGB(A) PNG. Call between Image.open and load."""
     frames = getattr(img, "n_frames", 1)
     if frames > 1:
-        warnings.warn(f"{label}: animated image with {frames} frames; only the first is coded", SedicWarning)
+        warnings.warn(f"{label}: animated image with {frames} frames; only the first is coded", SedicWarning,
+                      stacklevel=2)
     # Pillow opens a 16-bit RGB(A) PNG as 8-bit "RGB"/"RGBA" keeping the high byte of each
     # sample; the depth shows only in the decoder's raw mode ("RGB;16B"), gone after load().
     if img.mode in ("RGB", "RGBA") and any(";16" in str(tile.args) for tile in getattr(img, "tile", ())):
-        warnings.warn(f"{label}: 16-bit image reduced to 8 bits", SedicWarning)
+        warnings.warn(f"{label}: 16-bit image reduced to 8 bits", SedicWarning, stacklevel=2)
 
 
 def image_to_array(img: Image.Image, label: str = "image") -> np.ndarray:
     """Normalise a PIL image to uint8 RGB, warning about what is lost."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "RGB;16", "RGBA;16") or img.mode.startswith("I;16"):
-        warnings.warn(f"{label}: 16-bit image converted to 8 bits", SedicWarning)
+        warnings.warn(f"{label}: 16-bit image converted to 8 bits", SedicWarning, stacklevel=2)
         arr = np.asarray(img, dtype=np.float64)
         peak = 65535.0 if arr.max(initial=0) > 255 else 255.0
         arr = np.clip(np.round(arr / peak * 255.0), 0, 255).astype(np.uint8)
         img = Image.fromarray(arr).convert("RGB")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        warnings.warn(f"{label}: alpha channel dropped", SedicWarning)
+        warnings.warn(f"{label}: alpha channel dropped", SedicWarning, stacklevel=2)
     arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
     if arr.shape[0] < 1 or arr.shape[1] < 1:
         raise InputError(f"{label}: image is empty")
@@ -264,6 +270,7 @@ def save_image(path: str | os.PathLike, image: np.ndarray, force: bool = False) 
     path = Path(path)
     fmt = check_image_suffix(path)
     buf = io.BytesIO()
+    save_kwargs: dict[str, Any]
     if fmt == "PNG":
         save_kwargs = {"pnginfo": srgb_pnginfo()}
     else:

@@ -80,6 +80,12 @@ class ModelRef:
             return f"CompressAI {self.repo_id} ({self.metric}, qualities {_ranges(self.qualities)})"
         return self.repo_id + (f" [{self.filename}]" if self.filename else "")
 
+    @property
+    def file(self) -> str:
+        """The one file of a kind "file" ref (the profiles always name it)."""
+        assert self.filename is not None, f"{self.label}: a kind 'file' ref names its file"
+        return self.filename
+
 
 def _ranges(qualities) -> str:
     q = sorted(qualities)
@@ -135,7 +141,7 @@ def allow_patterns(ref: ModelRef, safetensors: bool | dict = True) -> list[str]:
         return WEIGHTS[lib][0 if st else 1]
 
     if ref.kind == "file":
-        return [ref.filename]
+        return [ref.file]
     if ref.kind == "transformers":
         return list(_TRANSFORMERS_SMALL) + list(weights("", "transformers"))
     if ref.kind == "diffusers-model":
@@ -216,7 +222,7 @@ def missing_files(ref: ModelRef) -> list[str]:
         def get(name):
             return _hub_cached(ref.repo_id, name, ref.revision)
     if ref.kind == "file":
-        return [] if get(ref.filename) else [ref.filename]
+        return [] if get(ref.file) else [ref.file]
     required = list(ref.required) if ref.kind == "pipeline" else ["config.json", *ref.needs]
     missing = [f for f in required
                if not any(all(get(part) for part in alt.split("+")) for alt in f.split("|"))]
@@ -329,9 +335,9 @@ def download_size(ref: ModelRef) -> int | None:
         listing = dict(repo_listing(ref.repo_id, ref.revision))
     except Exception:  # noqa: BLE001 - unreachable hub, unknown repo: size unknown
         return None
-    files = [ref.filename] if ref.kind == "file" else select_files(ref, listing)
-    sizes = [listing.get(f) for f in files]
-    return None if any(s is None for s in sizes) else sum(sizes)
+    files = [ref.file] if ref.kind == "file" else select_files(ref, listing)
+    sizes = [size for f in files if (size := listing.get(f)) is not None]
+    return sum(sizes) if len(sizes) == len(files) else None
 
 
 def download(ref: ModelRef) -> str:
@@ -350,7 +356,7 @@ def download(ref: ModelRef) -> str:
     try:
         with quiet_hub():
             if ref.kind == "file":
-                return hf_hub_download(ref.repo_id, ref.filename, revision=ref.revision)
+                return hf_hub_download(ref.repo_id, ref.file, revision=ref.revision)
             files = select_files(ref, dict(repo_listing(ref.repo_id, ref.revision)))
             if not files:
                 raise ModelUnavailableError(f"{ref.repo_id} has none of the files a {ref.kind} loader reads")

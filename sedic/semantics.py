@@ -45,7 +45,7 @@ class Semantics:
     overall: str = ""
     objects: list[SemanticObject] = field(default_factory=list)
 
-    def validated(self, width: int, height: int) -> "Semantics":
+    def validated(self, width: int, height: int) -> Semantics:
         """Check masks against the image size; drop objects whose mask is empty (with a warning)."""
         kept = []
         for obj in self.objects:
@@ -56,7 +56,7 @@ class Semantics:
             if not obj.name.strip():
                 raise InputError("an object has an empty name")
             if not obj.mask.any():
-                warnings.warn(f"object {obj.name!r} has an empty mask and is dropped", SedicWarning)
+                warnings.warn(f"object {obj.name!r} has an empty mask and is dropped", SedicWarning, stacklevel=2)
                 continue
             kept.append(obj)
         if len(kept) > MAX_OBJECTS:
@@ -69,7 +69,7 @@ class Semantics:
                 "objects": [{"name": o.name, "description": o.description} for o in self.objects]}
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Semantics":
+    def load(cls, path: str | os.PathLike) -> Semantics:
         if not isinstance(path, (str, os.PathLike)):
             raise InputError(f"Semantics.load takes the path of a semantics JSON file, got {type(path).__name__}")
         path = Path(path)
@@ -83,7 +83,7 @@ class Semantics:
                              f"semantics file {path}")
 
     @classmethod
-    def from_dict(cls, raw, read_mask, where: str = "semantics") -> "Semantics":
+    def from_dict(cls, raw, read_mask, where: str = "semantics") -> Semantics:
         """Semantics from the parsed JSON of a semantics file. `read_mask(name, where)` gives the
         mask an object's "mask" field names (bool H x W; `mask_from_png` reads PNG bytes), so an
         upload needs no temporary folder. `where` starts every error message."""

@@ -122,7 +122,7 @@ def decode_masks(data: bytes, count: int, h: int, w: int) -> list[np.ndarray]:
     for _ in range(count):
         g = np.zeros((h, w), bool)
 
-        def m(y, x):
+        def m(y, x, g=g):  # bound now: the closure belongs to this object's grid
             return int(0 <= y < h and 0 <= x < w and g[y, x])
 
         flag = 0

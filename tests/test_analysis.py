@@ -10,9 +10,16 @@ import numpy as np
 import pytest
 
 from sedic.analysis import analyze
-from sedic.analysis.describe import (LocalVLM, ReplyError, build_prompt, clip_token_count,
-                                     max_new_tokens_for, parse_reply, sanitize_name,
-                                     template_description)
+from sedic.analysis.describe import (
+    LocalVLM,
+    ReplyError,
+    build_prompt,
+    clip_token_count,
+    max_new_tokens_for,
+    parse_reply,
+    sanitize_name,
+    template_description,
+)
 from sedic.analysis.grounding import Grounder
 from sedic.analysis.settings import AnalysisSettings
 from sedic.config import get_profile
@@ -43,7 +50,7 @@ def test_tiny_pipeline_end_to_end(image):
     # Deterministic: seeded tiny weights, greedy decoding, template texts.
     again = analyze(image, TINY, device="cpu")
     assert again.to_dict() == sem.to_dict()
-    assert all((a.mask == b.mask).all() for a, b in zip(sem.objects, again.objects))
+    assert all((a.mask == b.mask).all() for a, b in zip(sem.objects, again.objects, strict=True))
 
 
 @pytest.mark.parametrize("k", [0, 1, 5])
@@ -314,8 +321,8 @@ def test_cli_compress_without_semantics_runs_the_analysis(tmp_path):
 def test_models_use_each_repository_revision():
     from dataclasses import replace
 
-    from sedic.models import profile_models
     from sedic.config import get_profile
+    from sedic.models import profile_models
 
     p = get_profile("sedic")
     p = replace(p, decoder=replace(p.decoder, revision="base-rev", controlnet_revision="cn-rev"))

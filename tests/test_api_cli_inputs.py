@@ -85,7 +85,8 @@ def test_compress_output_named_like_an_image_is_refused(tmp_path, capsys):
 
 @pytest.mark.parametrize("settings, words", [
     ('{"base": "test", "reference": {"compressai_checkpoint": 123}}', "compressai_checkpoint must be a string"),
-    ('{"base": "test", "analysis": {"num_objects": -1}}', "analysis: number of objects must be between 0 and 32, got -1"),
+    ('{"base": "test", "analysis": {"num_objects": -1}}',
+     "analysis: number of objects must be between 0 and 32, got -1"),
 ])
 def test_profile_file_types_are_checked_when_read(tmp_path, settings, words):
     path = tmp_path / "p.json"
@@ -104,7 +105,8 @@ IMAGE = np.full((64, 64, 3), 100, np.uint8)
     (lambda: sedic.decompress(tiny_file(), stages="0"), "stages must be an integer"),
     (lambda: Semantics.load(None), "takes the path of a semantics JSON file, got NoneType"),
     (lambda: sedic.compress(IMAGE, seed=True, analyze=False, profile="test"), "seed must be an integer"),
-    (lambda: sedic.compress(IMAGE, best_effort="no", analyze=False, profile="test"), "best_effort must be True or False"),
+    (lambda: sedic.compress(IMAGE, best_effort="no", analyze=False, profile="test"),
+     "best_effort must be True or False"),
     (lambda: sedic.compress(IMAGE, analyze="yes", profile="test"), "analyze must be True or False"),
     (lambda: sedic.compress(None, analyze=False, profile="test"), "image must be a path, the bytes"),
     (lambda: sedic.compress(b"not an image", analyze=False, profile="test"), "not a readable PNG"),

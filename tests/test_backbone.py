@@ -77,7 +77,8 @@ def _ref_spatial_transformer(sd, p, h, ctx, head_channels, groups, linear):
         x = F.linear(x, sd[f"{p}.proj_in.weight"], sd[f"{p}.proj_in.bias"])
     heads = x.shape[-1] // head_channels
     t = f"{p}.transformer_blocks.0"
-    x = _ref_attention(sd, f"{t}.attn1", _ref_layer_norm(sd, f"{t}.norm1", x), _ref_layer_norm(sd, f"{t}.norm1", x), heads) + x
+    normed = _ref_layer_norm(sd, f"{t}.norm1", x)
+    x = _ref_attention(sd, f"{t}.attn1", normed, normed, heads) + x
     x = _ref_attention(sd, f"{t}.attn2", _ref_layer_norm(sd, f"{t}.norm2", x), ctx, heads) + x
     y = F.linear(_ref_layer_norm(sd, f"{t}.norm3", x), sd[f"{t}.ff.net.0.proj.weight"], sd[f"{t}.ff.net.0.proj.bias"])
     val, gate = y.chunk(2, dim=-1)
@@ -157,7 +158,7 @@ def test_port_matches_concatenated_input_reference(name, dtype, atol):
         down, mid = model(x, t, encoder_hidden_states=ctx, controlnet_cond=c, return_dict=False)
     got = list(down) + [mid]
     assert len(got) == len(ref) == len({k.split(".")[1] for k in sd if k.startswith("zero_convs.")}) + 1
-    for j, (a, r) in enumerate(zip(got, ref)):
+    for j, (a, r) in enumerate(zip(got, ref, strict=True)):
         assert a.shape == r.shape, j
         scale = max(1.0, r.abs().max().item())
         print(j, (a - r).abs().max().item()/scale)
@@ -260,7 +261,7 @@ def test_full_size_port_matches_reference():
         down, mid = model(x, t, encoder_hidden_states=ctx, controlnet_cond=c, return_dict=False)
     got = list(down) + [mid]
     assert len(got) == len(ref) == 13
-    for a, r in zip(got, ref):
+    for a, r in zip(got, ref, strict=True):
         assert torch.allclose(a, r, rtol=0, atol=1e-5 * max(1.0, r.abs().max().item()))
 
 
@@ -275,8 +276,8 @@ def tiny() -> Backbone:
 
 def test_tiny_backbone_is_deterministic_and_small(tiny):
     other = build_tiny_backbone(seed=0)
-    for a, b in zip(tiny.modules(), other.modules()):
-        for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+    for a, b in zip(tiny.modules(), other.modules(), strict=True):
+        for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
             assert ka == kb and torch.equal(va, vb), ka
     different = build_tiny_backbone(seed=1)
     assert not torch.equal(different.unet.conv_in.weight, tiny.unet.conv_in.weight)
@@ -365,7 +366,7 @@ def test_load_from_local_paths_offline(tiny, offline):
     for src in (str(ckpt), str(ckpt.parent)):  # a file, or a directory holding controlnet_file
         bb = load_backbone(DecoderSettings(base_model=base, controlnet=src, control_scale=0.5))
         assert bb.condition == "latent" and bb.control_scale == 0.5
-        for a, b in zip(bb.modules(), tiny.modules()):
+        for a, b in zip(bb.modules(), tiny.modules(), strict=True):
             sa, sb = a.state_dict(), b.state_dict()
             assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
         assert bb.scheduler_config["beta_schedule"] == "scaled_linear" and not bb.scheduler_config["clip_sample"]

@@ -90,8 +90,9 @@ def browser():
 
 
 def test_compress_and_decode_stage_by_stage(server, browser, tmp_path):
-    import sedic
     from PIL import Image
+
+    import sedic
 
     page = browser.new_page(viewport={"width": 1100, "height": 900})
     errors = []
@@ -323,6 +324,7 @@ def test_the_right_key_clears_the_401(browser, tmp_path):
 def test_progress_and_cancel_stop_the_job(server, browser, tmp_path):
     """Issue 16 item 12: a visible busy bar (elapsed time, stage and step), and Cancel stops the server's job."""
     import httpx
+
     import sedic
 
     data = sedic.compress(REPO / "examples" / "kodim23.png", bpp=0.02, semantics=EXAMPLES / "kodim23.json",

@@ -17,6 +17,7 @@ import torch
 from sedic.errors import InputError
 from sedic.restoration.backbone import SD_SCHEDULER_CONFIG
 from sedic.restoration.sampler import Denoiser, StageSpec, sample_stage, spaced_timesteps
+
 from tiny_decoder import sd21_backbone
 
 LH, LW = 8, 12
@@ -109,7 +110,8 @@ def test_denoising_steps_equal_ddpm_scheduler_and_the_posterior(steps, strength)
         beta_t = 1 - a_t / a_prev
         mean = a_prev.sqrt() * beta_t / (1 - a_t) * x0 + (1 - beta_t).sqrt() * (1 - a_prev) / (1 - a_t) * z
         var = (1 - a_prev) / (1 - a_t) * beta_t
-        z = mean + var.clamp(min=1e-20).sqrt() * torch.randn(z0.shape, generator=g).double() if i + 1 < len(ts) else mean
+        z = (mean + var.clamp(min=1e-20).sqrt() * torch.randn(z0.shape, generator=g).double()
+             if i + 1 < len(ts) else mean)
         torch.testing.assert_close(seen[i][1].double(), z, rtol=1e-4, atol=1e-5)
         zd = sched.step(0.3 * zd + 1e-4 * t, t, zd, generator=gd).prev_sample
         torch.testing.assert_close(seen[i][1], zd, rtol=1e-5, atol=1e-6)

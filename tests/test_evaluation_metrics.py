@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from sedic.evaluation import metrics as M
-from sedic.evaluation import weights as W
 from sedic.errors import InputError
+from sedic.evaluation import metrics as M, weights as W
 
 
 def _img(h, w, seed=0):

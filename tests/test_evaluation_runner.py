@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sedic.evaluation import baselines as B
 from sedic.errors import RateError
+from sedic.evaluation import baselines as B
 from sedic.evaluation.baselines import Encoded
 from sedic.evaluation.methods import Method
 from sedic.evaluation.metrics import MetricSuite, psnr
@@ -223,7 +223,8 @@ def test_evaluate_command_writes_csv_json_table_plots_and_resumes(tmp_path, caps
     from sedic.cli import main
 
     argv = ["evaluate", str(data), "--out", str(out), "--bpp", "0.1", "0.3", "--profile", "test",
-            "--metrics", "psnr,ms-ssim", "--methods", "sedic-preview", "--baselines", "jpeg,webp", "--limit", "2", "--no-analyze", "--no-progress", "--device", "cpu"]
+            "--metrics", "psnr,ms-ssim", "--methods", "sedic-preview", "--baselines", "jpeg,webp", "--limit", "2",
+            "--no-analyze", "--no-progress", "--device", "cpu"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "| method | target bpp |" in printed and "work this run" in printed

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from sedic.config import get_profile
-from sedic.errors import InputError, SedicError, one_line
-
+from sedic.errors import InputError, one_line
 
 # ---------------------------------------------------------------------------------- dtypes
 
@@ -52,6 +51,7 @@ def test_empty_description_prompts_the_name_alone(bb):
     from sedic.restoration.orag import object_token_mask
     from sedic.restoration.settings import DecoderSettings, OragSettings
     from sedic.semantics import SemanticObject, Semantics
+
     from tiny_decoder import FAST, gradient_image
 
     tok = bb.tokenizer

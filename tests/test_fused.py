@@ -7,8 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sedic import bitstream as bs
-from sedic import codec
+from sedic import bitstream as bs, codec
 from sedic.config import PROFILES, get_profile
 from sedic.errors import BitstreamError, InputError
 from sedic.restoration import restore
@@ -17,6 +16,7 @@ from sedic.restoration.pipeline import fused_context
 from sedic.restoration.sampler import Denoiser, StageSpec, sample_stage
 from sedic.restoration.settings import SCHEDULES, DecoderSettings, OragSettings, PipelineSettings
 from sedic.semantics import SemanticObject, Semantics
+
 from tiny_decoder import FAST, box_semantics, gradient_image
 
 LH, LW = 8, 16  # latent grid of a 64x128 image

@@ -4,14 +4,12 @@ import functools
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from sedic import bitstream as bs
-from sedic import codec
+from sedic import bitstream as bs, codec
 from sedic.errors import BitstreamError, ModelUnavailableError
-from sedic.streams.reference import CODEC_COMPRESSAI
 from sedic.semantics import SemanticObject, Semantics
+from sedic.streams.reference import CODEC_COMPRESSAI
 
 
 @functools.lru_cache(maxsize=1)

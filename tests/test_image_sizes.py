@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sedic import bitstream as bs
-from sedic import codec
+from sedic import bitstream as bs, codec
 from sedic.streams import avif as avif_mod
 from sedic.streams.reference import AvifCodec, ReferenceSetting
 

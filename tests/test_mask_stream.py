@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
@@ -22,7 +21,7 @@ def roundtrip(grids):
     data = encode_masks(grids)
     out = decode_masks(data, len(grids), shape)
     assert len(out) == len(grids)
-    for a, b in zip(grids, out):
+    for a, b in zip(grids, out, strict=True):
         assert b.dtype == np.bool_ and b.shape == a.shape
         np.testing.assert_array_equal(a, b)
     return data

@@ -14,13 +14,22 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from hub_listings import (DIFFBIR_V2, GB, GROUNDING_DINO_BASE, QWEN25_VL_3B, SAM_VIT_HUGE, SD15,
-                          SD15_TILE_CONTROLNET, SD21_BASE)
 
 from sedic import models
 from sedic.config import get_profile
 from sedic.models import ModelRef, select_files
 from sedic.restoration.models import sd_pipeline
+
+from hub_listings import (
+    DIFFBIR_V2,
+    GB,
+    GROUNDING_DINO_BASE,
+    QWEN25_VL_3B,
+    SAM_VIT_HUGE,
+    SD15,
+    SD15_TILE_CONTROLNET,
+    SD21_BASE,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -264,7 +273,8 @@ def test_backbone_loads_offline_from_exactly_the_selected_files(hub_cache, tmp_p
     assert "Could not reach the Hub" not in out.stderr and "Retry" not in out.stderr, out.stderr
     listed = subprocess.run([sys.executable, "-m", "sedic", "models", "list", str(profile)], env=env,
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert "available  sedic-test/tiny-sd" in listed.stdout and "available  sedic-test/tiny-ir [v2.pth]" in listed.stdout
+    assert "available  sedic-test/tiny-sd" in listed.stdout
+    assert "available  sedic-test/tiny-ir [v2.pth]" in listed.stdout
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,7 +415,8 @@ def test_compressai_weights_prefetched_into_torch_hub(tmp_path, monkeypatch):
         assert ref.kind == "compressai" and not models.is_cached(ref)
         one = replace(ref, qualities=(1,))
         models.download(one)
-        assert models.is_cached(one) and (torch_home / "checkpoints" / f"bmshj2018-factorized-prior-1-{digest}.pth.tar").is_file()
+        assert models.is_cached(one)
+        assert (torch_home / "checkpoints" / f"bmshj2018-factorized-prior-1-{digest}.pth.tar").is_file()
     # from here on, no network: the zoo must find the file in torch.hub's cache
     net = CompressAICodec("bmshj2018-factorized", qualities=[1]).net(1)
     assert sum(p.numel() for p in net.parameters()) > 0
@@ -469,7 +480,8 @@ class FakeHub:
                             {"rfilename": f, "size": len(d), "blobId": blob_id(d)} for f, d in files.items()]}
                         return self._send(200, json.dumps(info).encode(), {"Content-Type": "application/json"}, head)
                     if path.startswith(api + "tree/"):
-                        tree = [{"type": "file", "path": f, "size": len(d), "oid": blob_id(d)} for f, d in files.items()]
+                        tree = [{"type": "file", "path": f, "size": len(d), "oid": blob_id(d)}
+                                for f, d in files.items()]
                         return self._send(200, json.dumps(tree).encode(), {"Content-Type": "application/json"}, head)
                     prefix = f"/{repo}/resolve/"
                     if path.startswith(prefix):
@@ -522,7 +534,8 @@ def test_models_download_fetches_exactly_the_selection(tmp_path):
         assert sorted(hub.fetched) == sorted([f"sedic-test/sd21/{f}" for f in want] + ["sedic-test/diffbir/v2.pth"])
         listed = run_cli(["models", "list", str(profile)], tmp_path, HF_HUB_OFFLINE="1",
                          HF_HUB_CACHE=str(tmp_path / "hub"))
-        assert "available  sedic-test/sd21" in listed.stdout and "available  sedic-test/diffbir [v2.pth]" in listed.stdout
+        assert "available  sedic-test/sd21" in listed.stdout
+        assert "available  sedic-test/diffbir [v2.pth]" in listed.stdout
         again = run_cli(["models", "download", str(profile)], tmp_path, **env)
         assert again.returncode == 0 and again.stderr.count("already available") == 2
         assert len(hub.fetched) == len(want) + 1  # nothing fetched twice

@@ -6,8 +6,8 @@ import torch
 
 from sedic.errors import InputError
 from sedic.restoration.orag import OragState, install, object_token_mask, uninstall
-from sedic.restoration.settings import OragSettings
 from sedic.restoration.sampler import Denoiser, StageSpec, sample_stage, spaced_timesteps
+from sedic.restoration.settings import OragSettings
 
 LH, LW = 8, 16  # latent grid of a 64x128 image
 

@@ -10,6 +10,7 @@ import torch
 
 from sedic.restoration.orag import OragState, install, uninstall
 from sedic.restoration.sampler import Denoiser, StageSpec
+
 from tiny_decoder import sd21_backbone, sign_reference
 
 LH, LW = 13, 19  # odd, non-square latent: levels 13x19, 7x10, 4x5 and the mid block's 2x3
@@ -107,14 +108,14 @@ def test_every_cross_attention_layer_equals_the_independent_formula(sd21, range_
         seen.add((name.split(":")[0], level))
         s = signs[level]
 
-        def bias_of_row(row, logits):
+        def bias_of_row(row, logits, s=s):  # s bound now (B023); called within this iteration
             if row == 0:  # the unconditional row is never biased
                 return torch.zeros_like(logits)
             r = (logits.amax(-1, keepdim=True) - logits.amin(-1, keepdim=True)) if range_mode == "query" else fixed
             return (w * r * s.view(1, -1, 1) * tokens.double().view(1, 1, -1)).expand_as(logits)
 
         want = expected_attention(attn, hidden, context, bias_of_row)
-        torch.testing.assert_close(out, want, rtol=1e-9, atol=1e-11, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(out, want, rtol=1e-9, atol=1e-11, msg=lambda m, name=name: f"{name}: {m}")
         # and the bias is not a no-op at this layer: without it the output differs
         plain = expected_attention(attn, hidden, context, lambda r, lg: torch.zeros_like(lg))
         assert (out[1] - plain[1]).abs().max() > 1e-6, name
@@ -133,6 +134,7 @@ def test_fused_routing_equals_the_independent_formula(sd21, k):
     from sedic.restoration.orag import object_token_mask
     from sedic.restoration.pipeline import fused_context
     from sedic.restoration.settings import OragSettings
+
     from tiny_decoder import coverage_reference
 
     bb = sd21
@@ -161,7 +163,7 @@ def test_fused_routing_equals_the_independent_formula(sd21, k):
         level = levels[hidden.shape[1]]
         cover = [torch.from_numpy(coverage_reference(masks[i], level).reshape(-1)) for i in range(k)]
 
-        def bias_of_row(row, logits):
+        def bias_of_row(row, logits, cover=cover):  # bound now (B023); called within this iteration
             b = torch.zeros_like(logits)
             r = logits[..., :77].amax(-1) - logits[..., :77].amin(-1)      # (heads, N)
             for i in range(k):
@@ -173,7 +175,7 @@ def test_fused_routing_equals_the_independent_formula(sd21, k):
             return b
 
         want = expected_attention(attn, hidden, context, bias_of_row)
-        torch.testing.assert_close(out, want, rtol=1e-9, atol=1e-11, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(out, want, rtol=1e-9, atol=1e-11, msg=lambda m, name=name: f"{name}: {m}")
         # the unconditional row is the negative prompt's attention alone, whatever K is
         alone = expected_attention(attn, hidden[:1], context[:1, :77], lambda r, lg: torch.zeros_like(lg))
         torch.testing.assert_close(out[:1], alone, rtol=1e-9, atol=1e-11)

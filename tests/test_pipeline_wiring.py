@@ -12,6 +12,7 @@ from sedic.config import PROFILES
 from sedic.restoration import pipeline
 from sedic.restoration.plan import plan_stages
 from sedic.semantics import SemanticObject, Semantics
+
 from tiny_decoder import FAST, gradient_image
 
 H, W = 48, 72  # latent grid 6x9, padded to 8x16 (64x128 pixels)
@@ -73,7 +74,7 @@ def test_sequential_stages_receive_what_the_docs_say(bb, monkeypatch, profile):
     z_ref = _reference_latent(bb, image)
     negative = bb.encode_prompt([settings.negative_prompt])
     torch.testing.assert_close(calls[0]["z_in"], z_ref, rtol=1e-5, atol=1e-5)
-    for k, (obj, c) in enumerate(zip(sem.objects, calls[:2]), start=1):
+    for k, (obj, c) in enumerate(zip(sem.objects, calls[:2], strict=True), start=1):
         spec, kw = c["spec"], c["kw"]
         prompt = obj.description if st.object_prompt == "description" else f"{obj.name}, {obj.description}"
         assert torch.equal(spec.cond, bb.encode_prompt([prompt]))
@@ -134,7 +135,7 @@ def test_an_object_stage_changes_its_mask_only(bb, monkeypatch):
     sem = _semantics()
     calls = _record(monkeypatch)
     pipeline.restore(gradient_image(H, W), sem, _settings("sedic"), seed=1, stages=2, backbone=bb)
-    for obj, c in zip(sem.objects, calls):
+    for obj, c in zip(sem.objects, calls, strict=True):
         changed = (c["out"] != c["z_in"]).all(1)[0]                     # (8, 16)
         want = torch.zeros(8, 16, dtype=torch.bool)
         want[:6, :9] = torch.from_numpy(obj.mask)

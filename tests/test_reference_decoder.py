@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from sedic.semantics import SemanticObject, Semantics
+
 from tiny_decoder import FAST, gradient_image, sd21_backbone
 
 H, W = 40, 56       # padded to 64x64: latent 8x8
@@ -175,7 +176,7 @@ def reference_decode(bb, image, sem, seed, fused, strength=0.4):
     try:
         with torch.no_grad():
             if fused:
-                live = [(o, m) for o, m in zip(sem.objects, masks)]
+                live = [(o, m) for o, m in zip(sem.objects, masks, strict=True)]
                 parts, objects, col = [text(bb, sem.overall)], [], 77
                 for o, m in live:
                     p = f"{o.name}, {o.description}"
@@ -190,7 +191,7 @@ def reference_decode(bb, image, sem, seed, fused, strength=0.4):
                           guide=True)
             else:
                 z = z_ref.float()
-                for k, (o, m) in enumerate(zip(sem.objects, masks), start=1):
+                for k, (o, m) in enumerate(zip(sem.objects, masks, strict=True), start=1):
                     p = f"{o.name}, {o.description}"
                     run["objects"] = [(list(torch.nonzero(text_tokens(bb, p)).flatten()), m)]
                     run["coverage"] = {}

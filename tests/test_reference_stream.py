@@ -4,14 +4,21 @@ import io
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
 from sedic.errors import BitstreamError, InputError, ModelUnavailableError, RateError
 from sedic.streams import avif as avif_mod
-from sedic.streams.reference import (FACTORS, AvifCodec, CompressAICodec, ReferenceSetting, decode_reference,
-                                     encode_reference, make_codec, reduced_size)
+from sedic.streams.reference import (
+    FACTORS,
+    AvifCodec,
+    CompressAICodec,
+    ReferenceSetting,
+    decode_reference,
+    encode_reference,
+    make_codec,
+    reduced_size,
+)
 
 from conftest import KODAK, require_data
 

@@ -1,6 +1,7 @@
 """The multistage decoder `restore()` on the tiny random backbone (pictures are meaningless)."""
 
 import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -11,8 +12,8 @@ from sedic.restoration.pipeline import color_fix, get_backbone, pad_image
 from sedic.restoration.sampler import tile_starts, tile_weight
 from sedic.restoration.settings import DecoderSettings, OragSettings, PipelineSettings
 from sedic.semantics import SemanticObject, Semantics
-from tiny_decoder import FAST, box_semantics, gradient_image
 
+from tiny_decoder import FAST, box_semantics, gradient_image
 
 Settings = DecoderSettings
 
@@ -84,7 +85,8 @@ def test_tiled_run_has_right_size(bb):
 def test_options_run(bb):
     img = _image(40, 48)
     sem = _semantics(40, 48, 1)
-    for pipe, orag in ((PipelineSettings(final_condition="reference", color_fix="adain", batched_cfg=False), OragSettings()),
+    for pipe, orag in ((PipelineSettings(final_condition="reference", color_fix="adain", batched_cfg=False),
+                        OragSettings()),
                        (PipelineSettings(color_fix="none", pad_mode="replicate"),
                         OragSettings(range_mode="fixed", tokens="description", controlnet=False, blend=False)),
                        (PipelineSettings(), OragSettings(enabled=False))):

@@ -27,8 +27,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 import sedic  # noqa: E402
 from sedic.cli import main as cli_main  # noqa: E402
-from sedic.semantics import SemanticObject, Semantics  # noqa: E402
 from sedic.errors import InputError  # noqa: E402
+from sedic.semantics import SemanticObject, Semantics  # noqa: E402
 from sedic.server import ServerSettings, create_app  # noqa: E402
 from sedic.server.jobs import JobCancelled, JobQueue, QueueFull  # noqa: E402
 
@@ -366,7 +366,8 @@ def test_full_queue_answers_503_with_retry_after(small_file):
         assert c.get("/v1/health").json()["queue"]["rejected"] == 1
         for ticket in held:
             ticket.close()
-        assert c.post("/v1/decompress", files={"file": ("s.sedic", small_file)}, data={"stages": "0"}).status_code == 200
+        answer = c.post("/v1/decompress", files={"file": ("s.sedic", small_file)}, data={"stages": "0"})
+        assert answer.status_code == 200
         assert c.get("/v1/health").json()["queue"]["in_flight"] == 0
 
 
@@ -557,7 +558,7 @@ class LiveServer:
                 return
             except httpx.TransportError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(self.proc.stderr.read().decode())
+                    raise RuntimeError(self.proc.stderr.read().decode()) from None
                 assert time.monotonic() < deadline, "sedic serve did not start"
                 time.sleep(0.1)
 
@@ -693,7 +694,7 @@ def read_all(s: socket.socket) -> bytes:
     while True:
         try:
             chunk = s.recv(65536)
-        except (ConnectionResetError, socket.timeout):
+        except (TimeoutError, ConnectionResetError):
             return out
         if not chunk:
             return out
@@ -735,7 +736,7 @@ def test_live_slow_clients_are_cut_off_and_the_key_is_checked_before_the_body():
             try:
                 s.sendall(b"x" * 512)
                 answer = s.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except (BrokenPipeError, ConnectionResetError):
                 break

@@ -53,7 +53,7 @@ def test_reader_from_the_docs_decodes_the_vectors(entry):
     h, w = -(-height // 8), -(-width // 8)
     grids = spec_reader.decode_masks(sections.get(3, b""), k, h, w)
     assert len(grids) == len(entry["masks"])
-    for grid, png in zip(grids, entry["masks"]):
+    for grid, png in zip(grids, entry["masks"], strict=True):
         assert np.array_equal(grid, np.asarray(Image.open(VECTORS / png)) == 255)
 
 

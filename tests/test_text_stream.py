@@ -5,12 +5,10 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from sedic.errors import BitstreamError, InputError
-from sedic.streams import text as T
-from sedic.streams import text_model as TM
+from sedic.streams import text as T, text_model as TM
 
 ROOT = Path(__file__).resolve().parents[1]
 DESCRIPTIONS = ROOT / "benchmarks" / "data" / "descriptions.json"

@@ -15,8 +15,7 @@ import pytest
 from PIL import Image
 
 import sedic
-from sedic import bitstream as bs
-from sedic import codec
+from sedic import bitstream as bs, codec
 from sedic.errors import BitstreamError
 from sedic.streams import avif, reference
 
@@ -63,7 +62,7 @@ def test_valid_vector(entry):
         if bs.TEXT in parsed.container.sections else []
     assert strings == entry["strings"]
     assert len(sem.objects) == entry["objects"] == len(entry["masks"])
-    for obj, png in zip(sem.objects, entry["masks"]):
+    for obj, png in zip(sem.objects, entry["masks"], strict=True):
         grid = np.asarray(Image.open(HERE / png)) == 255
         assert obj.mask.shape == tuple(entry["mask_grid_shape"])
         assert np.array_equal(obj.mask, grid)

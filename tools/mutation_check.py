@@ -130,9 +130,9 @@ def run(m: Mutation, timeout: float) -> tuple[bool, str, float]:
     tests = [f"tests/{m.first}"] + [t for t in DECODER_TESTS if not t.endswith(m.first)]
     with tempfile.TemporaryDirectory(prefix="sedic-mutant-") as tmp:
         root = _mutated_copy(m, Path(tmp))
+        inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != REPO]
         env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1", OMP_NUM_THREADS="1",
-                   PYTHONPATH=os.pathsep.join([str(root)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
-                                                              if p and Path(p).resolve() != REPO]))
+                   PYTHONPATH=os.pathsep.join([str(root), *inherited]))
         # run from the copy: `python -m` puts the working directory first on sys.path, so the
         # mutated package is the one imported
         where = subprocess.run([sys.executable, "-c", "import sedic; print(sedic.__file__)"], cwd=root, env=env,

@@ -38,7 +38,7 @@ def main() -> None:
     for stem, objects in OUTLINES.items():
         spec = json.loads((HERE / f"{stem}.json").read_text())
         assert len(spec["objects"]) == len(objects), stem
-        for obj, shapes in zip(spec["objects"], objects):
+        for obj, shapes in zip(spec["objects"], objects, strict=True):
             mask = Image.new("1", (768, 512), 0)
             draw = ImageDraw.Draw(mask)
             for kind, coords in shapes:

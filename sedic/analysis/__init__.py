@@ -18,8 +18,8 @@ import numpy as np
 
 from ..devices import resolve_device, resolve_dtype
 from ..errors import InputError, ModelUnavailableError, SedicWarning
-from ..semantics import MAX_OBJECTS, SemanticObject, Semantics
-from .settings import BACKENDS, AnalysisSettings
+from ..semantics import SemanticObject, Semantics
+from .settings import AnalysisSettings
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,9 @@ def _grounder(settings: AnalysisSettings, device: str, profile: str | None):
     if settings.backend == "tiny":
         from .tiny import tiny_grounding, tiny_sam, tiny_sam2
 
-        return Grounder(*tiny_grounding(), *(tiny_sam2() if settings.sam_variant == "sam2" else tiny_sam()),
-                        settings)
+        det, det_proc = tiny_grounding()
+        seg, seg_proc = tiny_sam2() if settings.sam_variant == "sam2" else tiny_sam()
+        return Grounder(det, det_proc, seg, seg_proc, settings)
     from transformers import AutoProcessor, GroundingDinoForObjectDetection
 
     from ..models import load_shared
@@ -78,10 +79,16 @@ def _grounder(settings: AnalysisSettings, device: str, profile: str | None):
     det = load_shared(GroundingDinoForObjectDetection, settings.grounding_model, settings.grounding_revision,
                       profile, device=device, dtype=dtype)
     det_proc = load_shared(AutoProcessor, settings.grounding_model, settings.grounding_revision, profile)
+    seg_classes: tuple[type, type]
     if settings.sam_variant == "sam2":
-        from transformers import Sam2Model as SegModel, Sam2Processor as SegProcessor
+        from transformers import Sam2Model, Sam2Processor
+
+        seg_classes = (Sam2Model, Sam2Processor)
     else:
-        from transformers import SamModel as SegModel, SamProcessor as SegProcessor
+        from transformers import SamModel, SamProcessor
+
+        seg_classes = (SamModel, SamProcessor)
+    SegModel, SegProcessor = seg_classes
     seg = load_shared(SegModel, settings.sam_model, settings.sam_revision, profile, device=device, dtype=dtype)
     seg_proc = load_shared(SegProcessor, settings.sam_model, settings.sam_revision, profile)
     return Grounder(det, det_proc, seg, seg_proc, settings)
@@ -115,10 +122,10 @@ def analyze(image: np.ndarray, settings: AnalysisSettings, device: str | None = 
 
     masks = _grounder(settings, device, profile).masks(image, names)
     objects = []
-    for (name, text), mask in zip(description.objects, masks):
+    for (name, text), mask in zip(description.objects, masks, strict=True):
         if mask is None or not mask.any():
             warnings.warn(f"object {name!r} was not found in the image by Grounding DINO "
-                          f"(box threshold {settings.box_threshold}) and is dropped", SedicWarning)
+                          f"(box threshold {settings.box_threshold}) and is dropped", SedicWarning, stacklevel=2)
             continue
         objects.append(SemanticObject(name, text, mask))
     return Semantics(description.overall, objects)

@@ -17,6 +17,7 @@ import os
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -227,7 +228,7 @@ def reduce_image(image: np.ndarray, max_pixels: int | None = None, max_side: int
     if max_side and max(w, h) > max_side:
         scale = min(scale, max_side / max(w, h))
     if scale < 1.0:
-        img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BICUBIC)
+        img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BICUBIC)
     return img
 
 
@@ -252,7 +253,7 @@ class LocalVLM:
         inputs = inputs.to(self.model.device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-        kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False)  # greedy: deterministic
+        kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, do_sample=False)  # greedy: deterministic
         if min_new_tokens:
             kwargs["min_new_tokens"] = min_new_tokens  # benchmarks: a fixed amount of work
         if self.settings.static_cache:

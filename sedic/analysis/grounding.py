@@ -90,8 +90,9 @@ class Grounder:
         counts = [len(b) for b in per_name]
         all_boxes = np.concatenate(per_name, axis=0) if sum(counts) else np.zeros((0, 4), np.float32)
         all_masks = self.segment(pil, all_boxes)
-        result, at = [], 0
-        for name, n in zip(names, counts):
+        result: list[np.ndarray | None] = []
+        at = 0
+        for name, n in zip(names, counts, strict=True):
             if n == 0:
                 result.append(None)
             else:

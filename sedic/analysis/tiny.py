@@ -39,6 +39,7 @@ def _seeded(seed: int):
 def byte_tokenizer():
     """A byte-level BPE tokenizer with no merges (256 byte tokens + Qwen's special tokens)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
     # Qwen's own tokenizer class around our byte-level model: transformers 4.x processors check
     # the class (a plain PreTrainedTokenizerFast is refused), 5.x accept either.
     from transformers import Qwen2TokenizerFast
@@ -63,9 +64,8 @@ def vlm_processor(tokenizer=None, max_pixels: int = 28 * 28 * 16):
 def qwen25vl_config(tokenizer, *, hidden=32, layers=2, heads=4, kv_heads=2, intermediate=64,
                     vocab_size=None, vision_depth=2, vision_hidden=32, vision_heads=2,
                     vision_intermediate=64, fullatt=(1,), mrope_section=(1, 1, 2)):
-    from transformers import Qwen2_5_VLConfig
-
     import transformers
+    from transformers import Qwen2_5_VLConfig
 
     ids = {s: tokenizer.convert_tokens_to_ids(s) for s in _SPECIALS}
     if int(transformers.__version__.split(".")[0]) >= 5:

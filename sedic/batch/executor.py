@@ -32,9 +32,9 @@ import socket
 import time
 import warnings
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
 
 from ..errors import InputError, SedicError, one_line
 
@@ -72,7 +72,7 @@ class Fault:
     marker: str
 
     @staticmethod
-    def from_env() -> "Fault | None":
+    def from_env() -> Fault | None:
         spec = os.environ.get(FAULT_ENV)
         if not spec:
             return None
@@ -188,7 +188,7 @@ class Executor(abc.ABC):
                 yield item
             todo = again
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (a no-op by default: the serial executor holds nothing)
         """Release workers (and a Ray instance this executor started)."""
 
     def __enter__(self):

@@ -107,7 +107,8 @@ def run_batch(command: str, in_dir, out_dir, *, suffixes, what: str, out_suffix:
     start = time.perf_counter()
     for p in foreign:
         target = out / f"{p.stem}{out_suffix}"
-        error = f"{target} exists but {manifest.path.name} does not record it as this batch's output; remove it or use another -o folder"
+        error = (f"{target} exists but {manifest.path.name} does not record it as this batch's output; "
+                 "remove it or use another -o folder")
         log(f"sedic: error: {p.name}: {error}")
         manifest.append({"image": p.name, "status": "failed", "error": error, "attempts": 0,
                          "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})

@@ -44,6 +44,7 @@ class Encoder:
 
     def run(self, payload: dict, device: str) -> dict:
         import sedic
+
         from ..errors import InputError
         from ..imageio import load_image
 
@@ -75,6 +76,7 @@ class Decoder:
         from PIL import Image
 
         import sedic
+
         from ..bitstream import read_file
 
         data = read_file(payload["src"])

@@ -11,7 +11,8 @@ import warnings
 from ..errors import SedicError
 
 # Each module exposes register(subparsers) and sets func=callable(args) -> int on its parsers.
-COMMAND_MODULES = ("sedic.cli.codec_commands", "sedic.cli.analyze", "sedic.cli.evaluate", "sedic.cli.serve", "sedic.cli.batch")
+COMMAND_MODULES = ("sedic.cli.codec_commands", "sedic.cli.analyze", "sedic.cli.evaluate", "sedic.cli.serve",
+                   "sedic.cli.batch")
 
 
 class OneLineParser(argparse.ArgumentParser):

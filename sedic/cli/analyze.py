@@ -90,8 +90,8 @@ def _size(n: int | None) -> str:
 
 
 def _models_list(args) -> int:
-    from ..models import download_size, hub_offline, missing_files, profile_models, required_count
     from ..config import PROFILES, get_profile
+    from ..models import download_size, hub_offline, missing_files, profile_models, required_count
 
     profiles = [get_profile(args.profile)] if args.profile else list(PROFILES.values())
     if hub_offline():
@@ -115,9 +115,9 @@ def _models_list(args) -> int:
 
 
 def _models_download(args) -> int:
-    from ..models import download, download_size, hub_offline, is_cached, profile_models
     from ..config import get_profile
     from ..errors import ModelUnavailableError
+    from ..models import download, download_size, hub_offline, is_cached, profile_models
 
     profile = get_profile(args.profile)
     refs = profile_models(profile)

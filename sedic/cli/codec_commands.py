@@ -59,6 +59,7 @@ def register(sub) -> None:
 
 def _compress(args) -> int:
     import sedic
+
     from ..codec import settings_section
     from ..config import get_profile
     from ..devices import resolve_device
@@ -169,6 +170,7 @@ def _schedule(args) -> dict:
 
 def _decompress(args) -> int:
     import sedic
+
     from ..devices import resolve_device
     from ..imageio import check_image_suffix, check_writable, save_image
 

@@ -64,8 +64,8 @@ def _serve(args) -> int:
     key = "API key required (SEDIC_API_KEY)" if settings.api_key else "no API key"
     if "*" not in settings.allowed_hosts:
         key += f"; answers Host {', '.join(settings.allowed_hosts)} (more with --allowed-host)"
-    print(f"sedic serve: http://{args.host}:{args.port}/ (API /v1, docs /docs), profile {app.state.sedic.profile.name}, "
-          f"{key}", file=sys.stderr, flush=True)
+    print(f"sedic serve: http://{args.host}:{args.port}/ (API /v1, docs /docs), "
+          f"profile {app.state.sedic.profile.name}, {key}", file=sys.stderr, flush=True)
     from ..server.protocol import guarded_protocol
 
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
@@ -92,9 +92,10 @@ def _never_download() -> None:
     """The server runs offline: models come from the local cache (`sedic models download`), and no
     request (a profile name, a file naming another profile) makes it reach the hub."""
     os.environ["HF_HUB_OFFLINE"] = "1"
-    hub = sys.modules.get("huggingface_hub.constants")
-    if hub is not None:  # already imported: it read the variable at import
-        hub.HF_HUB_OFFLINE = True
+    if "huggingface_hub.constants" in sys.modules:  # already imported: it read the variable at import
+        import huggingface_hub.constants
+
+        huggingface_hub.constants.HF_HUB_OFFLINE = True
 
 
 def _listen(host: str, port: int) -> socket.socket:

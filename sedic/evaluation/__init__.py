@@ -80,6 +80,7 @@ def evaluate(dataset_dir, out_dir, *, bpps=DEFAULT_BPPS, profile: str | None = N
             if device:  # the workers' device must exist where they run (GPUs of the cluster)
                 resolve_device(device, executor.gpus if isinstance(executor, RayExecutor) else None)
             device = device or ("cuda" if executor.gpus else "cpu")
+        assert device is not None  # resolved: above for this process, here for the workers
         out.mkdir(parents=True, exist_ok=True)
         # The driver builds the evaluation too (names, metric list, FID/KID from cached features);
         # with an executor its models stay on the CPU and the workers do the work.
@@ -108,7 +109,8 @@ def evaluate(dataset_dir, out_dir, *, bpps=DEFAULT_BPPS, profile: str | None = N
               + f"Machine: {machine_description(device)}\n\n")
     atomic_write_bytes(out / "table.md", (header + table).encode(), force=True)
     # The peers' points are Kodak means: drawn on Kodak runs only unless asked.
-    show_published = published == "always" or (published == "auto" and "kodak" in Path(dataset_dir).resolve().name.lower())
+    show_published = published == "always" or (published == "auto"
+                                                and "kodak" in Path(dataset_dir).resolve().name.lower())
     plots = plot_metrics(out / "plots", means, names, computed, title, show_published=show_published)
 
     summary = {
@@ -158,12 +160,13 @@ def _notes(profile, names, suite, unavailable, result, fid_patch, n_images) -> l
         notes.append(f"baseline {name} skipped: {reason}")
     failed = [r for r in result.rows if r.get("status") != "ok"]
     if failed:
-        by = {}
+        by: dict[tuple[str, float], list[str]] = {}
         for r in failed:
             by.setdefault((r["method"], r["target_bpp"]), []).append(r["image"])
         for (m, b), imgs in sorted(by.items()):
+            first_error = next(r["error"] for r in failed if r["method"] == m and r["target_bpp"] == b)
             notes.append(f"{m} at {b:g} bpp failed on {len(imgs)} image(s) ({', '.join(imgs[:5])}"
-                         f"{', ...' if len(imgs) > 5 else ''}): {next(r['error'] for r in failed if r['method'] == m and r['target_bpp'] == b)}")
+                         f"{', ...' if len(imgs) > 5 else ''}): {first_error}")
     if suite.set_names:
         pts = {v.get("patches") for v in result.set_metrics.values()}
         notes.append(f"FID/KID on {fid_patch}-px patches (grid from the top-left corner plus a grid shifted "

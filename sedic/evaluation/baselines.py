@@ -13,8 +13,8 @@ from __future__ import annotations
 import io
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -96,7 +96,7 @@ CLASSICAL = ("jpeg", "webp", "avif", "jxl", "heic")
 
 
 def _resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
-    return img if img.size == size else img.resize(size, Image.LANCZOS)
+    return img if img.size == size else img.resize(size, Image.Resampling.LANCZOS)
 
 
 class SearchedBaseline:
@@ -174,8 +174,9 @@ class SearchedBaseline:
     def decode(self, blob: bytes, size: tuple[int, int], info: dict) -> np.ndarray:
         data = blob[SIZE_SIDE_BYTES:] if info.get("factor", 1.0) != 1.0 else blob
         if info.get("factor", 1.0) != 1.0:
-            size = struct.unpack(">HH", blob[:SIZE_SIDE_BYTES])
-        return self._reconstruct(data, tuple(size))
+            width, height = struct.unpack(">HH", blob[:SIZE_SIDE_BYTES])
+            size = (width, height)
+        return self._reconstruct(data, size)
 
 
 # ---------------------------------------------------------------- CompressAI

@@ -19,14 +19,26 @@ Conventions (also in docs/evaluation.md):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import InputError
-from .weights import (ALEXNET_FILE, INCEPTION_FILE, VGG16_FILE, WeightsNotFound, dists_file, find_file,
-                      load_state_dict, lpips_lin_file)
+from .weights import (
+    ALEXNET_FILE,
+    INCEPTION_FILE,
+    VGG16_FILE,
+    WeightsNotFound,
+    dists_file,
+    find_file,
+    load_state_dict,
+    lpips_lin_file,
+)
+
+if TYPE_CHECKING:  # torch is imported where a learned metric is built
+    import torch
 
 PSNR_CAP = 100.0
 ALL_METRICS = ("psnr", "ms-ssim", "lpips-alex", "lpips-vgg", "dists", "fid", "kid", "clip-score", "clip-i2i")
@@ -137,7 +149,7 @@ def _make_lpips_module(features, lins, taps):
             fa = self._taps((a - self.shift) / self.scale)
             fb = self._taps((b - self.shift) / self.scale)
             total = 0.0
-            for xa, xb, lin in zip(fa, fb, self.lins):
+            for xa, xb, lin in zip(fa, fb, self.lins, strict=True):
                 xa = xa / (xa.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
                 xb = xb / (xb.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
                 total = total + lin((xa - xb) ** 2).mean(dim=(2, 3))
@@ -146,12 +158,12 @@ def _make_lpips_module(features, lins, taps):
     return _LPIPS()
 
 
-def _conv_stack(spec) -> "torch.nn.Sequential":
+def _conv_stack(spec) -> torch.nn.Sequential:
     """torchvision's AlexNet/VGG16 `features` layout, built without the classifier (whose 100M+
     parameters would only be initialised to be thrown away)."""
     from torch import nn
 
-    layers = []
+    layers: list[nn.Module] = []
     for item in spec:
         if item[0] == "M":
             layers.append(nn.MaxPool2d(kernel_size=item[1], stride=2))
@@ -185,14 +197,14 @@ def build_lpips(net: str, backbone_state: dict | None = None, lin_state: dict | 
 
     torch.manual_seed(seed)
     features = backbone_features(net, backbone_state)[: LPIPS_TAPS[net][-1]]
-    lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in LPIPS_CHANNELS[net])
+    lins = [nn.Conv2d(c, 1, 1, bias=False) for c in LPIPS_CHANNELS[net]]
     if lin_state is not None:
         for k, lin in enumerate(lins):
             lin.weight.data.copy_(lin_state[f"lin{k}.model.1.weight"])
     else:
         for lin in lins:  # LPIPS weights are non-negative; keep random ones so too
             lin.weight.data.abs_()
-    return _make_lpips_module(features, lins, LPIPS_TAPS[net]).eval().requires_grad_(False)
+    return _make_lpips_module(features, nn.ModuleList(lins), LPIPS_TAPS[net]).eval().requires_grad_(False)
 
 
 class PairMetric:
@@ -228,8 +240,8 @@ def build_dists(vgg_state: dict | None = None, alpha_beta: dict | None = None, s
     """DISTS (Ding et al. 2020): VGG16 with L2 pooling instead of max pooling; per-channel structure
     and texture similarities of the input and the five stages, weighted by learned alpha/beta."""
     import torch
-    from torch import nn
     import torch.nn.functional as F
+    from torch import nn
 
     torch.manual_seed(seed)
     feats = backbone_features("vgg", vgg_state)
@@ -424,7 +436,7 @@ class ClipEmbedder:
         h, w = img.shape[:2]
         s = self.size / min(h, w)
         pil = Image.fromarray(img).resize((max(self.size, round(w * s)), max(self.size, round(h * s))),
-                                          Image.BICUBIC)
+                                          Image.Resampling.BICUBIC)
         left, top = (pil.width - self.size) // 2, (pil.height - self.size) // 2
         arr = np.asarray(pil.crop((left, top, left + self.size, top + self.size)), np.float32) / 255.0
         t = torch.from_numpy((arr - self.MEAN) / self.STD).permute(2, 0, 1)[None].float()
@@ -463,7 +475,8 @@ def load_clip(name_or_path: str, device="cpu") -> ClipEmbedder:
     except Exception as exc:  # transformers raises OSError/ValueError/... for a missing local model
         raise MetricSkipped(f"CLIP model {name_or_path!r} not available offline "
                             f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
-    max_len = int(model.config.text_config.max_position_embeddings)
+    # a loaded CLIPConfig holds a CLIPTextConfig (transformers types it as also dict or None)
+    max_len = int(model.config.text_config.max_position_embeddings)  # type: ignore[union-attr]
 
     def tokenize(texts):
         # Descriptions longer than CLIP's window are truncated, as every CLIPScore implementation does.

@@ -121,13 +121,14 @@ def metric_figure(means: list[dict], methods: list[str], name: str, title: str, 
 
     fig, ax = plt.subplots(figsize=(9.0, 4.8), dpi=110)
     markers = "osD^v<>pPX*h"
-    drawn, covered = False, []
+    drawn = False
+    covered: list[int] = []
     for i, m in enumerate(methods):
         pts = sorted((e["bpp"], e[name], _images_covered(e, name)) for e in means
                      if e["method"] == m and e.get("bpp") is not None and e.get(name) is not None
                      and math.isfinite(e[name]))
         if pts:
-            xs, ys, ns = zip(*pts)
+            xs, ys, ns = zip(*pts, strict=True)
             ax.plot(xs, ys, marker=markers[i % len(markers)], label=f"{m} ({_count_text(list(ns))}, this run)")
             covered.extend(ns)
             drawn = True

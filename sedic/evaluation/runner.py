@@ -101,6 +101,7 @@ class Evaluation:
         return self.out / "rows" / m.name / rate_tag(bpp) / f"{stem}.json"
 
     def _features(self, who: str, bpp: float | None, stem: str) -> Path:
+        assert self.suite.patch_features is not None  # called only when FID/KID are computed
         base = self.out / "features" / self.suite.patch_features.name / who
         return (base / rate_tag(bpp) if bpp is not None else base) / f"{stem}.npy"
 
@@ -148,6 +149,7 @@ class Evaluation:
                 return np.load(path)
             except (OSError, ValueError):
                 pass
+        assert self.suite.patch_features is not None  # called only when FID/KID are computed
         feats = self.suite.patch_features(img_fn())
         self.result.work["features"] += 1
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -295,10 +297,10 @@ class Evaluation:
                 entry: dict = {"images": len(stems)}
                 if len(stems) < len(images):
                     entry["note"] = f"{len(images) - len(stems)} image(s) failed; FID/KID over the rest"
-                ref = [originals_feats[s] for s in stems if originals_feats[s].size]
-                dec = [np.load(self._features(m.name, bpp, s)) for s in stems if originals_feats[s].size]
-                ref = np.concatenate(ref) if ref else np.zeros((0, 1))
-                dec = np.concatenate(dec) if dec else np.zeros((0, 1))
+                ref_parts = [originals_feats[s] for s in stems if originals_feats[s].size]
+                dec_parts = [np.load(self._features(m.name, bpp, s)) for s in stems if originals_feats[s].size]
+                ref = np.concatenate(ref_parts) if ref_parts else np.zeros((0, 1))
+                dec = np.concatenate(dec_parts) if dec_parts else np.zeros((0, 1))
                 entry["patches"] = int(len(ref))
                 for name in self.suite.set_names:
                     try:
@@ -307,6 +309,7 @@ class Evaluation:
                         else:
                             entry["kid"], entry["kid_std"] = kernel_distance(ref, dec, self.suite.kid_subsets)
                     except MetricSkipped as exc:
+                        assert self.suite.patch_features is not None  # set metrics come with it
                         entry.setdefault("skipped", {})[name] = (
                             f"{exc} (images smaller than {self.suite.patch_features.patch} px give no patch)")
                 self.result.set_metrics[(m.name, bpp)] = entry

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from .baselines import BaselineUnavailable, build_baseline
-from .methods import SEDIC_METHODS, BaselineMethod, SedicMethod
+from .methods import SEDIC_METHODS, BaselineMethod, Method, SedicMethod
 from .metrics import build_metrics
 from .runner import Evaluation
 
@@ -41,7 +41,7 @@ class EvaluationSpec:
 
     def build(self, device: str, *, progress: bool = False) -> tuple[Evaluation, dict[str, str]]:
         """The Evaluation on `device`, and the baselines that are unavailable here (name -> reason)."""
-        methods = []
+        methods: list[Method] = []
         # sedic first: baselines look up the overall description in its file for the CLIP score.
         for name in SEDIC_METHODS:
             if name in self.method_names:
@@ -61,7 +61,7 @@ class EvaluationSpec:
                         progress=progress)
         return ev, unavailable
 
-    def available(self, unavailable: dict[str, str]) -> "EvaluationSpec":
+    def available(self, unavailable: dict[str, str]) -> EvaluationSpec:
         """The same spec without the baselines the driver found unavailable (workers skip them too)."""
         from dataclasses import replace
 

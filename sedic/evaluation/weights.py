@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 # File names as the upstream downloaders save them, so a populated hub cache just works.
@@ -30,7 +31,7 @@ def hub_checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def find_file(name: str, weights_dir: str | os.PathLike | None, extra: list[Path] = ()) -> Path:
+def find_file(name: str, weights_dir: str | os.PathLike | None, extra: Sequence[Path] = ()) -> Path:
     candidates = []
     if weights_dir is not None:
         candidates.append(Path(weights_dir) / name)

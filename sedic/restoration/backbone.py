@@ -53,11 +53,11 @@ BACKBONES = ("sd21-ircontrolnet", "controlnet", "tiny")
 
 @dataclass
 class Backbone:
-    unet: "diffusers.UNet2DConditionModel"
-    controlnet: "diffusers.ControlNetModel"
-    vae: "diffusers.AutoencoderKL"
-    tokenizer: "transformers.CLIPTokenizer"
-    text_encoder: "transformers.CLIPTextModel"
+    unet: diffusers.UNet2DConditionModel
+    controlnet: diffusers.ControlNetModel
+    vae: diffusers.AutoencoderKL
+    tokenizer: transformers.CLIPTokenizer
+    text_encoder: transformers.CLIPTextModel
     scheduler_config: dict  # for diffusers.DDPMScheduler.from_config
     latent_scale: float
     # "latent": controlnet_cond is the scaled VAE latent of the image being restored (IRControlNet);
@@ -79,7 +79,7 @@ class Backbone:
     def modules(self):
         return (self.unet, self.controlnet, self.vae, self.text_encoder)
 
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "Backbone":
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Backbone:
         """Move (in place) every model; returns self."""
         for m in self.modules():
             if device is not None:
@@ -249,7 +249,8 @@ def _load_sd_ircontrolnet(settings: DecoderSettings, dtype: torch.dtype) -> Back
     try:
         load_ircontrolnet_state_dict(controlnet, read_checkpoint(ckpt_path))
     except ValueError as exc:
-        raise ModelUnavailableError(f"{ckpt_path!r} is not an IRControlNet for {settings.base_model!r}: {exc}") from None
+        raise ModelUnavailableError(f"{ckpt_path!r} is not an IRControlNet for {settings.base_model!r}: "
+                                    f"{exc}") from None
     return Backbone(
         # no controlnet.to(dtype): diffusers' `to` warns on every cast; load_backbone casts all models
         unet=unet, controlnet=controlnet, vae=vae, tokenizer=tokenizer, text_encoder=text_encoder,

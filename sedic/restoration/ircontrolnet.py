@@ -128,8 +128,8 @@ def convert_ircontrolnet_checkpoint(state_dict: dict, config: dict) -> dict:
     used = Counter(source_of.get(id(v)) for v in converted.values())
     if None in used:
         raise ValueError("converter produced tensors that are not from the checkpoint")
-    unused = sorted(set(sd) - set(used))
-    reused = sorted(k for k, n in used.items() if n > 1)
+    unused = sorted(set(sd).difference(used))
+    reused = sorted(k for k, n in used.items() if n > 1 and k is not None)
     if unused or reused:
         raise ValueError(f"key mapping is not one-to-one: unused {unused[:5]}, used twice {reused[:5]}")
 
@@ -146,7 +146,8 @@ def load_ircontrolnet_state_dict(model, state_dict: dict) -> None:
     expected = model.state_dict()
     unexpected, missing = sorted(set(converted) - set(expected)), sorted(set(expected) - set(converted))
     if unexpected or missing:
-        raise ValueError(f"checkpoint does not fit the architecture: unexpected {unexpected[:5]}, missing {missing[:5]}")
+        raise ValueError(f"checkpoint does not fit the architecture: unexpected {unexpected[:5]}, "
+                         f"missing {missing[:5]}")
     wrong = [k for k in converted if k in expected and converted[k].shape != expected[k].shape]
     if wrong:
         k = wrong[0]

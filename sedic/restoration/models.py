@@ -30,7 +30,7 @@ def sd_pipeline(role: str, repo_id: str, revision: str | None) -> ModelRef:
 
 def decoder_models(d) -> list[ModelRef]:
     """The decoder models of DecoderSettings `d` (none for the tiny backbone)."""
-    refs = []
+    refs: list[ModelRef] = []
     if getattr(d, "backbone", "tiny") == "tiny":
         return refs
     if d.base_model:

@@ -7,9 +7,10 @@ Two training-free mechanisms act inside an object stage k:
        B[q, j] = w_i * R[q] * s_k(q) * 1[j in T_k]
    where s_k(q) is the coverage sign of mask k at query q: a_k(q) > 0, the fraction of the layer's
    cell that the mask covers, wherever the mask touches the cell, and -1 where it does not (so no
-   cell of the object pushes its own tokens away, however thin the object; `coverage_sign`), R[q] = max_j L[q, j] - min_j L[q, j] is the range of
-   the logits L = Q K^T * scale per query and head, T_k the object's token positions and
-   w_i = strength * (1 - i/n)^decay the step weight. The bias goes into
+   cell of the object pushes its own tokens away, however thin the object; `coverage_sign`),
+   R[q] = max_j L[q, j] - min_j L[q, j] is the range of the logits L = Q K^T * scale per query
+   and head, T_k the object's token positions and w_i = strength * (1 - i/n)^decay the step
+   weight. The bias goes into
    `scaled_dot_product_attention` as an additive float mask, so no probability tensor is built;
    the only extra work is Q K^T against the 77 text keys (queries x 77 per head) for R.
    Only the conditional rows of the classifier-free-guidance batch are guided.
@@ -34,7 +35,6 @@ import torch.nn.functional as F
 
 from ..streams.text import join_object_prompt
 from .settings import OragSettings
-
 
 _BLOCK_PREFIX = {"down": "down_blocks.", "mid": "mid_block.", "up": "up_blocks."}
 
@@ -137,7 +137,7 @@ class OragState:
         if mask is None:
             self.level_signs = None
             return
-        signs = {}
+        signs: dict[int, torch.Tensor] = {}
         for level in range(self.LEVELS):
             a = level_coverage(mask, level, _work_dtype(dtype))
             sign = coverage_sign(a).flatten(2).transpose(1, 2).unsqueeze(1)
@@ -159,7 +159,7 @@ class OragState:
             self.object_keys = None
             return
         tokens = tokens.to(masks.device, _work_dtype(dtype))
-        gates = {}
+        gates: dict[int, torch.Tensor] = {}
         for level in range(self.LEVELS):
             a = level_coverage(masks, level, _work_dtype(dtype))         # (B, K, lh, lw)
             lh, lw = a.shape[-2:]
@@ -177,6 +177,8 @@ class OragState:
 
     def gates(self, n_queries: int, device, dtype) -> torch.Tensor:
         """G at the layer with n_queries positions, (1|B, 1, N, S)."""
+        if self.level_gates is None:
+            raise RuntimeError("ORAG: no regions are set (set_regions)")
         try:
             return self.level_gates[n_queries].to(device, dtype)
         except KeyError:
@@ -184,6 +186,8 @@ class OragState:
 
     def signs(self, n_queries: int, device, dtype) -> torch.Tensor:
         """s(q) (coverage_sign) at the layer with n_queries positions, (1|B, 1, N, 1)."""
+        if self.level_signs is None:
+            raise RuntimeError("ORAG: no mask is set (set_mask)")
         try:
             return self.level_signs[n_queries].to(device, dtype)
         except KeyError:

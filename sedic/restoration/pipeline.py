@@ -26,13 +26,12 @@ from .orag import OragState, install, object_token_mask, uninstall
 from .plan import object_prompt, plan_stages
 from .sampler import Denoiser, StageSpec, sample_stage
 
-
 UNET_MULTIPLE = 64  # VAE factor 8 x three 2x down-samplings in SD's UNet
 _BACKBONE_CACHE: dict = {}
 _COMPILED: dict = {}
 
 
-def get_backbone(settings, device: torch.device, dtype: torch.dtype):
+def get_backbone(settings, device: str | torch.device, dtype: torch.dtype):
     """The backbone for these settings, loaded once per process and (models, device, dtype)."""
     from .backbone import load_backbone
 
@@ -302,7 +301,8 @@ class _Decode:
             spec = StageSpec(cond=self.bb.encode_prompt([stage.prompt]), uncond=cfg_uncond, cfg=stage.cfg,
                              control=self.control(stage, z, image), control_factor=8 if self.pixel else 1)
             return self.sample(stage, spec, z, self.start(stage, z, image)), None
-        return self.sample(stage, self.fused_spec(stage, cfg_uncond), self.z_ref, self.start(stage, self.z_ref, self.xp)), None
+        spec = self.fused_spec(stage, cfg_uncond)
+        return self.sample(stage, spec, self.z_ref, self.start(stage, self.z_ref, self.xp)), None
 
     def fused_spec(self, stage, uncond) -> StageSpec:
         """Regional prompting: the overall prompt's 77 states, then each live object's own tokens;

@@ -15,7 +15,6 @@ import os
 import sys
 import time
 
-
 HEARTBEAT_S = 30.0
 
 
@@ -27,7 +26,7 @@ class DecodeProgress:
             tty = bool(isatty and isatty())
         self.tty = tty
         self.clock = clock
-        self._stage = None      # (index, total, label, started)
+        self._stage: tuple[int, int, str, float] | None = None  # (index, total, label, started)
         self._done = 0
         self._steps = 0
         # off a terminal: when the last line was printed (the command printed one as it started)
@@ -60,6 +59,7 @@ class DecodeProgress:
     # --------------------------------------------------------------------------------------
 
     def _head(self) -> str:
+        assert self._stage is not None  # called while a stage runs
         index, total, label, _ = self._stage
         return f"stage {index}/{total}" + (f": {label}" if label else "")
 
@@ -73,6 +73,7 @@ class DecodeProgress:
         return (head + tail)[:max(columns - 1, 1)]
 
     def _elapsed(self) -> float:
+        assert self._stage is not None  # called while a stage runs
         return max(self.clock() - self._stage[3], 0.0)
 
     def _end_stage(self) -> None:

@@ -9,8 +9,8 @@ the tile size (the ORAG bias also on the context length, docs/orag.md).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -166,7 +166,7 @@ StepCallback = Callable[[int, int, "int | None", torch.Tensor], None]
 def sample_stage(denoiser: Denoiser, scheduler_config: dict, spec: StageSpec, z_input: torch.Tensor, *,
                  steps: int, start_strength: float, generator: torch.Generator,
                  orag: OragSettings | None = None, blend_mask: torch.Tensor | None = None,
-                 callback: StepCallback | None = None, start: "str | torch.Tensor" = "input",
+                 callback: StepCallback | None = None, start: str | torch.Tensor = "input",
                  blend_every_step: bool = True) -> torch.Tensor:
     """Run one stage from `z_input` (the stage input latent, float32) and return the new latent.
 
@@ -197,7 +197,7 @@ def sample_stage(denoiser: Denoiser, scheduler_config: dict, spec: StageSpec, z_
     n = len(timesteps)
     for i, t in enumerate(timesteps):
         if denoiser.state is not None:
-            denoiser.state.set_weight(orag.step_weight(i, n) if guided else 0.0, denoiser.device)
+            denoiser.state.set_weight(orag.step_weight(i, n) if guided and orag is not None else 0.0, denoiser.device)
         eps = denoiser(z, t, spec)
         # the generator is a CPU one; diffusers draws the variance noise on it and moves it
         z = scheduler.step(eps, t, z, generator=generator).prev_sample

@@ -113,7 +113,8 @@ class PipelineSettings:
             raise InputError("tile must be a multiple of 8 (>= 16) and tile_overlap in [0, tile)")
         check_dtype(self.dtype)
         if self.pad_mode not in ("reflect", "replicate", "constant", "circular"):  # torch's F.pad modes
-            raise InputError(f"pad_mode must be 'reflect', 'replicate', 'constant' or 'circular', got {self.pad_mode!r}")
+            raise InputError(f"pad_mode must be 'reflect', 'replicate', 'constant' or 'circular', "
+                             f"got {self.pad_mode!r}")
         if self.compile not in ("none", "default", "reduce-overhead", "max-autotune"):
             raise InputError(f"unknown compile mode {self.compile!r}")
 

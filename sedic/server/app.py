@@ -95,8 +95,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
 
     for kind in (SedicError, QueueFull, JobCancelled):
         app.add_exception_handler(kind, library_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(StarletteHTTPException, http_error)
+    # Starlette types every handler as taking Exception; these two get only their own class
+    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, unexpected)
 
     router = build_router(state)
@@ -104,7 +105,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     methods_of: dict[str, set[str]] = {}
     for route in router.routes:
         if isinstance(route, APIRoute):
-            methods_of.setdefault(route.path, set()).update(route.methods)
+            methods_of.setdefault(route.path, set()).update(route.methods or ())
 
     # without this the page's mount at "/" answers every other /v1 request: "Not Found" even for
     # a GET on a POST endpoint

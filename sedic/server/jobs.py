@@ -134,7 +134,7 @@ class FairPool:
 class Ticket:
     """One admitted request: its cancel flag, the warnings its work raised, its pieces in flight."""
 
-    def __init__(self, queue: "JobQueue", cost: int):
+    def __init__(self, queue: JobQueue, cost: int):
         self._queue = queue
         self.cost = cost  # pixels
         self._refs = 1  # the request itself; each piece in flight adds one
@@ -233,7 +233,7 @@ class JobQueue:
         now = time.monotonic()
         recent = [t for t in self._finishes if now - t < 120][-17:]
         if len(recent) >= 2:
-            gap = statistics.median(b - a for a, b in zip(recent, recent[1:]))
+            gap = statistics.median(b - a for a, b in itertools.pairwise(recent))
             idle = now - recent[-1]
             # a pause of a few seconds (a slow stage, a busy machine) is not a new rate; only a
             # long one, such as a large job holding the model, says slots free more slowly now

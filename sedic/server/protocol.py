@@ -7,12 +7,16 @@ The body has its own deadline, in `uploads.BodyLimit`.
 
 from __future__ import annotations
 
+import asyncio
+
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 
 def guarded_protocol(header_timeout: float, max_connections: int) -> type[H11Protocol]:
     class GuardedH11Protocol(H11Protocol):
+        _header_deadline: asyncio.TimerHandle | None = None  # closes a connection whose headers are late
+
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
             if len(self.connections) > max_connections:  # this one included

@@ -17,6 +17,7 @@ import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
@@ -31,7 +32,7 @@ from ..config import PROFILES, Profile, get_profile
 from ..errors import InputError, SedicError
 from ..semantics import SemanticObject, Semantics
 from . import uploads
-from .errors import UnsupportedMedia, Unauthorized, error_body, status_of
+from .errors import Unauthorized, UnsupportedMedia, error_body, status_of
 from .jobs import JobCancelled, JobQueue, QueueFull, Ticket
 from .settings import ServerSettings
 
@@ -144,14 +145,15 @@ class ErrorBody(BaseModel):
     status: int
 
 
-def _error(description: str, headers: dict | None = None) -> dict:
+def _error(description: str, headers: dict | None = None) -> dict[str, Any]:
     answer = {"model": ErrorBody, "description": description}
     if headers:
-        answer["headers"] = {name: {"description": text, "schema": {"type": "string"}} for name, text in headers.items()}
+        answer["headers"] = {name: {"description": text, "schema": {"type": "string"}}
+                             for name, text in headers.items()}
     return answer
 
 
-ERROR_RESPONSES = {
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: _error("bad option or input (rate, profile not served, semantics, form parts, stages, Host)"),
     401: _error("missing or wrong API key", {"WWW-Authenticate": "Bearer realm=\"sedic\""}),
     404: _error("no such endpoint"),
@@ -186,7 +188,7 @@ def mask_data_urls(parsed) -> list[str]:
 
 
 def sse(event: str, payload: dict) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(payload, ensure_ascii=False)}\n\n".encode("utf-8")
+    return f"event: {event}\ndata: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
 
 
 def build_router(state: ServerState) -> APIRouter:
@@ -241,7 +243,8 @@ def build_router(state: ServerState) -> APIRouter:
 
     @router.post("/compress", dependencies=upload, response_class=Response, summary="Image in, .sedic bytes out",
                  responses={200: {"content": {SEDIC_MEDIA_TYPE: {}}, "headers": RATE_HEADERS,
-                                  "description": "the .sedic file; size, bpp and bits per stream in X-Sedic-* headers"}})
+                                  "description": "the .sedic file; size, bpp and bits per stream in "
+                                                 "X-Sedic-* headers"}})
     async def compress(
         request: Request,
         image: UploadFile = File(..., description="PNG, JPEG or WebP"),
@@ -320,8 +323,8 @@ def build_router(state: ServerState) -> APIRouter:
         try:
             async with cancel_on_disconnect(request, ticket):
                 parsed = await ticket.run(uploads.parse_sedic, data, limit)
-                decode = partial(sedic.decompress, data, profile=state.profile_for_decode(parsed, stages), stages=stages,
-                                 device=settings.device, progress=ticket.progress_guard(),
+                decode = partial(sedic.decompress, data, profile=state.profile_for_decode(parsed, stages),
+                                 stages=stages, device=settings.device, progress=ticket.progress_guard(),
                                  on_step=ticket.progress_guard())
                 image = await ticket.run(decode, model=stages != 0)
                 png = await ticket.run(uploads.png_bytes, image)

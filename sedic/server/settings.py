@@ -55,6 +55,6 @@ class ServerSettings:
         return int(self.max_upload_mb * (1 << 20))
 
     @classmethod
-    def from_env(cls, **kwargs) -> "ServerSettings":
+    def from_env(cls, **kwargs) -> ServerSettings:
         """Settings with the API key taken from SEDIC_API_KEY (empty means no key)."""
         return cls(api_key=os.environ.get(API_KEY_ENV) or None, **kwargs)

@@ -17,8 +17,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from .. import bitstream as bs
-from .. import codec, jsontext
+from .. import bitstream as bs, codec, jsontext
 from ..errors import InputError
 from ..imageio import ACCEPTED_FORMATS, read_opened, srgb_pnginfo
 from ..semantics import MAX_OBJECTS, Semantics
@@ -85,7 +84,7 @@ class BodyLimit:
         from starlette.responses import JSONResponse
 
         response = JSONResponse(error_body(status, message), status_code=status, headers={"Connection": "close"})
-        await response({"type": "http"}, None, send)
+        await response({"type": "http"}, None, send)  # type: ignore[arg-type]  # a JSONResponse never receives
 
 
 def safe_name(name: str | None, default: str) -> str:

@@ -126,7 +126,7 @@ def _filter_axis1(src: np.ndarray, out_size: int) -> np.ndarray:
         p = plane[:r1 - r0]
         for ch in range(c):
             p[:] = src[r0:r1, :, ch]
-            for o0, (lo, hi, block) in zip(range(0, out_size, band), blocks):
+            for o0, (lo, hi, block) in zip(range(0, out_size, band), blocks, strict=True):
                 acc = p[:, lo:hi] @ block[:, :-1].T
                 acc += 0.5
                 np.clip(acc, 0, 255, out=acc)

@@ -122,10 +122,10 @@ def to_grid(mask: np.ndarray) -> np.ndarray:
     return 2 * ones >= real
 
 
-def _check_grids(grids) -> tuple[int, int]:
+def _check_grids(grids) -> None:
     if not isinstance(grids, (list, tuple)):
         raise InputError("grids must be a list of 2-D bool arrays")
-    shape = None
+    shape: tuple[int, ...] | None = None
     for g in grids:
         if not isinstance(g, np.ndarray) or g.ndim != 2 or g.dtype != np.bool_:
             raise InputError("every grid must be a 2-D numpy bool array")
@@ -135,7 +135,6 @@ def _check_grids(grids) -> tuple[int, int]:
             shape = g.shape
         elif g.shape != shape:
             raise InputError(f"grids differ in shape: {shape} vs {g.shape}")
-    return shape
 
 
 def _shifted(a: np.ndarray, dy: int, dx: int) -> np.ndarray:

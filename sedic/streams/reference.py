@@ -26,8 +26,7 @@ from PIL import Image
 
 from sedic.bitstream import MAX_SIDE as MAX_FILE_SIDE, read_varint, write_varint
 from sedic.errors import BitstreamError, InputError, ModelUnavailableError, RateError
-from sedic.streams import avif as _avif
-from sedic.streams import lanczos as _lanczos
+from sedic.streams import avif as _avif, lanczos as _lanczos
 
 # Downscale factors; a payload stores the index (4 bits). Index 15 means "explicit
 # size follows". Exact fractions so the reduced size is the same on every machine.
@@ -87,7 +86,7 @@ def _check_target(width, height) -> None:
 def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     if image.shape[1] == width and image.shape[0] == height:
         return image
-    return np.asarray(Image.fromarray(image).resize((width, height), Image.LANCZOS))
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.LANCZOS))
 
 
 def upsample(reduced: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -147,7 +146,8 @@ class ReferenceCodec(abc.ABC):
 
     def settings(self, width: int, height: int) -> list[ReferenceSetting]:
         """Factors (ascending) x qualities (ascending); factors giving a size already listed are dropped."""
-        seen, out = set(), []
+        seen: set[tuple[int, int]] = set()
+        out: list[ReferenceSetting] = []
         for i in range(len(FACTORS)):
             size = reduced_size(width, height, i)
             if size in seen:
@@ -489,7 +489,7 @@ class _Search:
         rw, rh = reduced_size(self.w, self.h, fi)
         if (rw, rh) == (self.w, self.h):
             return self.image
-        return np.asarray(self._source.resize((rw, rh), Image.LANCZOS))
+        return np.asarray(self._source.resize((rw, rh), Image.Resampling.LANCZOS))
 
     def _predict(self, fi: int, i: int) -> float:
         """Predicted log(bytes) of quality index i at factor fi."""
@@ -561,7 +561,7 @@ class _Search:
                 results = list(pool.map(self._evaluate, todo))
         else:
             results = [self._evaluate(fi) for fi in todo]
-        for fi, result in zip(todo, results):
+        for fi, result in zip(todo, results, strict=True):
             self.results[fi] = result
             self.known[fi] = dict(self.sizes[fi])
             if self.progress is not None:

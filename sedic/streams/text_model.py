@@ -58,7 +58,7 @@ _SEP_CHAR_COUNTS[96] = 4.0
 _NONASCII = 96
 
 
-def _cat(counts, lazy: bool = True) -> "constriction.stream.model.Categorical":
+def _cat(counts, lazy: bool = True) -> constriction.stream.model.Categorical:
     # perfect=False fixes the quantisation rule; `lazy` only changes speed, not the bits
     # (constriction docs), so one-off models are lazy and reused ones are built eagerly.
     return _Cat(np.asarray(counts, dtype=np.float64), perfect=False, lazy=lazy)
@@ -147,12 +147,12 @@ class _Coder:
             w = t.words[i]
         else:
             w = self.oov_words()[i - t.esc - 1]
-        j = self.cache.get(w)
-        if j is None:
-            j = self.cache[w] = len(self.cache_words)
+        slot = self.cache.get(w)
+        if slot is None:
+            slot = self.cache[w] = len(self.cache_words)
             self.cache_words.append(w)
             self.cache_n.append(0)
-        self.cache_n[j] += 1
+        self.cache_n[slot] += 1
         self.pos += 1
         return w
 
@@ -195,7 +195,7 @@ class _Coder:
         return tok
 
     def spell_sep(self, s: str | None) -> str:
-        out = []
+        out: list[str] = []
         model = _cat(_SEP_CHAR_COUNTS, lazy=False)
         for k in range(MAX_CHARS + 1):
             if s is None:

@@ -24,8 +24,7 @@ from PIL import Image
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-from sedic import bitstream as bs  # noqa: E402
-from sedic import codec  # noqa: E402
+from sedic import bitstream as bs, codec  # noqa: E402 (after the sys.path line above)
 from sedic.streams import avif, masks, reference, text  # noqa: E402
 
 CHECKPOINT = "bmshj2018_factorized_tiny.pth"
@@ -116,12 +115,14 @@ def valid_vectors():
     v.append(("v01_1x1_no_semantics", "1x1 image, no text or masks, AVIF at 1x1 with the tool-flags byte",
               build(1, 1, settings(), None, None, avif_payload(image(1, 1, 1), 0, 40)), {}))
     img = image(16, 16, 2)
-    v.append(("v02_16x16_default_tools", "D = 1 (tool flags 0b011010, libavif's default tune), empty overall text, K = 0",
+    v.append(("v02_16x16_default_tools",
+              "D = 1 (tool flags 0b011010, libavif's default tune), empty overall text, K = 0",
               build(16, 16, settings(seed=7), [""], None, avif_payload(img, 0, 30, tune=None)), {}))
     w, h = 37, 29
     s = strings_for("a small odd-sized picture", [("ball", "")])
     g = [masks.to_grid(m) for m in blobs(1, w, h, 3)]
-    v.append(("v03_37x29_k1_all_settings", "K = 1 with an empty description; every settings key; seed 2^32-1; profile 0",
+    v.append(("v03_37x29_k1_all_settings",
+              "K = 1 with an empty description; every settings key; seed 2^32-1; profile 0",
               build(w, h, settings(0, (1 << 32) - 1, object_steps=7, final_steps=1000, object_cfg=3.5,
                                    final_cfg=100.0, schedule="fused"), s, g, avif_payload(image(w, h, 3), 0, 50)), {}))
     w, h = 64, 48
@@ -197,10 +198,13 @@ def invalid_vectors(valid: dict[str, bytes]):
          "magic PK (another format's file)"),
         ("x02_version_1", base[:2] + b"\x01" + base[3:], "version", "unsupported .sedic version 1",
          "an older version byte: named as such whatever the check value says (version 1 had none)"),
-        ("x03_crc", base[:-1] + bytes([base[-1] ^ 1]), "crc", "corrupt file: CRC-16", "one bit of the check value flipped"),
+        ("x03_crc", base[:-1] + bytes([base[-1] ^ 1]), "crc", "corrupt file: CRC-16",
+         "one bit of the check value flipped"),
         ("x04_truncated", _recrc(body[:-5]), "section-length", "truncated file: reference section declares 149 bytes",
-         "5 bytes cut before the check value, which is then recomputed (a plain cut is a CRC error: the check comes first)"),
-        ("x05_reserved_section_type", _recrc(body + b"\x0d\x00"), "section-type", "unknown section type 5", "a section of type 5 after the reference"),
+         "5 bytes cut before the check value, which is then recomputed "
+         "(a plain cut is a CRC error: the check comes first)"),
+        ("x05_reserved_section_type", _recrc(body + b"\x0d\x00"), "section-type", "unknown section type 5",
+         "a section of type 5 after the reference"),
         ("x06_repeated_section", _recrc(head + bs.write_varint(2 << 3 | 1) + b"\x01\x00"
                                         + bs.write_varint(2 << 3 | 1) + b"\x01\x00"
                                         + bs.write_varint(len(ref) << 3 | 4) + ref),
@@ -227,7 +231,8 @@ def invalid_vectors(valid: dict[str, bytes]):
          "avif-tool-flags-reserved", "reserved bits set in AVIF tool flags", "bit 0 of the tool-flags byte set"),
         ("x17_factor_index_13", _repack(small, reference=ref_d1[:1] + bytes([13 << 4 | 8]) + ref_d1[2:]),
          "factor-index", "unknown downscale factor index 13", "factor index 13"),
-        ("x18_explicit_size_too_big", _repack(small, reference=ref_d1[:1] + bytes([15 << 4 | 8]) + b"\x10\x00" + ref_d1[2:]),
+        ("x18_explicit_size_too_big",
+         _repack(small, reference=ref_d1[:1] + bytes([15 << 4 | 8]) + b"\x10\x00" + ref_d1[2:]),
          "explicit-size", "reference width 17 is above the image width 16",
          "explicit size 17x1 (varints 16, 0) on a 16x16 image"),
         ("x19_codec_id_3", _repack(small, reference=bytes([3 << 5]) + ref_d1[1:]), "reference-codec",
@@ -251,11 +256,13 @@ def invalid_vectors(valid: dict[str, bytes]):
         ("x28_setting_value_3_bytes", _repack(base, settings=b"\x01\x00\x02\x85\x80\x00"), "varint-too-long",
          "final_steps is longer than 2 bytes, above the limit 1000",
          "final_steps as the 3 bytes 85 80 00 (also not minimal: the length is checked first)"),
-        ("x29_text_zero_strings", _repack(small, text=b""), "string-count", "text stream holds 0 strings; expected 1 + 2 per object",
+        ("x29_text_zero_strings", _repack(small, text=b""), "string-count",
+         "text stream holds 0 strings; expected 1 + 2 per object",
          "an empty text section (the encoding of zero strings)"),
         ("x30_text_tail_limit", _repack(small, text=tail.to_bytes(8, "big").rstrip(b"\x00")), "text-stream",
          "text stream: truncated",
-         "8 bytes: n = 1, then every symbol decodes as 0 on zero words; more than 1,024 characters after maybe_exhausted()"),
+         "8 bytes: n = 1, then every symbol decodes as 0 on zero words; "
+         "more than 1,024 characters after maybe_exhausted()"),
         ("x31_section_header_5_bytes", _recrc(head + b"\x81\x80\x80\x80\x00"), "varint-too-long",
          "section header is longer than 4 bytes, above the limit 134217735", "a 5-byte section header"),
         ("x32_magic_bit_flipped", b"SE" + base[2:], "damaged-magic",
@@ -303,7 +310,8 @@ def expected(name: str, data: bytes, options: dict) -> dict:
                      "reduced_rgb_sha256": sha256(np.ascontiguousarray(reduced).tobytes()),
                      "preview_rgb_sha256": sha256(np.ascontiguousarray(preview).tobytes())})
     sem = parsed.semantics
-    strings = [sem.overall] + [s for o in sem.objects for s in (o.name, o.description)] if bs.TEXT in parsed.container.sections else []
+    strings = ([sem.overall] + [s for o in sem.objects for s in (o.name, o.description)]
+               if bs.TEXT in parsed.container.sections else [])
     mask_files = []
     for k, o in enumerate(sem.objects):
         rel = f"masks/{name}.{k}.png"
@@ -313,7 +321,8 @@ def expected(name: str, data: bytes, options: dict) -> dict:
             "width": parsed.width, "height": parsed.height,
             "profile_id": parsed.params.profile_id, "seed": parsed.params.seed,
             "settings": {k: v for k, v in parsed.params.overrides.items()},
-            "strings": strings, "objects": len(sem.objects), "mask_grid_shape": list(masks.grid_shape(parsed.width, parsed.height)),
+            "strings": strings, "objects": len(sem.objects),
+            "mask_grid_shape": list(masks.grid_shape(parsed.width, parsed.height)),
             "masks": mask_files, "reference": ref_info}
 
 
