@@ -241,7 +241,7 @@ def test_wrong_content_type(client, small_file):
                  415)
     # a .sedic file where an image belongs; a text file as the image
     assert_error(client.post("/v1/compress", files={"image": ("a.png", small_file, "image/png")}), 415,
-                 "a.png", "not a PNG, JPEG or WebP")
+                 "a.png", "not a PNG, JPEG, WebP, AVIF")
     buf = io.BytesIO()
     Image.new("RGB", (8, 8)).save(buf, "GIF")
     assert_error(client.post("/v1/compress", files={"image": ("a.gif", buf.getvalue())}), 415, "GIF")

@@ -160,7 +160,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     405: _error("wrong method", {"Allow": "the methods of this path"}),
     408: _error("request body slower than the server's --client-timeout allows"),
     413: _error("body above --max-upload-mb, or an image, mask or file above --max-pixels"),
-    415: _error("not multipart/form-data, or an upload that is not a PNG, JPEG or WebP"),
+    415: _error("not multipart/form-data, or an upload that is not an accepted image"),
     422: _error("corrupt or truncated .sedic file, a rate that cannot be met, a malformed form field"),
     503: _error("queue full (see Retry-After) or the profile's models are not available",
                 {"Retry-After": "seconds until a slot is likely free (queue full only)"}),
@@ -247,7 +247,7 @@ def build_router(state: ServerState) -> APIRouter:
                                                  "X-Sedic-* headers"}})
     async def compress(
         request: Request,
-        image: UploadFile = File(..., description="PNG, JPEG or WebP"),
+        image: UploadFile = File(..., description="PNG, JPEG, WebP, AVIF or HEIC/HEIF"),
         semantics: UploadFile | None = File(None, description="semantics JSON (see docs/analysis.md); "
                                             "each object's `mask` names one of the uploaded `masks`"),
         masks: list[UploadFile] | None = File(None, description="mask PNGs named as in the semantics JSON"),

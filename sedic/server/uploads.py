@@ -19,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .. import bitstream as bs, codec, jsontext
 from ..errors import InputError
-from ..imageio import ACCEPTED_FORMATS, read_opened, srgb_pnginfo
+from ..imageio import ACCEPTED_FORMATS, ACCEPTED_NAMES, read_opened, srgb_pnginfo
 from ..semantics import MAX_OBJECTS, Semantics
 from .errors import TooLarge, UnsupportedMedia, error_body
 
@@ -130,10 +130,10 @@ def decode_image(data: bytes, name: str, max_pixels: int):
     except Image.DecompressionBombError as exc:
         raise TooLarge(f"image {name}: {exc}; this server's limit is {max_pixels} pixels") from None
     except (UnidentifiedImageError, OSError, ValueError):
-        raise UnsupportedMedia(f"{name}: not a PNG, JPEG or WebP image") from None
+        raise UnsupportedMedia(f"{name}: not a {ACCEPTED_NAMES} image") from None
     with img:
         if img.format not in ACCEPTED_FORMATS:
-            raise UnsupportedMedia(f"{name}: unsupported image format {img.format} (use PNG, JPEG or WebP)")
+            raise UnsupportedMedia(f"{name}: unsupported image format {img.format} (use {ACCEPTED_NAMES})")
         _check_pixels(*img.size, f"image {name}", max_pixels)
         try:  # the library's loading path: orientation, colour profile, what reading drops
             return read_opened(img, name)

@@ -124,8 +124,9 @@ function showProfileHelp() {
 
 function chooseImage(file) {
   if (!file) return;
-  if (!/^image\/(png|jpeg|webp)$/.test(file.type)) {
-    status(`${file.name}: choose a PNG, JPEG or WebP image`, true);
+  // browsers may not name a HEIC file's type: its extension says it
+  if (!/^image\/(png|jpeg|webp|avif|heic|heif)$/.test(file.type) && !/\.(avif|heic|heif)$/i.test(file.name)) {
+    status(`${file.name}: choose a PNG, JPEG, WebP, AVIF or HEIC image`, true);
     return;
   }
   setImage(file);
