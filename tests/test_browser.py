@@ -81,6 +81,18 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def kodim23_sedic(tmp_path_factory):
+    """The example photo coded with profile test, as a file the page can open: (path, bytes)."""
+    import sedic
+
+    data = sedic.compress(REPO / "examples" / "kodim23.png", bpp=0.02, semantics=EXAMPLES / "kodim23.json",
+                          profile="test")
+    path = tmp_path_factory.mktemp("coded") / "kodim23.sedic"
+    path.write_bytes(data)
+    return path, data
+
+
+@pytest.fixture(scope="module")
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
@@ -201,13 +213,8 @@ def test_compress_and_decode_stage_by_stage(server, browser, tmp_path):
     page.close()
 
 
-def test_open_sedic_and_phone_width(server, browser, tmp_path):
-    import sedic
-
-    data = sedic.compress(REPO / "examples" / "kodim23.png", bpp=0.02, semantics=EXAMPLES / "kodim23.json",
-                          profile="test")
-    path = tmp_path / "kodim23.sedic"
-    path.write_bytes(data)
+def test_open_sedic_and_phone_width(server, browser, kodim23_sedic):
+    path, data = kodim23_sedic
     page = browser.new_page(viewport={"width": 390, "height": 844})
     page.goto(server + "/")
     page.set_input_files("#sedic-input", str(path))
@@ -321,16 +328,11 @@ def test_the_right_key_clears_the_401(browser, tmp_path):
         page.close()
 
 
-def test_progress_and_cancel_stop_the_job(server, browser, tmp_path):
+def test_progress_and_cancel_stop_the_job(server, browser, kodim23_sedic):
     """Issue 16 item 12: a visible busy bar (elapsed time, stage and step), and Cancel stops the server's job."""
     import httpx
 
-    import sedic
-
-    data = sedic.compress(REPO / "examples" / "kodim23.png", bpp=0.02, semantics=EXAMPLES / "kodim23.json",
-                          profile="test")
-    path = tmp_path / "kodim23.sedic"
-    path.write_bytes(data)
+    path, data = kodim23_sedic
     before = httpx.get(server + "/v1/health", timeout=10).json()["queue"]
     page = browser.new_page(viewport={"width": 1100, "height": 500})  # a short window: the bar must stay in view
     errors = watch_errors(page, 0)
