@@ -801,7 +801,9 @@ def test_live_small_jobs_are_not_stuck_behind_large_ones():
         waited = time.monotonic() - started
         assert r.status_code == 200, r.text
         queue = httpx.get(server.url + "/v1/health", timeout=10).json()["queue"]
-        assert queue["in_flight"] == 2 and queue["completed"] == 1, queue  # both large ones still running
+        # a large one is still running (FIFO would have answered after both); with the fast reference
+        # search a 1024x1024 encode can end within the small job's few seconds on an idle machine
+        assert queue["in_flight"] >= 1, queue
         assert waited < 8, waited  # alone: 0.1-0.8 s
     finally:
         server.stop()
