@@ -220,7 +220,10 @@ def build_router(state: ServerState) -> APIRouter:
                     raise InputError(f"'{name}' must be a file part with a file name (filename=\"...\"), "
                                      f"got a plain form field")
 
-    router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], responses=ERROR_RESPONSES)
+    # the bearer scheme is in /openapi.json only when this server has a key: a keyless server
+    # declaring it told clients (and schemathesis) that a missing key would be refused
+    keyed = [Depends(require_key)] if settings.api_key is not None else []
+    router = APIRouter(prefix="/v1", dependencies=keyed, responses=ERROR_RESPONSES)
     upload = [Depends(require_multipart)]
     queue, limit = state.queue, settings.max_pixels
 
