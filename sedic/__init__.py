@@ -48,16 +48,13 @@ def _as_image(image) -> np.ndarray:
 def _image_from_bytes(data: bytes) -> np.ndarray:
     """The bytes of an image file, read as the file would be (the one loading path of imageio)."""
     import io
-    import warnings
 
     from PIL import Image, UnidentifiedImageError
 
-    from .imageio import ACCEPTED_FORMATS, ACCEPTED_NAMES, read_opened
+    from .imageio import ACCEPTED_FORMATS, ACCEPTED_NAMES, open_image, read_opened
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked
-            img = Image.open(io.BytesIO(data))
+        img = open_image(io.BytesIO(data), "image")
         with img:
             if img.format not in ACCEPTED_FORMATS:
                 raise InputError(f"image bytes: unsupported image format {img.format} (use {ACCEPTED_NAMES})")

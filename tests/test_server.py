@@ -954,3 +954,20 @@ def test_live_schemathesis_answers_conform_to_the_openapi_spec(live):
 
         check()
     assert len(seen) == len(operations), seen
+
+
+def test_live_png_chunk_bombs_are_the_loaders_message(live, small_image):
+    """A zTXt bomb was answered 415 'not a PNG, JPEG or WebP image'; as an image or a mask it is now
+    the loader's one line (the CLI's and the API's words), a 400."""
+    from test_photo_input import CHUNK_BOMBS
+
+    with httpx.Client(base_url=live.url, timeout=60) as c:
+        for data, words in CHUNK_BOMBS.values():
+            r = c.post("/v1/compress", files={"image": ("bomb.png", data)}, data={"analyze": "false"})
+            assert_error(r, 400, f"bomb.png: {words} (a decompression bomb); refused")
+        data, words = CHUNK_BOMBS["iCCP"]
+        semantics = json.dumps({"overall": "x", "objects": [{"name": "o", "description": "d",
+                                                            "mask": "m.png"}]}).encode()
+        r = c.post("/v1/compress", files=[("image", ("a.png", png(np.zeros((8, 8, 3), np.uint8)))),
+                                          ("semantics", ("s.json", semantics)), ("masks", ("m.png", data))])
+        assert_error(r, 400, f"mask m.png: {words}")
