@@ -971,3 +971,56 @@ def test_live_png_chunk_bombs_are_the_loaders_message(live, small_image):
         r = c.post("/v1/compress", files=[("image", ("a.png", png(np.zeros((8, 8, 3), np.uint8)))),
                                           ("semantics", ("s.json", semantics)), ("masks", ("m.png", data))])
         assert_error(r, 400, f"mask m.png: {words}")
+
+
+def read_response(s: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 answer with a Content-Length from a kept-alive socket; (0, {}, b"") when the
+    server closed the connection instead."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            return 0, {}, b""
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+    while len(body) < int(headers["content-length"]):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_live_unexpected_error_is_a_json_500_that_keeps_the_connection(tmp_path):
+    """An unhandled exception answered 500 and then closed the keep-alive connection (uvicorn drops
+    a connection whose app raised after answering), so the client's next request on it failed.
+
+    A real fault: the server's temporary directory (TMPDIR, where uploaded semantics are unpacked)
+    removed under the running server, as a tmp cleaner does."""
+    scratch = tmp_path / "server-tmp"
+    scratch.mkdir()
+    server = LiveServer(env={"TMPDIR": str(scratch)})
+    try:
+        upload = httpx.Request("POST", server.url + "/v1/compress", files=[
+            ("image", ("a.png", png(np.zeros((64, 64, 3), np.uint8)))),
+            ("semantics", ("s.json", json.dumps({"overall": 5}).encode()))])
+        head = (f"POST /v1/compress HTTP/1.1\r\nHost: localhost\r\nContent-Type: {upload.headers['content-type']}"
+                f"\r\nContent-Length: {len(upload.read())}\r\n\r\n").encode()
+        health = b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        s = raw_request(server.port, head + upload.read())
+        status, _, body = read_response(s)
+        assert status == 400 and b"overall" in body, body  # the semantics were unpacked in TMPDIR
+        scratch.rmdir()
+        s.sendall(head + upload.read())
+        status, headers, body = read_response(s)
+        assert status == 500 and json.loads(body) == {"error": "internal error (see the server log)", "status": 500}
+        assert headers.get("connection", "").lower() != "close"
+        s.sendall(health)  # the same connection still answers
+        status, _, body = read_response(s)
+        assert status == 200 and json.loads(body)["status"] == "ok", body
+        s.close()
+    finally:
+        log = server.stop()
+    assert "FileNotFoundError" in log and log.count("Traceback") == 1, log[-2000:]  # logged once, server-side

@@ -162,6 +162,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: _error("body above --max-upload-mb, or an image, mask or file above --max-pixels"),
     415: _error("not multipart/form-data, or an upload that is not an accepted image"),
     422: _error("corrupt or truncated .sedic file, a rate that cannot be met, a malformed form field"),
+    500: _error("a fault of the server itself, e.g. its TMPDIR removed (the traceback is in its log)"),
     503: _error("queue full (see Retry-After) or the profile's models are not available",
                 {"Retry-After": "seconds until a slot is likely free (queue full only)"}),
 }
