@@ -47,19 +47,23 @@ from sedic.streams.codecs import (  # noqa: F401 - re-exported: the stream's API
 )
 from sedic.streams.codecs.base import _check_image, _resize  # noqa: F401 - the search's input check; tools
 
+PSNR_CAP = 100.0  # identical images; never above it (a finite number for tables and JSON)
+
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """RGB PSNR over every sample; summed in row blocks of exact integers, so a 45 MP image
-    needs no full-size float copies."""
-    if a.shape != b.shape:
-        raise ValueError(f"psnr of arrays shaped {a.shape} and {b.shape}")
+    """RGB PSNR over every sample, peak 255, capped at PSNR_CAP dB: the one PSNR of sedic (the
+    search's score and the evaluation's metric). Summed in row blocks of exact integers, so a
+    45 MP image needs no full-size float copies."""
+    if a.shape != b.shape or a.ndim != 3 or a.shape[2] != 3:
+        raise InputError(f"images must both be (H, W, 3), got {a.shape} and {b.shape}")
     rows = max(1, (1 << 20) // max(1, a[0].size))
     sse = 0
     for i in range(0, a.shape[0], rows):
         d = (a[i:i + rows].astype(np.int64) - b[i:i + rows]).ravel()
         sse += int(np.dot(d, d))
-    mse = sse / a.size
-    return float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+    if sse == 0:
+        return PSNR_CAP
+    return min(PSNR_CAP, 10 * math.log10(255.0 ** 2 * a.size / sse))
 
 
 def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
