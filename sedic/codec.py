@@ -16,7 +16,12 @@ from . import bitstream as bs
 from .config import Profile, get_profile, profile_by_id
 from .errors import BitstreamError, InputError, RateError, SedicWarning
 from .semantics import MAX_OBJECTS, SemanticObject, Semantics
-from .streams import masks as mask_stream, reference as reference_stream, text as text_stream
+from .streams import (
+    codecs as reference_codecs,
+    masks as mask_stream,
+    reference as reference_stream,
+    text as text_stream,
+)
 
 # Rates above this are no limit at all (uncompressed RGB is 24 bpp; the header of a tiny image
 # costs a few hundred); a larger one would overflow the byte budget (1e308 * pixels is inf).
@@ -40,11 +45,7 @@ class DecodedFile:
 
 
 def _reference_codec(profile: Profile):
-    ref = profile.reference
-    if ref.codec == "compressai":
-        return reference_stream.make_codec("compressai", model=ref.compressai_model,
-                                           checkpoint=ref.compressai_checkpoint)
-    return reference_stream.make_codec(ref.codec)
+    return reference_codecs.from_settings(profile.reference)
 
 
 def _side_sections(semantics: Semantics | None, width: int, height: int) -> dict[int, bytes]:
@@ -200,7 +201,7 @@ def parse(data: bytes) -> DecodedFile:
                                            for k in range(count)])
     # The reference header's rules (reserved bits, tool flags, sizes, ...) are checked here, not
     # only when the preview is decoded, so `inspect` refuses exactly what `decompress` refuses.
-    reference_stream.check_payload(container.sections[bs.REFERENCE], container.width, container.height)
+    reference_codecs.check_payload(container.sections[bs.REFERENCE], container.width, container.height)
     return DecodedFile(container.width, container.height, params, semantics, container, len(data))
 
 
@@ -208,12 +209,9 @@ def decode_preview(parsed: DecodedFile, profile: Profile | None = None) -> np.nd
     """Stage 0: the reference, decoded and upsampled to the original size."""
     profile = profile or parsed.profile
     payload = parsed.container.sections[bs.REFERENCE]
-    options = {}
-    # The payload names its codec (and CompressAI model); the profile only says where weights are.
-    if profile.reference.compressai_checkpoint and payload[:1] \
-            and payload[0] >> 5 == reference_stream.CODEC_COMPRESSAI:
-        options["checkpoint"] = profile.reference.compressai_checkpoint
-    return reference_stream.decode_reference(payload, parsed.width, parsed.height, **options)
+    # The payload names its codec (and its options, e.g. the CompressAI model); the profile only
+    # adds what the codec takes from it for decoding (where weights are).
+    return reference_codecs.decode_reference(payload, parsed.width, parsed.height, settings=profile.reference)
 
 
 def decoder_settings(parsed: DecodedFile, profile: Profile | None = None):

@@ -96,15 +96,16 @@ def _ranges(qualities) -> str:
 # The models of a profile
 
 def reference_models(r) -> list[ModelRef]:
-    """CompressAI zoo weights when the reference codec is CompressAI without a local checkpoint."""
-    if r.codec != "compressai" or r.compressai_checkpoint:
-        return []
-    return [compressai_ref(r.compressai_model)]
+    """The reference codec's downloadable models (its class's `models`: CompressAI zoo weights
+    when the codec is CompressAI without a local checkpoint)."""
+    from .streams.codecs import codec_class
+
+    return codec_class(r.codec).models(r)
 
 
 def compressai_ref(model: str, metric: str = "mse", qualities: tuple[int, ...] | None = None) -> ModelRef:
     """The zoo weights of a CompressAI architecture (every quality the reference codec uses)."""
-    from .streams.reference import CompressAICodec
+    from .streams.codecs import CompressAICodec
 
     quals = tuple(qualities or CompressAICodec(model, metric).qualities())
     return ModelRef("reference codec (CompressAI zoo)", model, None, "compressai", qualities=quals, metric=metric)

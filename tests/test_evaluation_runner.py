@@ -203,6 +203,77 @@ def test_compressai_with_a_checkpoint_file(tmp_path):
     assert out.size == (80, 48)
 
 
+def _tiny_compressai_checkpoint(tmp_path, perturb=False):
+    """A random bmshj2018-factorized with its entropy tables computed; `perturb` then moves its
+    float parameters, so tables recomputed from them differ from the stored ones."""
+    import torch
+    from compressai.zoo import image_models
+
+    torch.manual_seed(0)
+    model = image_models["bmshj2018-factorized"](quality=1, pretrained=False).eval()
+    model.update(force=True)
+    if perturb:
+        with torch.no_grad():
+            for p in model.entropy_bottleneck.parameters():
+                p.mul_(1.5)
+    path = tmp_path / "ckpt.pth"
+    torch.save(model.state_dict(), path)
+    return path, model.state_dict()
+
+
+def test_compressai_baseline_codes_with_the_tables_its_checkpoint_stores(tmp_path):
+    """As the reference codec does (every machine codes with the same CDFs); the baseline used
+    to recompute them in float (update(force=True))."""
+    import torch
+
+    pytest.importorskip("compressai")
+    path, state = _tiny_compressai_checkpoint(tmp_path, perturb=True)
+    base = B.build_baseline("compressai-bmshj2018-factorized",
+                            compressai_ckpts={"bmshj2018-factorized": {1: str(path)}})
+    img = _smooth(48, 80)
+    data = base.codec.encode_at(Image.fromarray(img), 0)
+    assert np.asarray(base.codec.decode_raw(data)).shape == img.shape
+    net = base.codec.coder.net(1)
+    for name in ("_quantized_cdf", "_offset", "_cdf_length"):
+        assert torch.equal(getattr(net.entropy_bottleneck, name), state[f"entropy_bottleneck.{name}"])
+
+
+def test_compressai_baseline_and_reference_share_the_coder(tmp_path):
+    """The baseline's file carries exactly the strings the reference codec's payload carries."""
+    pytest.importorskip("compressai")
+    from sedic.streams.reference import CompressAICodec, ReferenceSetting
+
+    path, _ = _tiny_compressai_checkpoint(tmp_path)
+    base = B.build_baseline("compressai-bmshj2018-factorized",
+                            compressai_ckpts={"bmshj2018-factorized": {1: str(path)}})
+    img = _smooth(64, 64)
+    data = base.codec.encode_at(Image.fromarray(img), 0)
+    ref = CompressAICodec("bmshj2018-factorized", checkpoint=str(path)).encode(img, ReferenceSetting(0, 1))
+    # file: 9 header bytes, 1 group count, 1 string count, 4 length bytes; payload: 2 header bytes
+    assert data[15:] == ref[2:] and len(ref) > 2
+    assert np.array_equal(np.asarray(base.codec.decode_raw(data)),
+                          CompressAICodec("bmshj2018-factorized", checkpoint=str(path)).decode_reduced(ref, 64, 64))
+
+
+def test_baselines_search_with_the_reference_search(monkeypatch):
+    """One rate search: a baseline's encode goes through sedic.streams.reference.encode_reference,
+    over the reference's downscale factors."""
+    from sedic.streams import reference as R
+
+    calls = []
+    real = R.encode_reference
+
+    def spy(image, max_bytes, codec, **kw):
+        calls.append((max_bytes, sorted({s.factor_index for s in codec.settings(192, 128)})))
+        return real(image, max_bytes, codec, **kw)
+
+    monkeypatch.setattr(R, "encode_reference", spy)
+    enc = B.build_baseline("jpeg").encode(_smooth(128, 192), 0.3)
+    reference_factors = sorted({s.factor_index for s in R.AvifCodec().settings(192, 128)})
+    assert calls == [(int(0.3 * 128 * 192 / 8), reference_factors)] and len(reference_factors) > 8
+    assert enc.info["factor"] in [float(f) for f in R.FACTORS]
+
+
 # ------------------------------------------------------------------ the command, end to end
 
 def test_evaluate_command_writes_csv_json_table_plots_and_resumes(tmp_path, capsys):

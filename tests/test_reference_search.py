@@ -114,7 +114,19 @@ def test_psnr_matches_the_float_formula():
     a, b = (rng.integers(0, 256, (300, 200, 3), dtype=np.uint8) for _ in range(2))
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     assert R.psnr(a, b) == pytest.approx(10 * np.log10(255 ** 2 / mse), rel=1e-12)
-    assert R.psnr(a, a) == float("inf")
+    assert R.psnr(a, a) == R.PSNR_CAP
+
+
+def test_the_search_and_the_evaluation_score_with_one_psnr():
+    """Identical and near-identical images (one sample off by 1 in 256x256x3: 101.07 dB by the
+    formula) get the same capped value from the search and from `sedic evaluate`'s metric."""
+    from sedic.evaluation import metrics as M
+
+    a = np.random.default_rng(1).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    b = a.copy()
+    b[0, 0, 0] ^= 1
+    for pair in ((a, a), (a, b)):
+        assert R.psnr(*pair) == M.psnr(*pair) == 100.0
 
 
 # ---------------------------------------------------------------- progress lines

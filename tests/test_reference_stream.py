@@ -107,6 +107,91 @@ def test_bad_encoder_input():
         make_codec("jpeg")
 
 
+# ------------------------------------------------------------ the registry
+
+
+def _toy_codec_class():
+    """A codec a newcomer might add: raw pixels with `bits` of precision kept, id 3."""
+    from sedic.models import ModelRef
+    from sedic.streams.codecs.base import ReferenceCodec, _read_size
+
+    class ToyCodec(ReferenceCodec):
+        codec_id = 3
+        name = "toy"
+        parsed = 0
+
+        def __init__(self, bits=8):
+            self.bits = bits
+
+        @classmethod
+        def for_payload(cls, payload, **options):
+            return cls(bits=payload[1])  # the option the payload carries
+
+        @classmethod
+        def models(cls, settings):
+            return [ModelRef("toy weights", "toy/weights", None, "file", filename="toy.bin")]
+
+        def qualities(self):
+            return [8]
+
+        def check_setting(self, setting):
+            pass
+
+        def encode_reduced(self, reduced, setting):
+            return bytes([(3 << 5) | setting.factor_index, self.bits]) + (reduced >> (8 - self.bits)).tobytes()
+
+        def parse(self, payload, width, height):
+            ToyCodec.parsed += 1
+            rw, rh, pos = _read_size(payload, 2, payload[0] & 31, width, height)
+            if len(payload) - pos != rw * rh * 3 or not 1 <= payload[1] <= 8:
+                raise BitstreamError("bad toy payload")
+            return rw, rh, pos
+
+        def decode_reduced(self, payload, width, height):
+            rw, rh, pos = self.parse(payload, width, height)
+            pixels = np.frombuffer(payload[pos:], np.uint8).reshape(rh, rw, 3)
+            return pixels << (8 - self.bits)
+
+    return ToyCodec
+
+
+def test_reference_codec_ids_and_names_are_unique():
+    from sedic.streams.codecs import CODECS
+
+    assert len({c.codec_id for c in CODECS}) == len({c.name for c in CODECS}) == len(CODECS)
+    assert all(1 <= c.codec_id <= 7 for c in CODECS)
+
+
+def test_a_registered_codec_is_used_by_encode_decode_inspect_preview_and_models(monkeypatch):
+    """One entry in the registry is all the codec's callers need (CONTRIBUTING.md)."""
+    from dataclasses import replace
+
+    import sedic
+    from sedic import codec as sedic_codec, models
+    from sedic.config import get_profile
+    from sedic.streams import codecs
+
+    toy = _toy_codec_class()
+    monkeypatch.setattr(codecs, "CODECS", (*codecs.CODECS, toy))
+    test = get_profile("test")
+    profile = replace(test, reference=replace(test.reference, codec="toy"))
+    img = _image(96, 64, seed=4)
+    data = sedic.compress(img, bpp=3.0, analyze=False, profile=profile)
+    parsed = sedic_codec.parse(data)
+    payload = parsed.container.sections[4]  # bitstream.REFERENCE
+    assert payload[0] >> 5 == 3 and toy.parsed >= 1
+    before = toy.parsed
+    assert sedic.inspect(data)["width"] == 96 and toy.parsed > before
+    preview = sedic_codec.decode_preview(parsed, profile)
+    rw, rh, _ = toy().parse(payload, 96, 64)
+    reduced = np.asarray(Image.fromarray(img).resize((rw, rh), Image.LANCZOS))
+    assert np.array_equal(preview, codecs.upsample(reduced, 96, 64))
+    assert [r.repo_id for r in models.profile_models(profile) if r.repo_id.startswith("toy")] == ["toy/weights"]
+    with pytest.raises(BitstreamError, match="unknown reference codec id 3"):
+        monkeypatch.setattr(codecs, "CODECS", codecs.CODECS[:-1])
+        decode_reference(payload, 96, 64)
+
+
 # ------------------------------------------------------------ CompressAI
 
 

@@ -1,16 +1,23 @@
-"""Classical and learned baseline codecs at a target rate, with a downscale search.
+"""Classical and learned baseline codecs at a target rate, with the reference's downscale search.
 
 At 0.01-0.05 bpp a classical codec at full resolution cannot reach the rate (or only with a
-useless picture), so every baseline gets the same search: for each downscale factor in FACTORS,
-Lanczos-downscale, find by bisection the largest quality whose whole file fits the target, decode,
-Lanczos-upscale back to the original size; keep the (factor, quality) with the best PSNR.
-Rate accounting: the whole encoded file (container and headers included), plus 4 bytes for the
-original width and height (two uint16) when the image was downscaled, since a decoder needs them.
+useless picture), so every baseline gets the search sedic's own reference gets
+(sedic.streams.reference.encode_reference, docs/reference-stream.md "The search"): over the
+downscale factors FACTORS (the reference's table; reduced sizes by its rule), per factor the
+highest quality whose file fits, decoded and Lanczos-upscaled back to the original size, the
+best PSNR winning. Rate accounting is the baselines' own: the whole encoded file (container and
+headers included), plus 4 bytes for the original width and height (two uint16) when the image
+was downscaled, since a decoder needs them.
+
+CompressAI baselines code with the reference codec's coder (sedic.streams.codecs.compressai
+.CompressAICoder: the same weights loading and the CDF tables the weights store) and find zoo
+weights the way `sedic models` does (sedic.models).
 """
 
 from __future__ import annotations
 
 import io
+import os
 import struct
 import time
 from collections.abc import Callable
@@ -20,12 +27,11 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError, RateError
-from .metrics import psnr
-from .weights import WeightsNotFound, find_file, hub_checkpoint_dir
+from ..streams import reference as _reference
+from ..streams.codecs import FACTORS, CompressAICoder, ReferenceCodec, ReferenceSetting, reduced_size
 
-FACTORS = (1.0, 0.75, 0.5, 0.375, 0.25, 0.1875, 0.125, 0.09375, 0.0625)
 SIZE_SIDE_BYTES = 4
-MIN_SIDE = 8  # below this a codec's block structure dominates; not worth searching
+DEFAULT_FACTORS = tuple(float(f) for f in FACTORS)  # every factor of the reference's table
 
 
 class BaselineUnavailable(Exception):
@@ -99,74 +105,84 @@ def _resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
     return img if img.size == size else img.resize(size, Image.Resampling.LANCZOS)
 
 
-class SearchedBaseline:
-    """A codec with quality levels, wrapped in the downscale x quality search."""
+class _File(bytes):
+    """A baseline's file as the search counts it: `data` (the codec's own file) behind the 4 size
+    bytes when downscaled."""
 
-    def __init__(self, codec, factors=FACTORS):
+    data: bytes
+
+
+class _SearchedCodec(ReferenceCodec):
+    """A baseline codec as the reference's rate search sees it (never registered: baselines write
+    their own files, not reference payloads). One per image: a payload carries the image's size."""
+
+    codec_id = 0
+    name = "baseline"
+
+    def __init__(self, codec, factors: tuple[float, ...], width: int, height: int):
+        self.codec, self.factors, self.width, self.height = codec, factors, width, height
+
+    def qualities(self) -> list[int]:
+        return list(range(self.codec.qmin, self.codec.qmax + 1))
+
+    def settings(self, width: int, height: int) -> list[ReferenceSetting]:
+        return [s for s in super().settings(width, height) if FACTORS[s.factor_index] in self.factors]
+
+    def check_setting(self, setting: ReferenceSetting) -> None:
+        pass
+
+    def encode_reduced(self, reduced: np.ndarray, setting: ReferenceSetting) -> bytes:
+        data = self.codec.encode_at(Image.fromarray(reduced), setting.quality)
+        downscaled = reduced.shape[:2] != (self.height, self.width)
+        out = _File(struct.pack(">HH", self.width, self.height) + data if downscaled else data)
+        out.data = data
+        return out
+
+    def parse(self, payload: bytes, width: int, height: int) -> tuple:
+        return ()
+
+    def decode_reduced(self, payload: bytes, width: int, height: int) -> np.ndarray:
+        return np.asarray(self.codec.decode_raw(getattr(payload, "data", payload)))
+
+    def decode(self, payload: bytes, width: int, height: int) -> np.ndarray:
+        # Pillow's Lanczos upscale, as the baselines' decode does
+        return np.asarray(_resize(self.codec.decode_raw(getattr(payload, "data", payload)), (width, height)),
+                          dtype=np.uint8)
+
+
+class SearchedBaseline:
+    """A codec with quality levels, wrapped in the reference's downscale x quality search.
+
+    `factors`: the downscale factors tried, a subset of the reference's FACTORS (1, 3/2, 2, ...)."""
+
+    def __init__(self, codec, factors=DEFAULT_FACTORS):
+        unknown = [f for f in factors if f not in FACTORS]
+        if unknown:
+            raise InputError(f"downscale factors {unknown} are not among {[float(f) for f in FACTORS]}")
         self.codec = codec
         self.name = codec.name
         self.ext = codec.ext
-        self.factors = factors
-
-    def _fits(self, data: bytes, factor: float, budget: int) -> bool:
-        return len(data) + (SIZE_SIDE_BYTES if factor != 1.0 else 0) <= budget
+        self.factors = tuple(float(f) for f in factors)
 
     def encode(self, image: np.ndarray, target_bpp: float) -> Encoded:
         h, w = image.shape[:2]
         budget = int(target_bpp * w * h / 8)
-        src = Image.fromarray(image)
-        best = None
-        floor_q = self.codec.qmin
-        worse = 0
-        # Largest factor first: the quality that fits can only grow as the picture shrinks, so the
-        # quality found at one factor is a lower bound for the bisection at the next.
-        for factor in self.factors:
-            size = (max(1, round(w * factor)), max(1, round(h * factor)))
-            if min(size) < MIN_SIDE:
-                continue
-            small = _resize(src, size)
-            lo, hi = floor_q, self.codec.qmax
-            data = self.codec.encode_at(small, lo)
-            if not self._fits(data, factor, budget):
-                if lo == self.codec.qmin:
-                    continue  # even the lowest quality is too big at this size
-                lo = self.codec.qmin  # the bound did not hold here: search the whole range
-                data = self.codec.encode_at(small, lo)
-                if not self._fits(data, factor, budget):
-                    continue
-            found = (lo, data)
-            lo += 1
-            while lo <= hi:  # bisection on the largest quality that fits (size grows with quality)
-                mid = (lo + hi) // 2
-                d = self.codec.encode_at(small, mid)
-                if self._fits(d, factor, budget):
-                    found, lo = (mid, d), mid + 1
-                else:
-                    hi = mid - 1
-            q, data = found
-            floor_q = q
-            score = psnr(image, self._reconstruct(data, (w, h)))
-            if best is None or score > best[0]:
-                best, worse = (score, factor, q, data, size), 0
-            else:
-                # PSNR against the factor is unimodal in practice; two smaller factors in a row
-                # that do worse end the search (saves most of the encodes at higher rates).
-                worse += 1
-                if worse >= 2:
-                    break
-        if best is None:
-            raise RateError(f"{self.name}: no downscale factor >= {self.factors[-1]} and quality fits "
-                            f"{target_bpp} bpp ({budget} bytes)")
-        _, factor, q, data, size = best
+        searched = _SearchedCodec(self.codec, self.factors, w, h)
+        try:
+            if budget < 1:
+                raise RateError("no byte to spend")
+            blob, setting = _reference.encode_reference(image, budget, searched, metric="psnr")
+        except RateError:
+            raise RateError(f"{self.name}: no downscale factor <= {max(self.factors):g} and quality fits "
+                            f"{target_bpp} bpp ({budget} bytes)") from None
+        factor = float(FACTORS[setting.factor_index])
+        size = reduced_size(w, h, setting.factor_index)
         # Report the time of one encode of the chosen setting (downscale included), not the search.
         t = time.perf_counter()
-        self.codec.encode_at(_resize(src, size), q)
+        self.codec.encode_at(_resize(Image.fromarray(image), size), setting.quality)
         encode_s = time.perf_counter() - t
-        side = SIZE_SIDE_BYTES if factor != 1.0 else 0
-        # The file we store and count carries the original size in front when downscaled.
-        blob = (struct.pack(">HH", w, h) + data) if side else data
-        return Encoded(blob, {"factor": factor, "quality": q, "coded_width": size[0], "coded_height": size[1],
-                             "encode_s": encode_s})
+        return Encoded(bytes(blob), {"factor": factor, "quality": setting.quality, "coded_width": size[0],
+                                     "coded_height": size[1], "encode_s": encode_s})
 
     def _reconstruct(self, data: bytes, size: tuple[int, int]) -> np.ndarray:
         return np.asarray(_resize(self.codec.decode_raw(data), size), dtype=np.uint8)
@@ -181,13 +197,14 @@ class SearchedBaseline:
 
 # ---------------------------------------------------------------- CompressAI
 
-class CompressAICodec:
-    """A CompressAI zoo architecture; one quality level per available checkpoint.
+class CompressAIFile:
+    """A CompressAI zoo architecture coded by the reference codec's CompressAICoder, in our own
+    file; one quality level per available checkpoint.
 
     File layout we count in full: uint8 quality index, uint16 x2 coded size, uint16 x2 latent
-    shape, then per string
-    group a uint8 count and per string a uint32 length + bytes. The padded size is recomputed
-    from the coded size by the decoder (pad to a multiple of 64, crop after decoding).
+    shape, then per string group a uint8 count and per string a uint32 length + bytes. The padded
+    size is recomputed from the coded size by the decoder (pad to a multiple of 64, crop after
+    decoding).
     """
 
     def __init__(self, arch: str, checkpoints: dict[int, str], device="cpu"):
@@ -197,52 +214,21 @@ class CompressAICodec:
         self.device = device
         self.checkpoints = dict(sorted(checkpoints.items()))
         self.qmin, self.qmax = 0, len(self.checkpoints) - 1  # index into the sorted qualities
-        self._models: dict[int, object] = {}
-
-    def _model(self, idx: int):
-        if idx not in self._models:
-            import torch
-            from compressai.zoo import image_models
-            from compressai.zoo.image import model_architectures
-
-            q, path = list(self.checkpoints.items())[idx]
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-            if isinstance(sd, dict) and "state_dict" in sd:
-                sd = sd["state_dict"]
-            from compressai.zoo.pretrained import load_pretrained
-
-            sd = load_pretrained(sd)
-            try:
-                model = model_architectures[self.arch].from_state_dict(sd)
-            except Exception:  # architectures without from_state_dict: build by quality and load
-                model = image_models[self.arch](quality=q, pretrained=False)
-                model.load_state_dict(sd)
-            model.update(force=True)
-            self._models[idx] = model.to(self.device).eval()
-        return self._models[idx]
+        self._qualities = list(self.checkpoints)
+        self.coder = CompressAICoder(arch, checkpoint=self.checkpoints, device=device)
 
     def encode_at(self, img: Image.Image, idx: int) -> bytes:
-        import torch
-        import torch.nn.functional as F
-
-        x = torch.from_numpy(np.asarray(img, np.float32) / 255.0).permute(2, 0, 1)[None].to(self.device)
-        h, w = x.shape[2:]
-        ph, pw = (64 - h % 64) % 64, (64 - w % 64) % 64
-        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        with torch.no_grad():
-            out = self._model(idx).compress(x)
-        shape = tuple(out["shape"])  # latent grid the decoder starts from (stride differs per model)
-        parts = [struct.pack(">BHHHH", idx, w, h, shape[0], shape[1])]
-        parts.append(struct.pack(">B", len(out["strings"])))
-        for group in out["strings"]:
+        w, h = img.size
+        groups, shape = self.coder.compress(np.asarray(img), self._qualities[idx])
+        # the latent grid the decoder starts from (its stride differs per model)
+        parts = [struct.pack(">BHHHH", idx, w, h, shape[0], shape[1]), struct.pack(">B", len(groups))]
+        for group in groups:
             parts.append(struct.pack(">B", len(group)))
             for s in group:
                 parts.append(struct.pack(">I", len(s)) + s)
         return b"".join(parts)
 
     def decode_raw(self, data: bytes) -> Image.Image:
-        import torch
-
         idx, w, h, s0, s1 = struct.unpack(">BHHHH", data[:9])
         pos = 9
         (ngroups,) = struct.unpack(">B", data[pos:pos + 1])
@@ -257,45 +243,42 @@ class CompressAICodec:
                 group.append(data[pos + 4:pos + 4 + ln])
                 pos += 4 + ln
             strings.append(group)
-        with torch.no_grad():
-            out = self._model(idx).decompress(strings, (s0, s1))
-        x = torch.nan_to_num(out["x_hat"][0, :, :h, :w]).clamp(0, 1)
-        arr = (x.permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
-        return Image.fromarray(arr)
+        return Image.fromarray(self.coder.decompress(strings, (s0, s1), self._qualities[idx], w, h))
 
 
 def compressai_checkpoints(arch: str, given: dict[int, str], metric: str = "mse") -> dict[int, str]:
-    """Checkpoints given on the command line, else zoo downloads already in the torch hub cache."""
+    """Checkpoints given on the command line, else the zoo's weights already in torch.hub's cache
+    (where `sedic models download` and the zoo put them: sedic.models.compressai_paths)."""
     if given:
         return given
     try:
         from compressai.zoo.image import model_urls
+
+        from ..models import compressai_paths, compressai_ref
     except ImportError:
         raise BaselineUnavailable("compressai is not installed") from None
     if arch not in model_urls:
         raise BaselineUnavailable(f"unknown CompressAI architecture {arch!r} (known: {', '.join(model_urls)})")
-    found = {}
-    for q, url in model_urls[arch].get(metric, {}).items():
-        try:
-            found[q] = str(find_file(url.rsplit("/", 1)[-1], None))
-        except WeightsNotFound:
-            pass
+    qualities = tuple(sorted(model_urls[arch].get(metric, {})))
+    paths = compressai_paths(compressai_ref(arch, metric, qualities)) if qualities else {}
+    found = {q: p for q, p in paths.items() if os.path.isfile(p)}
     if not found:
+        where = f"none in {os.path.dirname(next(iter(paths.values())))}" if paths else f"none for {metric}"
         raise BaselineUnavailable(
-            f"no {arch} checkpoints offline (CompressAI zoo weights are downloaded; none in "
-            f"{hub_checkpoint_dir()}); pass --compressai-checkpoint {arch}:QUALITY=PATH")
+            f"no {arch} checkpoints offline (CompressAI zoo weights are downloaded; {where}); "
+            f"pass --compressai-checkpoint {arch}:QUALITY=PATH")
     return found
 
 
 def build_baseline(name: str, *, compressai_ckpts: dict[str, dict[int, str]] | None = None, device="cpu",
-                   factors=FACTORS) -> SearchedBaseline:
+                   factors=DEFAULT_FACTORS) -> SearchedBaseline:
     """`name` is jpeg, webp, avif, jxl, heic or compressai-<architecture>."""
     if name in CLASSICAL:
         return SearchedBaseline(_pillow_codecs()[name](), factors)
     if name.startswith("compressai-"):
         arch = name[len("compressai-"):]
         ckpts = compressai_checkpoints(arch, (compressai_ckpts or {}).get(arch, {}))
-        return SearchedBaseline(CompressAICodec(arch, ckpts, device), factors)
+        return SearchedBaseline(CompressAIFile(arch, ckpts, device), factors)
     raise InputError(f"unknown baseline {name!r} (known: {', '.join(CLASSICAL)}, compressai-<arch>)")
 
 

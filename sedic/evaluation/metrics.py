@@ -18,7 +18,6 @@ Conventions (also in docs/evaluation.md):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import InputError
+from ..streams.reference import PSNR_CAP, psnr  # noqa: F401 - the one PSNR (the reference search's score too)
 from .weights import (
     ALEXNET_FILE,
     INCEPTION_FILE,
@@ -40,7 +40,6 @@ from .weights import (
 if TYPE_CHECKING:  # torch is imported where a learned metric is built
     import torch
 
-PSNR_CAP = 100.0
 ALL_METRICS = ("psnr", "ms-ssim", "lpips-alex", "lpips-vgg", "dists", "fid", "kid", "clip-score", "clip-i2i")
 ALIASES = {"lpips": ("lpips-alex", "lpips-vgg"), "clip": ("clip-score", "clip-i2i"), "fid/kid": ("fid", "kid"),
            "msssim": ("ms-ssim",), "all": ALL_METRICS}
@@ -84,12 +83,7 @@ def _to_tensor(img: np.ndarray, device="cpu"):
 
 # ---------------------------------------------------------------- weight-free
 
-def psnr(ref: np.ndarray, dec: np.ndarray) -> float:
-    _check_pair(ref, dec)
-    mse = np.mean((ref.astype(np.float64) - dec.astype(np.float64)) ** 2)
-    if mse == 0:
-        return PSNR_CAP
-    return min(PSNR_CAP, 10.0 * math.log10(255.0 ** 2 / mse))
+# psnr: sedic.streams.reference.psnr, imported above (capped at PSNR_CAP; exact integer sums)
 
 
 def msssim_window(height: int, width: int) -> int:

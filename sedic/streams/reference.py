@@ -1,7 +1,8 @@
 """Reference-image stream: a tiny, heavily downscaled picture the diffusion decoder restores.
 
 Every payload starts with one byte whose top 3 bits are the codec id (see
-docs/reference-stream.md for the exact layouts):
+docs/reference-stream.md for the exact layouts). The codecs and the one lookup by id or name
+live in sedic.streams.codecs (one module per codec, `CODECS` the registry):
 
     1  AVIF (Pillow / libavif / aom), container stripped, rebuilt at decode time
     2  CompressAI learned codec (model.compress strings)
@@ -10,430 +11,59 @@ The payload is self-contained given the original width and height: the reduced
 size is a 4-bit index into FACTORS (or an explicit size), so a downscale search
 costs at most a byte. Decoders upsample to full size with a Lanczos-3 rule in integer
 arithmetic (sedic.streams.lanczos), a fixed deterministic rule.
+
+This module holds the rate search (`encode_reference`) and its scores; the codec names are
+re-exported here for the callers that import them from this module.
 """
 
 from __future__ import annotations
 
-import abc
-import io
 import math
-import os
-from dataclasses import dataclass
-from fractions import Fraction
 
 import numpy as np
 from PIL import Image
 
-from sedic.bitstream import MAX_SIDE as MAX_FILE_SIDE, read_varint, write_varint
-from sedic.errors import BitstreamError, InputError, ModelUnavailableError, RateError
-from sedic.streams import avif as _avif, lanczos as _lanczos
-
-# Downscale factors; a payload stores the index (4 bits). Index 15 means "explicit
-# size follows". Exact fractions so the reduced size is the same on every machine.
-FACTORS: tuple[Fraction, ...] = tuple(Fraction(f) for f in
-                                      ("1", "3/2", "2", "5/2", "3", "4", "5", "6", "8", "10", "12", "16"))
-EXPLICIT_SIZE = 15
-MIN_SIDE = 16
-MAX_SIDE = 65535  # sanity limit on the original size we are asked to decode to
-
-CODEC_AVIF = 1
-CODEC_COMPRESSAI = 2
-
-
-def reduced_size(width: int, height: int, factor_index: int) -> tuple[int, int]:
-    """round-half-up(side / factor), at least MIN_SIDE, never more than the side itself."""
-    f = FACTORS[factor_index]
-
-    def side(n: int) -> int:
-        r = (2 * n * f.denominator + f.numerator) // (2 * f.numerator)
-        return min(n, max(MIN_SIDE, r))
-
-    return side(width), side(height)
-
-
-@dataclass(frozen=True, order=True)
-class ReferenceSetting:
-    """One point of the search space: downscale factor (index into FACTORS) and codec quality.
-
-    quality is the codec's own scale: Pillow AVIF quality 0..100, CompressAI quality index."""
-
-    factor_index: int
-    quality: int
-
-    @property
-    def factor(self) -> float:
-        return float(FACTORS[self.factor_index])
-
-
-# ------------------------------------------------------------ helpers
-
-
-def _check_image(image) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise InputError("reference image must be a uint8 numpy array of shape (H, W, 3)")
-    h, w = image.shape[:2]
-    if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE):
-        raise InputError(f"image size {w}x{h} outside 1..{MAX_SIDE}")
-    return np.ascontiguousarray(image)
-
-
-def _check_target(width, height) -> None:
-    if not all(isinstance(v, (int, np.integer)) for v in (width, height)) or not (
-            1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
-        raise BitstreamError(f"reference target size {width}x{height} outside 1..{MAX_SIDE}")
-
-
-def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    if image.shape[1] == width and image.shape[0] == height:
-        return image
-    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.LANCZOS))
-
-
-def upsample(reduced: np.ndarray, width: int, height: int) -> np.ndarray:
-    """The normative upsampling rule (docs/reference-stream.md): Lanczos-3 in 22-bit fixed point,
-    our own integer implementation of what Pillow's LANCZOS resize computes when enlarging."""
-    return _lanczos.resize(reduced, width, height)
-
-
-def _size_header(factor_index: int, rw: int, rh: int) -> bytes:
-    return b"" if factor_index != EXPLICIT_SIZE else write_varint(rw - 1) + write_varint(rh - 1)
-
-
-def _read_size(data: bytes, pos: int, factor_index: int, width: int, height: int) -> tuple[int, int, int]:
-    if factor_index == EXPLICIT_SIZE:
-        # The varints carry size - 1; the rule is on the size itself, checked before anything
-        # is allocated or decoded, and the message names the size, not the varint.
-        sides = []
-        for name, image_side in (("width", width), ("height", height)):
-            minus_one, pos = read_varint(data, pos, f"reference {name} - 1", MAX_FILE_SIDE - 1)  # 2 bytes at most
-            if minus_one + 1 > image_side:
-                raise BitstreamError(f"reference {name} {minus_one + 1} is above the image {name} {image_side}")
-            sides.append(minus_one + 1)
-        return sides[0], sides[1], pos
-    if factor_index >= len(FACTORS):
-        raise BitstreamError(f"unknown downscale factor index {factor_index}")
-    return (*reduced_size(width, height, factor_index), pos)
-
-
-# ------------------------------------------------------------ codecs
-
-
-class ReferenceCodec(abc.ABC):
-    codec_id: int
-
-    def encode(self, image: np.ndarray, setting: ReferenceSetting) -> bytes:
-        """Full-resolution uint8 (H, W, 3) image -> self-contained payload."""
-        image = _check_image(image)
-        h, w = image.shape[:2]
-        self.check_setting(setting)
-        return self.encode_reduced(_resize(image, *reduced_size(w, h, setting.factor_index)), setting)
-
-    @abc.abstractmethod
-    def check_setting(self, setting: ReferenceSetting) -> None:
-        """InputError for a setting outside the codec's range."""
-
-    @abc.abstractmethod
-    def encode_reduced(self, reduced: np.ndarray, setting: ReferenceSetting) -> bytes:
-        """The image already downscaled to the setting's reduced size -> payload."""
-
-    @abc.abstractmethod
-    def decode(self, payload: bytes, width: int, height: int) -> np.ndarray:
-        """Payload -> uint8 (height, width, 3), upsampled to full size."""
-
-    @abc.abstractmethod
-    def qualities(self) -> list[int]:
-        """Quality values, ascending in rate."""
-
-    def settings(self, width: int, height: int) -> list[ReferenceSetting]:
-        """Factors (ascending) x qualities (ascending); factors giving a size already listed are dropped."""
-        seen: set[tuple[int, int]] = set()
-        out: list[ReferenceSetting] = []
-        for i in range(len(FACTORS)):
-            size = reduced_size(width, height, i)
-            if size in seen:
-                continue
-            seen.add(size)
-            out.extend(ReferenceSetting(i, q) for q in self.qualities())
-        return out
-
-
-class AvifCodec(ReferenceCodec):
-    """AV1 still picture via Pillow's AVIF plugin (aom encoder), sent without its container.
-
-    Payload: byte 0 = codec id (3 bits) | seq_level_idx (5 bits);
-             byte 1 = factor index (4 bits) | default-tools flag (1 bit) | 000;
-             [1 byte: tool flags (6 bits) << 2, when the flag is 0];
-             [varint width-1, varint height-1, when the factor index is 15];
-             the AV1 frame OBU payload (rest of the payload, non-empty).
-    """
-
-    codec_id = CODEC_AVIF
-
-    # aom tunings we accept (encoder-only; the payload does not depend on it). None leaves
-    # libavif's default, which for stills with this aom is tune=iq (perceptual, deltaq on).
-    TUNES = ("psnr", "ssim", "iq", None)
-
-    def __init__(self, speed: int = 6, tune: str | None = "psnr", **unknown):
-        if unknown:
-            raise InputError(f"unknown AVIF reference options: {sorted(unknown)}")
-        if not isinstance(speed, int) or not 0 <= speed <= 10:
-            raise InputError("AVIF speed must be an integer 0..10")
-        if tune not in self.TUNES:
-            raise InputError(f"AVIF tune must be one of {self.TUNES}")
-        self.speed = speed
-        self.tune = tune
-
-    def qualities(self) -> list[int]:
-        return list(range(101))
-
-    def encode_avif_file(self, reduced: np.ndarray, quality: int) -> bytes:
-        """The whole AVIF file Pillow writes; options fixed so the container can be rebuilt."""
-        buf = io.BytesIO()
-        # max_threads=1: the same bytes on every machine; codec pinned to aom (the only
-        # encoder we verified); 8-bit 4:2:0 full range, no ICC/EXIF/XMP. tune=psnr (aom's
-        # option, passed through libavif) suits a PSNR-searched reference: +0.18 dB at
-        # 0.02 bpp on 6 Kodak images vs libavif's default tune=iq (docs/reference-stream.md).
-        extra = {"advanced": {"tune": self.tune}} if self.tune else {}
-        Image.fromarray(reduced).save(buf, "AVIF", quality=int(quality), speed=self.speed, codec="aom",
-                                      subsampling="4:2:0", range="full", max_threads=1, **extra)
-        return buf.getvalue()
-
-    def check_setting(self, setting: ReferenceSetting) -> None:
-        if not 0 <= setting.factor_index < len(FACTORS) or not 0 <= setting.quality <= 100:
-            raise InputError(f"invalid AVIF reference setting {setting}")
-
-    def encode_reduced(self, reduced: np.ndarray, setting: ReferenceSetting) -> bytes:
-        rh, rw = reduced.shape[:2]
-        stripped = _avif.strip_avif(self.encode_avif_file(reduced, setting.quality))
-        sh = stripped.header
-        if (sh.width, sh.height) != (rw, rh):
-            raise _avif.AvifLayoutError(f"Pillow wrote a {sh.width}x{sh.height} frame for {rw}x{rh}")
-        default = sh.tools == _avif.DEFAULT_TOOLS
-        out = bytearray([(CODEC_AVIF << 5) | sh.level, (setting.factor_index << 4) | (int(default) << 3)])
-        if not default:
-            out.append(sh.tools << 2)
-        return bytes(out) + _size_header(setting.factor_index, rw, rh) + stripped.frame_payload
-
-    def parse(self, payload: bytes, width: int, height: int):
-        """Header fields and frame: (level, tools, reduced width, reduced height, frame bytes).
-
-        Every rule of the payload that needs no AV1 decoding is checked here (inspect applies it too)."""
-        _check_target(width, height)
-        if len(payload) < 3 or payload[0] >> 5 != CODEC_AVIF:
-            raise BitstreamError("not an AVIF reference payload (or truncated)")
-        level = payload[0] & 0x1F
-        factor_index, default, reserved = payload[1] >> 4, (payload[1] >> 3) & 1, payload[1] & 7
-        if reserved:
-            raise BitstreamError("reserved bits set in AVIF reference header")
-        pos = 2
-        if default:
-            tools = _avif.DEFAULT_TOOLS
-        else:
-            if payload[pos] & 3:
-                raise BitstreamError("reserved bits set in AVIF tool flags")
-            tools, pos = payload[pos] >> 2, pos + 1
-        rw, rh, pos = _read_size(payload, pos, factor_index, width, height)
-        frame = payload[pos:]
-        if not frame:
-            raise BitstreamError("AVIF reference payload has no coded frame")
-        return level, tools, rw, rh, frame
-
-    def decode_reduced(self, payload: bytes, width: int, height: int) -> np.ndarray:
-        """The AVIF image at its coded (reduced) size."""
-        level, tools, rw, rh, frame = self.parse(payload, width, height)
-        data = _avif.build_avif(_avif.SequenceHeader(rw, rh, level, tools), frame)
-        try:
-            with Image.open(io.BytesIO(data), formats=["AVIF"]) as im:
-                im.load()
-                if im.size != (rw, rh):
-                    raise BitstreamError(f"AV1 frame decoded to {im.size}, expected {(rw, rh)}")
-                arr = np.asarray(im.convert("RGB"))
-        except BitstreamError:
-            raise
-        except Exception as exc:  # Pillow/libavif/dav1d report corrupt data in many ways
-            raise BitstreamError(f"AVIF reference does not decode: {exc}") from exc
-        return arr
-
-    def decode(self, payload: bytes, width: int, height: int) -> np.ndarray:
-        return upsample(self.decode_reduced(payload, width, height), width, height)
-
-
-# CompressAI models a payload can name (3-bit index); never reorder, only append.
-COMPRESSAI_MODELS = ("cheng2020-attn", "cheng2020-anchor", "mbt2018", "mbt2018-mean",
-                     "bmshj2018-hyperprior", "bmshj2018-factorized")
-_PAD = 64
-
-
-class CompressAICodec(ReferenceCodec):
-    """A CompressAI model's real entropy-coded strings.
-
-    Payload: byte 0 = codec id (3 bits) | model index (3 bits) | 00;
-             byte 1 = factor index (4 bits) | quality - 1 (4 bits);
-             [varint width-1, varint height-1, when the factor index is 15];
-             for every string but the last: varint length + bytes; the last string is the rest.
-    The latent shape is not stored: it follows from the reduced size padded to 64.
-
-    Options: model (name), metric ("mse"/"ms-ssim", zoo weights only), checkpoint (state-dict
-    path, "{quality}" in it is replaced, or a dict quality -> path), nets (dict quality -> a
-    ready model, for tests and embedding).
-    """
-
-    codec_id = CODEC_COMPRESSAI
-
-    def __init__(self, model: str = "cheng2020-attn", metric: str = "mse", checkpoint=None, nets=None,
-                 qualities=None, **unknown):
-        if unknown:
-            raise InputError(f"unknown CompressAI reference options: {sorted(unknown)}")
-        if model not in COMPRESSAI_MODELS:
-            raise InputError(f"unknown CompressAI model {model!r}; known: {', '.join(COMPRESSAI_MODELS)}")
-        self.model = model
-        self.metric = metric
-        self.checkpoint = checkpoint
-        self._nets = dict(nets or {})
-        self._qualities = list(qualities) if qualities else self._model_qualities(model)
-
-    @staticmethod
-    def _model_qualities(model: str) -> list[int]:
-        return [1, 2, 3, 4, 5, 6] if model.startswith("cheng2020") else list(range(1, 9))
-
-    def qualities(self) -> list[int]:
-        return list(self._qualities)
-
-    def _num_strings(self) -> int:
-        return 1 if self.model == "bmshj2018-factorized" else 2
-
-    def _shape(self, rw: int, rh: int) -> tuple[int, int]:
-        hp, wp = -(-rh // _PAD) * _PAD, -(-rw // _PAD) * _PAD
-        down = 16 if self.model == "bmshj2018-factorized" else 64  # shape of the last-coded latent
-        return hp // down, wp // down
-
-    def net(self, quality: int):
-        """The model for this quality: injected, from a checkpoint, or from CompressAI's zoo."""
-        if quality in self._nets:
-            return self._nets[quality]
-        try:
-            import torch
-            from compressai.zoo import image as zoo
-            from compressai.zoo.pretrained import load_pretrained
-        except Exception as exc:
-            raise ModelUnavailableError(f"CompressAI model {self.model!r} needs torch and compressai: {exc}") from exc
-        hint = (f"pass checkpoint=<path to a state dict of {self.model}> "
-                f"('{{quality}}' in the path is replaced, or a dict quality -> path)")
-        path = self.checkpoint.get(quality) if isinstance(self.checkpoint, dict) else self.checkpoint
-        if path is None:  # the zoo's weights: torch.hub's cache first, then the network
-            from sedic.models import load_compressai
-
-            net = load_compressai(self.model, self.metric, quality)
-        else:
-            try:
-                path = os.fspath(path).replace("{quality}", str(quality))
-                state = torch.load(path, map_location="cpu", weights_only=True)
-                if isinstance(state, dict) and "state_dict" in state:  # training checkpoints
-                    state = state["state_dict"]
-                state = load_pretrained({k.removeprefix("module."): v for k, v in state.items()})
-                net = zoo.model_architectures[self.model].from_state_dict(state)
-            except Exception as exc:
-                raise ModelUnavailableError(
-                    f"CompressAI model {self.model!r} quality {quality} cannot be loaded from checkpoint "
-                    f"{path!r}: {type(exc).__name__}: {exc}; {hint}") from exc
-        net.eval()
-        # force=False keeps the entropy-coder tables stored in the checkpoint, so every
-        # machine codes with the same CDFs instead of recomputing them in float.
-        net.update()
-        self._nets[quality] = net
-        return net
-
-    def check_setting(self, setting: ReferenceSetting) -> None:
-        if not 0 <= setting.factor_index < len(FACTORS) or not 1 <= setting.quality <= 16:
-            raise InputError(f"invalid CompressAI reference setting {setting}")
-
-    def encode_reduced(self, reduced: np.ndarray, setting: ReferenceSetting) -> bytes:
-        import torch
-        import torch.nn.functional as F
-
-        rh, rw = reduced.shape[:2]
-        x = torch.from_numpy(np.array(reduced)).permute(2, 0, 1)[None].float() / 255
-        ph, pw = (-rh) % _PAD, (-rw) % _PAD
-        # Replicate padding costs fewer bits than zeros; it is cropped after decoding.
-        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        with torch.no_grad():
-            out = self.net(setting.quality).compress(x)
-        if tuple(out["shape"]) != self._shape(rw, rh) or len(out["strings"]) != self._num_strings():
-            raise InputError(f"{self.model} produced an unexpected latent layout")
-        strings = [s[0] for s in out["strings"]]
-        body = b"".join(write_varint(len(s)) + s for s in strings[:-1]) + strings[-1]
-        header = bytes([(CODEC_COMPRESSAI << 5) | (COMPRESSAI_MODELS.index(self.model) << 2),
-                        (setting.factor_index << 4) | (setting.quality - 1)])
-        return header + _size_header(setting.factor_index, rw, rh) + body
-
-    def parse(self, payload: bytes, width: int, height: int):
-        """Header and strings; every check happens before a model is loaded."""
-        _check_target(width, height)
-        if len(payload) < 2 or payload[0] >> 5 != CODEC_COMPRESSAI:
-            raise BitstreamError("not a CompressAI reference payload (or truncated)")
-        model_index, reserved = (payload[0] >> 2) & 7, payload[0] & 3
-        if reserved or model_index >= len(COMPRESSAI_MODELS):
-            raise BitstreamError("bad CompressAI reference header")
-        if COMPRESSAI_MODELS[model_index] != self.model:
-            raise BitstreamError(f"payload was coded with {COMPRESSAI_MODELS[model_index]}, "
-                                 f"decoder configured for {self.model}")
-        factor_index, quality = payload[1] >> 4, (payload[1] & 15) + 1
-        if quality not in self._model_qualities(self.model):
-            raise BitstreamError(f"quality {quality} invalid for {self.model}")
-        rw, rh, pos = _read_size(payload, 2, factor_index, width, height)
-        strings = []
-        for _ in range(self._num_strings() - 1):
-            n, pos = read_varint(payload, pos, "CompressAI string length", len(payload))
-            if pos + n > len(payload):
-                raise BitstreamError("CompressAI string runs past the end of the payload")
-            strings.append(payload[pos:pos + n])
-            pos += n
-        strings.append(payload[pos:])
-        return quality, rw, rh, strings
-
-    def decode_reduced(self, payload: bytes, width: int, height: int) -> np.ndarray:
-        import torch
-
-        quality, rw, rh, strings = self.parse(payload, width, height)
-        net = self.net(quality)
-        try:
-            with torch.no_grad():
-                x = net.decompress([[s] for s in strings], self._shape(rw, rh))["x_hat"]
-        except Exception as exc:
-            raise BitstreamError(f"CompressAI reference does not decode: {exc}") from exc
-        x = x[0, :, :rh, :rw].clamp(0, 1).mul(255).round().to(torch.uint8)
-        return x.permute(1, 2, 0).contiguous().numpy()
-
-    def decode(self, payload: bytes, width: int, height: int) -> np.ndarray:
-        return upsample(self.decode_reduced(payload, width, height), width, height)
-
-
-_COMPRESSAI_OPTIONS = ("model", "metric", "checkpoint", "nets", "qualities")
-
-# ------------------------------------------------------------ API
-
-
-def make_codec(name: str, **options) -> ReferenceCodec:
-    """"avif" (default, offline) or "compressai" (options: model, checkpoint, ...)."""
-    if name == "avif":
-        return AvifCodec(**options)
-    if name == "compressai":
-        return CompressAICodec(**options)
-    raise InputError(f"unknown reference codec {name!r} (known: avif, compressai)")
+from sedic.errors import InputError, RateError
+from sedic.streams.codecs import (  # noqa: F401 - re-exported: the stream's API is this module
+    CODEC_AVIF,
+    CODEC_COMPRESSAI,
+    CODECS,
+    COMPRESSAI_MODELS,
+    EXPLICIT_SIZE,
+    FACTORS,
+    MAX_SIDE,
+    MIN_SIDE,
+    AvifCodec,
+    CompressAICodec,
+    ReferenceCodec,
+    ReferenceSetting,
+    check_payload,
+    codec_class,
+    decode_reference,
+    make_codec,
+    payload_codec,
+    reduced_size,
+    upsample,
+)
+from sedic.streams.codecs.base import _check_image, _resize  # noqa: F401 - the search's input check; tools
+
+PSNR_CAP = 100.0  # identical images; never above it (a finite number for tables and JSON)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """RGB PSNR over every sample; summed in row blocks of exact integers, so a 45 MP image
-    needs no full-size float copies."""
-    if a.shape != b.shape:
-        raise ValueError(f"psnr of arrays shaped {a.shape} and {b.shape}")
+    """RGB PSNR over every sample, peak 255, capped at PSNR_CAP dB: the one PSNR of sedic (the
+    search's score and the evaluation's metric). Summed in row blocks of exact integers, so a
+    45 MP image needs no full-size float copies."""
+    if a.shape != b.shape or a.ndim != 3 or a.shape[2] != 3:
+        raise InputError(f"images must both be (H, W, 3), got {a.shape} and {b.shape}")
     rows = max(1, (1 << 20) // max(1, a[0].size))
     sse = 0
     for i in range(0, a.shape[0], rows):
         d = (a[i:i + rows].astype(np.int64) - b[i:i + rows]).ravel()
         sse += int(np.dot(d, d))
-    mse = sse / a.size
-    return float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+    if sse == 0:
+        return PSNR_CAP
+    return min(PSNR_CAP, 10 * math.log10(255.0 ** 2 * a.size / sse))
 
 
 def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -636,43 +266,3 @@ def encode_reference(image, max_bytes: int, codec: ReferenceCodec, metric: str =
         h, w = image.shape[:2]
         raise RateError(f"no reference setting fits in {max_bytes} bytes for a {w}x{h} image")
     return best[1], best[2]
-
-
-def _compressai_model(payload: bytes) -> str:
-    idx = (payload[0] >> 2) & 7
-    if idx >= len(COMPRESSAI_MODELS):
-        raise BitstreamError("bad CompressAI reference header")
-    return COMPRESSAI_MODELS[idx]
-
-
-def check_payload(payload: bytes, width: int, height: int) -> None:
-    """Every rule of a reference payload that needs no decoding: codec id, reserved bits, tool
-    flags, factor index, explicit size, CompressAI model and quality, string lengths.
-
-    `sedic inspect` and `sedic decompress` both apply it, so they accept exactly the same files
-    as far as the header goes (docs/bitstream.md, "Must-reject rules")."""
-    if not isinstance(payload, (bytes, bytearray)) or not payload:
-        raise BitstreamError("empty reference payload")
-    payload = bytes(payload)
-    cid = payload[0] >> 5
-    if cid == CODEC_AVIF:
-        AvifCodec().parse(payload, width, height)
-    elif cid == CODEC_COMPRESSAI:
-        CompressAICodec(model=_compressai_model(payload)).parse(payload, width, height)
-    else:
-        raise BitstreamError(f"unknown reference codec id {cid}")
-
-
-def decode_reference(payload: bytes, width: int, height: int, **codec_options) -> np.ndarray:
-    """Decode any reference payload; the codec comes from the top 3 bits of byte 0."""
-    check_payload(payload, width, height)
-    cid = payload[0] >> 5
-    if cid == CODEC_AVIF:
-        # AVIF decoding takes no options (speed is an encoder setting); options meant for
-        # another codec are ignored so a caller can pass one set for any payload.
-        return AvifCodec().decode(bytes(payload), width, height)
-    codec_options = {k: v for k, v in codec_options.items() if k in _COMPRESSAI_OPTIONS}
-    if "model" not in codec_options:
-        # The payload names its model; the options only say where weights are.
-        codec_options = {**codec_options, "model": _compressai_model(payload)}
-    return CompressAICodec(**codec_options).decode(bytes(payload), width, height)

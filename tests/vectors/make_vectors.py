@@ -297,7 +297,7 @@ def expected(name: str, data: bytes, options: dict) -> dict:
                     # the rebuilt AVIF file, byte-exact (docs/reference-stream.md)
                     "avif_sha256": sha256(avif.build_avif(avif.SequenceHeader(rw, rh, level, tools), frame))}
     else:
-        cai = reference.CompressAICodec(model=reference._compressai_model(payload), checkpoint=opts["checkpoint"])
+        cai = reference.CompressAICodec.for_payload(payload, checkpoint=opts["checkpoint"])
         _, rw, rh, _ = cai.parse(payload, parsed.width, parsed.height)
         reduced = cai.decode_reduced(payload, parsed.width, parsed.height)
         ref_info = {"codec": "compressai", "model": cai.model, "checkpoint": options["checkpoint"],
