@@ -33,6 +33,7 @@ from ..errors import InputError, SedicError
 from ..semantics import SemanticObject, Semantics
 from . import uploads
 from .errors import Unauthorized, UnsupportedMedia, error_body, status_of
+from .forms import schedule_form
 from .jobs import JobCancelled, JobQueue, QueueFull, Ticket
 from .settings import ServerSettings
 
@@ -262,8 +263,7 @@ def build_router(state: ServerState) -> APIRouter:
         profile: str | None = Form(None, description="a built-in profile name (default: the server's)"),
         seed: int = Form(0),
         best_effort: bool = Form(False),
-        object_steps: int | None = Form(None), object_cfg: float | None = Form(None),
-        final_steps: int | None = Form(None), final_cfg: float | None = Form(None),
+        schedule: dict[str, Any] = Depends(schedule_form),  # object_steps, ...: sedic.schedule's fields
     ):
         chosen = state.profile_for_compress(profile or None)
         image_bytes, image_name = await read(image, "image")
@@ -274,8 +274,6 @@ def build_router(state: ServerState) -> APIRouter:
             mask_uploads[name] = content
         if mask_uploads and semantics_upload is None:
             raise InputError("mask files need the semantics JSON that names them")
-        schedule = {k: v for k, v in (("object_steps", object_steps), ("object_cfg", object_cfg),
-                                      ("final_steps", final_steps), ("final_cfg", final_cfg)) if v is not None}
         ticket = queue.admit(min(uploads.image_pixels(image_bytes), limit))
         try:
             async with cancel_on_disconnect(request, ticket):
