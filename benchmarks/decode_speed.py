@@ -36,6 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sedic.restoration.backbone import SD_LATENT_SCALE, SD_SCHEDULER_CONFIG, Backbone, tiny_tokenizer  # noqa: E402
+from sedic.restoration.backbones import backbone_spec  # noqa: E402
 from sedic.restoration.ircontrolnet import ircontrolnet_from_unet  # noqa: E402
 from sedic.restoration.pipeline import restore  # noqa: E402
 from sedic.restoration.sampler import Denoiser, StageSpec  # noqa: E402
@@ -47,6 +48,7 @@ from sedic.restoration.settings import (  # noqa: E402
 from sedic.semantics import SemanticObject, Semantics  # noqa: E402
 
 # stabilityai/stable-diffusion-2-1-base unet/config.json (architecture fields)
+SD21 = backbone_spec("sd21-ircontrolnet")  # the description of the networks built below
 SD21_UNET = dict(
     sample_size=64, in_channels=4, out_channels=4, center_input_sample=False, flip_sin_to_cos=True, freq_shift=0,
     down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
@@ -81,7 +83,7 @@ def build_full_backbone(device, dtype) -> Backbone:
         vae = AutoencoderKL(**SD21_VAE)
         text = CLIPTextModel(CLIPTextConfig(**SD21_TEXT))
     bb = Backbone(unet=unet, controlnet=controlnet, vae=vae, tokenizer=tiny_tokenizer(), text_encoder=text,
-                  scheduler_config=dict(SD_SCHEDULER_CONFIG), latent_scale=SD_LATENT_SCALE, condition="latent",
+                  scheduler_config=dict(SD_SCHEDULER_CONFIG), latent_scale=SD_LATENT_SCALE, spec=SD21,
                   name="sd21-base+ircontrolnet (random weights)")
     for m in bb.modules():
         m.eval().requires_grad_(False)
@@ -120,7 +122,7 @@ def _meta_backbone() -> Backbone:
         controlnet = ircontrolnet_from_unet(unet)
         vae = AutoencoderKL(**SD21_VAE)
     return Backbone(unet=unet, controlnet=controlnet, vae=vae, tokenizer=None, text_encoder=None,
-                    scheduler_config=dict(SD_SCHEDULER_CONFIG), latent_scale=SD_LATENT_SCALE, condition="latent")
+                    scheduler_config=dict(SD_SCHEDULER_CONFIG), latent_scale=SD_LATENT_SCALE, spec=SD21)
 
 
 def _cfg_step_flops(bb: Backbone, lh: int, lw: int, objects: int, fused: bool, guided: bool) -> tuple[int, int]:
@@ -142,7 +144,7 @@ def _cfg_step_flops(bb: Backbone, lh: int, lw: int, objects: int, fused: bool, g
         k = max(objects, 1) if fused else 1
         masks = torch.zeros(1, k, lh, lw)
         tokens = torch.zeros(k, n_ctx) if fused else torch.zeros(n_ctx, dtype=torch.bool)
-    state = OragState() if guided else None
+    state = OragState(bb.levels) if guided else None
     spec = StageSpec(cond=emb, uncond=emb, cfg=7.0, control=z,
                      orag_mask=masks if guided else None, orag_tokens=tokens if guided else None)
     installed = []

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from sedic.errors import ModelUnavailableError
 from sedic.restoration.backbone import Backbone, build_tiny_backbone, load_backbone
+from sedic.restoration.backbones import BACKBONES
 from sedic.restoration.ircontrolnet import (
     LdmControlNetConfig,
     convert_ircontrolnet_checkpoint,
@@ -218,19 +219,23 @@ def test_checkpoint_wrappers_and_bad_checkpoints():
         load_ircontrolnet_state_dict(model, random_ldm_ircontrolnet_state_dict(wider, torch.Generator()))
 
 
+# stabilityai/stable-diffusion-2-1-base unet/config.json (architecture fields)
+SD21_UNET_CONFIG = dict(
+    in_channels=4, flip_sin_to_cos=True, freq_shift=0,
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    only_cross_attention=False, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
+    downsample_padding=1, mid_block_scale_factor=1, act_fn="silu", norm_num_groups=32, norm_eps=1e-5,
+    cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
+    upcast_attention=False,
+)
+
+
 def test_sd21_shapes_port_to_the_sd21_controlnet():
     """The full-size layout (DiffBIR v2's config) maps onto a ControlNet built from SD 2.1-base's UNet config,
     checked on shapes only (meta tensors: no memory)."""
     from sedic.restoration.ircontrolnet import controlnet_config_from_unet
 
-    sd21_unet_config = dict(  # stabilityai/stable-diffusion-2-1-base unet/config.json (architecture fields)
-        in_channels=4, flip_sin_to_cos=True, freq_shift=0,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        only_cross_attention=False, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
-        downsample_padding=1, mid_block_scale_factor=1, act_fn="silu", norm_num_groups=32, norm_eps=1e-5,
-        cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
-        upcast_attention=False,
-    )
+    sd21_unet_config = SD21_UNET_CONFIG
     cfg = LdmControlNetConfig()  # DiffBIR v2 defaults
     assert cfg.diffusers_config()["attention_head_dim"] == sd21_unet_config["attention_head_dim"]
     with torch.device("meta"):
@@ -365,7 +370,7 @@ def test_load_from_local_paths_offline(tiny, offline):
     torch.save(random_ldm_ircontrolnet_state_dict(TINY_CONTROLNET, torch.Generator().manual_seed(1)), ckpt)
     for src in (str(ckpt), str(ckpt.parent)):  # a file, or a directory holding controlnet_file
         bb = load_backbone(DecoderSettings(base_model=base, controlnet=src, control_scale=0.5))
-        assert bb.condition == "latent" and bb.control_scale == 0.5
+        assert bb.condition == "latent" and bb.control_scale == 0.5 and bb.spec is BACKBONES["sd21-ircontrolnet"]
         for a, b in zip(bb.modules(), tiny.modules(), strict=True):
             sa, sb = a.state_dict(), b.state_dict()
             assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -377,7 +382,7 @@ def test_load_from_local_paths_offline(tiny, offline):
         offline / "cn")
     bb = load_backbone(DecoderSettings(backbone="controlnet", base_model=base, controlnet=str(offline / "cn"),
                                        controlnet_file=""))
-    assert bb.condition == "pixel"
+    assert bb.condition == "pixel" and bb.spec is BACKBONES["controlnet"]
     img = torch.rand(1, 3, 32, 40) * 2 - 1
     cond = bb.control_condition(img, bb.encode_image(img))
     assert cond.shape == img.shape and cond.min() >= 0 and cond.max() <= 1
@@ -440,3 +445,93 @@ def test_half_precision_keeps_vae_and_text_encoder_in_float32(dtype):
     assert bb.unet.dtype == dtype and bb.controlnet.dtype == dtype
     assert bb.vae.dtype == torch.float32 and bb.text_encoder.dtype == torch.float32
     assert bb.encode_prompt(["a dog"]).dtype == torch.float32
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry: each backbone's description against the networks it really loads
+
+# The UNet and VAE of each registered backbone's models, as their repositories' config.json files
+# describe them (architecture fields); "tiny" is built in-process. A new backbone must add its own
+# here, or test_each_description_matches_its_models fails for it.
+SD_VAE_CONFIG = dict(  # the VAE of SD 1.x and 2.x (vae/config.json)
+    in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+    latent_channels=4, norm_num_groups=32, scaling_factor=0.18215,
+)
+SD15_UNET_CONFIG = dict(  # stable-diffusion-v1-5/stable-diffusion-v1-5 unet/config.json (architecture fields)
+    in_channels=4, out_channels=4, flip_sin_to_cos=True, freq_shift=0,
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, downsample_padding=1, mid_block_scale_factor=1,
+    act_fn="silu", norm_num_groups=32, norm_eps=1e-5, cross_attention_dim=768, attention_head_dim=8,
+)
+REAL_UNETS = {
+    "sd21-ircontrolnet": (SD21_UNET_CONFIG, SD_VAE_CONFIG),
+    "controlnet": (SD15_UNET_CONFIG, SD_VAE_CONFIG),  # profile sd15-tile; SD 2.x bases have the same levels
+    "tiny": None,
+}
+
+
+def _unet_levels(unet) -> int:
+    """Resolution levels the UNet module has: its full-resolution level plus one per down-sampler."""
+    return 1 + sum(block.downsamplers is not None for block in unet.down_blocks)
+
+
+def _vae_factor(vae) -> int:
+    """Pixels per latent cell of the VAE module: 2 per down-sampling of its encoder."""
+    return 2 ** sum(block.downsamplers is not None for block in vae.encoder.down_blocks)
+
+
+def _real_networks(name: str):
+    if name not in REAL_UNETS:
+        pytest.fail(f"backbone {name!r} is registered but tests/test_backbone.py's REAL_UNETS has no UNet for it")
+    if REAL_UNETS[name] is None:
+        bb = load_backbone(DecoderSettings(backbone=name, base_model="", controlnet="", controlnet_file=""))
+        return bb.unet, bb.vae
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    unet_config, vae_config = REAL_UNETS[name]
+    with torch.device("meta"):  # shapes only, no memory
+        return UNet2DConditionModel(**unet_config), AutoencoderKL(**vae_config)
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_each_description_matches_its_models(name):
+    """A description's UNet levels (ORAG's mask pyramid), VAE factor and padding are what its
+    networks really have: counted from the modules' down-samplers, and the config agrees."""
+    spec = BACKBONES[name]
+    unet, vae = _real_networks(name)
+    levels = _unet_levels(unet)
+    assert levels == len(unet.config.block_out_channels) == len(unet.up_blocks)
+    assert spec.unet_levels == levels, f"{name}: described with {spec.unet_levels} levels, its UNet has {levels}"
+    assert spec.vae_factor == _vae_factor(vae)
+    assert spec.pad_multiple % (spec.vae_factor * 2 ** (levels - 1)) == 0  # every down-sampling exact
+    assert spec.name == name and spec.latent_scale == vae.config.scaling_factor
+
+
+def test_loaded_backbones_carry_their_description(tiny):
+    from tiny_decoder import sd21_topology_config
+
+    assert build_tiny_backbone().spec is BACKBONES["tiny"]
+    assert tiny.levels == BACKBONES["tiny"].unet_levels == _unet_levels(tiny.unet)
+    other = build_tiny_backbone(controlnet_config=sd21_topology_config())  # other shapes: their own levels
+    assert other.levels == _unet_levels(other.unet) == 4 and other.condition == "latent"
+
+
+def test_unknown_backbone_is_one_clear_error():
+    from sedic.restoration.models import decoder_models
+
+    for call in (lambda s: load_backbone(s), decoder_models):
+        with pytest.raises(ModelUnavailableError) as e:
+            call(DecoderSettings(backbone="sdxl"))
+        assert str(e.value) == "unknown decoder backbone 'sdxl' (known: sd21-ircontrolnet, controlnet, tiny)"
+    assert DecoderSettings().backbone in BACKBONES
+
+
+def test_every_backbone_is_documented():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "backbones.md").read_text()
+    for name, spec in BACKBONES.items():
+        assert f"| `{name}` |" in doc, name
+        assert f"sedic/restoration/backbones/{spec.load.__module__.rsplit('.', 1)[-1]}.py" in doc, name

@@ -129,7 +129,7 @@ def _masks(k: int) -> torch.Tensor:
 def _sdpa_calls(bb, monkeypatch, spec, z0, fused):
     calls = []
     sdpa = F.scaled_dot_product_attention
-    state = OragState()
+    state = OragState(bb.levels)
 
     def recording(q, key, v, attn_mask=None, *args, **kwargs):
         calls.append((state.guiding, key.shape[-2] == spec.cond.shape[1], attn_mask is not None))
@@ -231,7 +231,7 @@ def test_compiled_networks_do_not_recompile_per_step(bb):
 
     k = 3
     base, z0 = _fused_spec(bb, "overall", [("thing", f"detail {i}") for i in range(k)], _masks(k), negative="bad")
-    state = OragState()
+    state = OragState(bb.levels)
     installed = [(bb.unet, install(bb.unet, state, label="unet")),
                  (bb.controlnet, install(bb.controlnet, state, label="controlnet"))]
     torch._dynamo.reset()
@@ -252,7 +252,7 @@ def test_compiled_networks_do_not_recompile_per_step(bb):
             # the next decode installs new processors and a new state: still nothing recompiled
             for model, originals in installed:
                 uninstall(model, originals)
-            state = den.state = OragState()
+            state = den.state = OragState(bb.levels)
             installed = [(bb.unet, install(bb.unet, state, label="unet")),
                          (bb.controlnet, install(bb.controlnet, state, label="controlnet"))]
             run(_masks(k), OragSettings(strength=0.5, stop_fraction=0.5), 2)
@@ -263,7 +263,7 @@ def test_compiled_networks_do_not_recompile_per_step(bb):
         torch._dynamo.reset()
     assert graphs == 1  # fused: one code path whether guiding or not (w is a tensor), no graph break
     # and the compiled networks compute what the eager ones do
-    state2 = OragState()
+    state2 = OragState(bb.levels)
     installed = [(bb.unet, install(bb.unet, state2, label="unet")),
                  (bb.controlnet, install(bb.controlnet, state2, label="controlnet"))]
     try:

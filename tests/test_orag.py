@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from sedic.errors import InputError
+from sedic.restoration.backbones import backbone_spec
 from sedic.restoration.orag import OragState, install, object_token_mask, uninstall
 from sedic.restoration.sampler import Denoiser, StageSpec, sample_stage, spaced_timesteps
 from sedic.restoration.settings import OragSettings
@@ -78,7 +79,7 @@ def test_step_weights_and_validation():
 def test_guidance_off_is_bit_exact(bb, stage):
     z0, mask, spec = stage
     plain = _run(bb, spec, z0, orag=None)
-    state = OragState()
+    state = OragState(bb.levels)
     installed = _installed(bb, state)
     try:
         off = _run(bb, spec, z0, orag=OragSettings(strength=0.0, blend=False), state=state)
@@ -106,7 +107,7 @@ def test_attention_mass_of_object_tokens_rises_inside_mask(bb, stage, range_mode
         records.setdefault(name, []).append((mass[1, :, inside].mean().item(), mass[1, :, ~inside].mean().item(),
                                              probs[0].clone()))
 
-    state = OragState()
+    state = OragState(bb.levels)
     state.probe = probe
     installed = _installed(bb, state)
     den = Denoiser(bb, state=state)
@@ -146,7 +147,7 @@ def test_blending_keeps_outside_at_renoised_input(bb, stage):
         assert not torch.equal(z[~outside], expected[~outside])  # the object does change
         seen.append(t_next)
 
-    state = OragState()
+    state = OragState(bb.levels)
     installed = _installed(bb, state)
     try:
         out = _run(bb, spec, z0, orag=OragSettings(), blend_mask=mask, state=state, callback=check, steps=5)
@@ -158,7 +159,7 @@ def test_blending_keeps_outside_at_renoised_input(bb, stage):
 
 def test_sequential_cfg_matches_batched(bb, stage):
     z0, mask, spec = stage
-    state = OragState()
+    state = OragState(bb.levels)
     installed = _installed(bb, state)
     try:
         a = _run(bb, spec, z0, orag=OragSettings(), blend_mask=mask, state=state, batched=True)
@@ -170,7 +171,7 @@ def test_sequential_cfg_matches_batched(bb, stage):
 
 def _sd21_levels_of(mask):
     """set_mask's per-level signs as (lh, lw) arrays, keyed by level (the latent grid halves with ceil)."""
-    state = OragState()
+    state = OragState(backbone_spec("sd21-ircontrolnet").unet_levels)  # SD 2.1's 4 levels
     state.set_mask(torch.from_numpy(mask)[None, None].float())
     h, w = mask.shape
     out = {}
@@ -216,7 +217,7 @@ def test_explicit_logits_honour_upcast_attention_in_float16():
         with torch.no_grad():
             for lin in (attn.to_q, attn.to_k):
                 lin.weight.copy_(torch.eye(16, dtype=torch.float16) * 40)
-        state = OragState()
+        state = OragState(levels=1)  # one attention layer, at the mask's own 2x2 grid
         state.tokens = torch.ones(4)
         state.rows = torch.tensor([1.0])
         state.set_mask(torch.ones(1, 1, 2, 2))

@@ -96,7 +96,7 @@ def test_every_cross_attention_layer_equals_the_independent_formula(sd21, range_
                      control=torch.randn(1, 4, LH, LW, generator=g, dtype=torch.float64),
                      orag_mask=torch.from_numpy(mask)[None, None].double(), orag_tokens=tokens)
     w, fixed = 0.75, 8.0  # w exact in float32 (the state keeps it in float32)
-    state = OragState()
+    state = OragState(bb.levels)
     state.range_mode, state.fixed_range = range_mode, fixed
     records = run_recorded(bb, state, spec, z, 500, w)
 
@@ -153,7 +153,7 @@ def test_fused_routing_equals_the_independent_formula(sd21, k):
     spec = StageSpec(cond=cond, uncond=torch.cat([neg, cond[:, 77:]], 1), cfg=7.0, control=z.clone(),
                      orag_mask=torch.from_numpy(masks)[None].double(), orag_tokens=tokens)
     w = 0.5
-    state = OragState()
+    state = OragState(bb.levels)
     records = run_recorded(bb, state, spec, z, 300, w, route_all=True)
 
     levels = {(-(-LH // 2 ** lv)) * (-(-LW // 2 ** lv)): lv for lv in range(4)}

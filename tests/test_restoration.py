@@ -140,7 +140,7 @@ def test_pixel_controlnet_backbone_untiled_and_tiled(bb):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         cn = ControlNetModel.from_unet(bb.unet, conditioning_embedding_out_channels=(8, 8, 16, 16)).eval()
-    pixel_bb = dataclasses.replace(bb, controlnet=cn, condition="pixel")
+    pixel_bb = dataclasses.replace(bb, controlnet=cn, spec=dataclasses.replace(bb.spec, condition="pixel"))
     h, w = 72, 136
     for pipe in (PipelineSettings(), PipelineSettings(max_pixels=32 * 32, tile=16, tile_overlap=8)):
         out = restore(_image(h, w), _semantics(h, w), Settings(**FAST, pipeline=pipe), seed=4, backbone=pixel_bb)

@@ -1,13 +1,12 @@
 """The decoder's pre-trained models: UNet, ControlNet, VAE, text encoder, as one `Backbone`.
 
-Three kinds (DecoderSettings.backbone):
-- "sd21-ircontrolnet": Stable Diffusion 2.1-base from its diffusers repository, plus DiffBIR v2's
-  IRControlNet ported exactly from its released LDM checkpoint (see ircontrolnet.py);
-- "controlnet": a base model and any diffusers ControlNet conditioned on the image in [0, 1];
-- "tiny": random weights with the first one's topology, built in-process (profile `test`).
+The kinds (DecoderSettings.backbone) are described and registered in `backbones/` (one module and
+one `BackboneSpec` each: its models, how it loads, its networks' constants); `load_backbone` looks
+the name up there. This module holds what they share: the `Backbone` record, the loading of a
+diffusers Stable Diffusion repository (`load_sd_parts`), and the tiny random backbone.
 
-Conventions for the sampler: images are (B, 3, H, W) in [-1, 1] with H and W multiples of 8 (the
-VAE's factor; the caller pads and crops); latents are scaled by `latent_scale`.
+Conventions for the sampler: images are (B, 3, H, W) in [-1, 1] with H and W multiples of the
+VAE's factor (8; the caller pads and crops); latents are scaled by `latent_scale`.
 See docs/backbones.md.
 """
 
@@ -16,19 +15,21 @@ from __future__ import annotations
 import gzip
 import inspect
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import ModelUnavailableError
+from .backbones import backbone_spec
+from .backbones.base import SD_LATENT_SCALE, BackboneSpec
+from .backbones.tiny import SPEC as TINY_SPEC
 from .ircontrolnet import (
     LdmControlNetConfig,
     controlnet_config_from_unet,
     load_ircontrolnet_state_dict,
     make_ircontrolnet,
     random_ldm_ircontrolnet_state_dict,
-    read_checkpoint,
 )
 from .settings import DecoderSettings
 
@@ -46,9 +47,7 @@ SD_SCHEDULER_CONFIG = {
     "prediction_type": "epsilon",
     "clip_sample": False,
 }
-SD_LATENT_SCALE = 0.18215
 HALF_DTYPES = (torch.float16, torch.bfloat16)  # the UNet and ControlNet only (see load_backbone)
-BACKBONES = ("sd21-ircontrolnet", "controlnet", "tiny")
 
 
 @dataclass
@@ -60,11 +59,33 @@ class Backbone:
     text_encoder: transformers.CLIPTextModel
     scheduler_config: dict  # for diffusers.DDPMScheduler.from_config
     latent_scale: float
-    # "latent": controlnet_cond is the scaled VAE latent of the image being restored (IRControlNet);
-    # "pixel": controlnet_cond is the image in [0, 1], (B, 3, H, W).
-    condition: str
+    # The backbone's description (backbones/): condition, UNet levels, VAE factor, padding.
+    spec: BackboneSpec
     control_scale: float = 1.0
     name: str = field(default="")
+
+    # -- the description's constants ------------------------------------------------------
+
+    @property
+    def condition(self) -> str:
+        """"latent": controlnet_cond is the scaled VAE latent of the image being restored
+        (IRControlNet); "pixel": controlnet_cond is the image in [0, 1], (B, 3, H, W)."""
+        return self.spec.condition
+
+    @property
+    def levels(self) -> int:
+        """The UNet's resolution levels (ORAG's mask pyramid: OragState(levels))."""
+        return self.spec.unet_levels
+
+    @property
+    def vae_factor(self) -> int:
+        """Image pixels per latent cell."""
+        return self.spec.vae_factor
+
+    @property
+    def pad_multiple(self) -> int:
+        """Images are padded (bottom/right) to a multiple of this before encoding."""
+        return self.spec.pad_multiple
 
     # -- placement -------------------------------------------------------------------------
 
@@ -99,7 +120,7 @@ class Backbone:
         The posterior mode (its mean), not a sample: encoding is deterministic, as in DiffBIR's
         condition path (vae_encode(sample=False)).
         """
-        _check_multiple_of_8(image)
+        _check_multiple_of(image, self.vae_factor)
         vae = self.vae
         posterior = vae.encode(image.to(device=vae.device, dtype=vae.dtype)).latent_dist
         return posterior.mode() * self.latent_scale
@@ -142,9 +163,10 @@ class Backbone:
         return len(self.tokenizer(prompt, truncation=False).input_ids) - 2
 
 
-def _check_multiple_of_8(image: torch.Tensor) -> None:
-    if image.ndim != 4 or image.shape[-1] % 8 or image.shape[-2] % 8:
-        raise ValueError(f"expected (B, 3, H, W) with H, W multiples of 8 (pad first), got {tuple(image.shape)}")
+def _check_multiple_of(image: torch.Tensor, factor: int) -> None:
+    if image.ndim != 4 or image.shape[-1] % factor or image.shape[-2] % factor:
+        raise ValueError(f"expected (B, 3, H, W) with H, W multiples of {factor} (pad first), "
+                         f"got {tuple(image.shape)}")
 
 
 # ==============================================================================================
@@ -156,16 +178,9 @@ def load_backbone(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> Backbone:
-    """The backbone named by `settings.backbone`, on `device` in `dtype`, in eval mode, gradients off."""
-    kind = settings.backbone
-    if kind == "tiny":
-        bb = build_tiny_backbone()
-    elif kind == "sd21-ircontrolnet":
-        bb = _load_sd_ircontrolnet(settings, dtype)
-    elif kind == "controlnet":
-        bb = _load_diffusers_controlnet(settings, dtype)
-    else:
-        raise ModelUnavailableError(f"unknown decoder backbone {kind!r} (known: {', '.join(BACKBONES)})")
+    """The backbone named by `settings.backbone` (registered in backbones/), on `device` in `dtype`,
+    in eval mode, gradients off."""
+    bb = backbone_spec(settings.backbone).load(settings, dtype)
     bb.control_scale = float(getattr(settings, "control_scale", 1.0))
     for m in bb.modules():
         m.eval().requires_grad_(False)
@@ -178,7 +193,7 @@ def load_backbone(
     return bb
 
 
-def _from_pretrained(cls, model_id: str, what: str, revision: str | None = None, **kwargs):
+def from_pretrained(cls, model_id: str, what: str, revision: str | None = None, **kwargs):
     """cls.from_pretrained, the local cache first; every "not here / not reachable" error is a
     ModelUnavailableError (the caller, codec.decode, has already named the profile's models)."""
     if not model_id:
@@ -188,20 +203,22 @@ def _from_pretrained(cls, model_id: str, what: str, revision: str | None = None,
     return load_pretrained(cls, model_id, revision, what=f"the decoder's {what} {model_id!r}", **kwargs)
 
 
-def _load_sd_parts(settings: DecoderSettings, dtype: torch.dtype):
+def load_sd_parts(settings: DecoderSettings, dtype: torch.dtype, spec: BackboneSpec):
+    """UNet, VAE, text encoder, tokenizer, scheduler config and latent scale of the diffusers Stable
+    Diffusion repository `settings.base_model` (what restoration/models.py's SD_FOLDERS select)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
     base, rev = os.path.expanduser(settings.base_model), settings.revision  # "~/models/sd21" works too
     common = dict(revision=rev)
-    unet = _from_pretrained(UNet2DConditionModel, base, "UNet", subfolder="unet", torch_dtype=dtype, **common)
+    unet = from_pretrained(UNet2DConditionModel, base, "UNet", subfolder="unet", torch_dtype=dtype, **common)
     full = torch.float32 if dtype in HALF_DTYPES else dtype  # loaded in float32, not up-cast from 16 bits
-    vae = _from_pretrained(AutoencoderKL, base, "VAE", subfolder="vae", torch_dtype=full, **common)
-    text_encoder = _from_pretrained(CLIPTextModel, base, "text encoder", subfolder="text_encoder",
-                                    dtype=full, **common)
-    tokenizer = _from_pretrained(CLIPTokenizer, base, "tokenizer", subfolder="tokenizer", **common)
+    vae = from_pretrained(AutoencoderKL, base, "VAE", subfolder="vae", torch_dtype=full, **common)
+    text_encoder = from_pretrained(CLIPTextModel, base, "text encoder", subfolder="text_encoder",
+                                   dtype=full, **common)
+    tokenizer = from_pretrained(CLIPTokenizer, base, "tokenizer", subfolder="tokenizer", **common)
     scheduler_config = _scheduler_config(base, rev)
-    latent_scale = float(getattr(vae.config, "scaling_factor", SD_LATENT_SCALE))
+    latent_scale = float(getattr(vae.config, "scaling_factor", spec.latent_scale))
     return unet, vae, text_encoder, tokenizer, scheduler_config, latent_scale
 
 
@@ -217,60 +234,6 @@ def _scheduler_config(base: str, revision: str | None) -> dict:
     out = {k: v for k, v in cfg.items() if k in accepted}
     out.setdefault("clip_sample", False)  # SD never clips x0; DDPMScheduler's default would
     return out
-
-
-def _resolve_controlnet_file(settings: DecoderSettings) -> str:
-    """Local path of the IRControlNet checkpoint: a file, a directory + controlnet_file, or a hub repo."""
-    from ..models import hub_file
-    from .models import DEFAULT_CONTROLNET_FILE
-
-    src, fname = settings.controlnet, settings.controlnet_file or DEFAULT_CONTROLNET_FILE
-    if not src:
-        raise ModelUnavailableError("no control network configured (decoder.controlnet is empty)")
-    src = os.path.expanduser(src)
-    if os.path.isfile(src):
-        return src
-    missing = "does not exist; point the profile's decoder.controlnet at the checkpoint"
-    if os.path.isdir(src):
-        path = os.path.join(src, fname)
-        if not os.path.isfile(path):
-            raise ModelUnavailableError(f"control network checkpoint {path!r} {missing}")
-        return path
-    if src.startswith((".", "/", "~")) or src.endswith((".pth", ".ckpt", ".safetensors")):
-        raise ModelUnavailableError(f"control network checkpoint {src!r} {missing}")
-    return hub_file(src, fname, getattr(settings, "controlnet_revision", None),
-                    what=f"control network {src}/{fname}")
-
-
-def _load_sd_ircontrolnet(settings: DecoderSettings, dtype: torch.dtype) -> Backbone:
-    ckpt_path = _resolve_controlnet_file(settings)  # first: fail fast before loading SD
-    unet, vae, text_encoder, tokenizer, scheduler_config, latent_scale = _load_sd_parts(settings, dtype)
-    controlnet = make_ircontrolnet(controlnet_config_from_unet(unet.config))
-    try:
-        load_ircontrolnet_state_dict(controlnet, read_checkpoint(ckpt_path))
-    except ValueError as exc:
-        raise ModelUnavailableError(f"{ckpt_path!r} is not an IRControlNet for {settings.base_model!r}: "
-                                    f"{exc}") from None
-    return Backbone(
-        # no controlnet.to(dtype): diffusers' `to` warns on every cast; load_backbone casts all models
-        unet=unet, controlnet=controlnet, vae=vae, tokenizer=tokenizer, text_encoder=text_encoder,
-        scheduler_config=scheduler_config, latent_scale=latent_scale, condition="latent",
-        name=f"{settings.base_model} + {settings.controlnet}",
-    )
-
-
-def _load_diffusers_controlnet(settings: DecoderSettings, dtype: torch.dtype) -> Backbone:
-    from diffusers import ControlNetModel
-
-    unet, vae, text_encoder, tokenizer, scheduler_config, latent_scale = _load_sd_parts(settings, dtype)
-    controlnet = _from_pretrained(ControlNetModel, os.path.expanduser(settings.controlnet), "ControlNet",
-                                  torch_dtype=dtype,
-                                  revision=getattr(settings, "controlnet_revision", None))
-    return Backbone(
-        unet=unet, controlnet=controlnet, vae=vae, tokenizer=tokenizer, text_encoder=text_encoder,
-        scheduler_config=scheduler_config, latent_scale=latent_scale, condition="pixel",
-        name=f"{settings.base_model} + {settings.controlnet}",
-    )
 
 
 # ==============================================================================================
@@ -397,9 +360,11 @@ def build_tiny_backbone(seed: int = 0, controlnet_config: LdmControlNetConfig = 
         gen = torch.Generator().manual_seed(seed + 1)
         controlnet = make_ircontrolnet(controlnet_config_from_unet(unet.config))
         load_ircontrolnet_state_dict(controlnet, random_ldm_ircontrolnet_state_dict(cn, gen))
+    # the registered description for profile `test`'s networks; other shapes have their own levels
+    spec = TINY_SPEC if cn == TINY_CONTROLNET else replace(TINY_SPEC, unet_levels=len(cn.channel_mult))
     bb = Backbone(
         unet=unet, controlnet=controlnet, vae=vae, tokenizer=tiny_tokenizer(), text_encoder=text_encoder,
-        scheduler_config=dict(SD_SCHEDULER_CONFIG), latent_scale=SD_LATENT_SCALE, condition="latent",
+        scheduler_config=dict(SD_SCHEDULER_CONFIG), latent_scale=SD_LATENT_SCALE, spec=spec,
         name=f"tiny(seed={seed})",
     )
     for m in bb.modules():

@@ -1,11 +1,12 @@
 """The decoder's pretrained models as `sedic.models.ModelRef`s: what `sedic models` lists and
-fetches for a profile's decoder, and which files of each the loaders in backbone.py read."""
+fetches for a profile's decoder, and which files of each the loaders in backbone.py read.
+Each backbone names its own models (`BackboneSpec.models`, backbones/)."""
 
 from __future__ import annotations
 
 from ..models import Folder, ModelRef
 
-# What `backbone._load_sd_parts` reads of a diffusers Stable Diffusion repository: per folder,
+# What `backbone.load_sd_parts` reads of a diffusers Stable Diffusion repository: per folder,
 # its library (None: no weights) and the small files.
 SD_FOLDERS = (
     Folder("unet", "diffusers", ("config.json",)),
@@ -29,16 +30,8 @@ def sd_pipeline(role: str, repo_id: str, revision: str | None) -> ModelRef:
 
 
 def decoder_models(d) -> list[ModelRef]:
-    """The decoder models of DecoderSettings `d` (none for the tiny backbone)."""
-    refs: list[ModelRef] = []
-    if getattr(d, "backbone", "tiny") == "tiny":
-        return refs
-    if d.base_model:
-        refs.append(sd_pipeline("diffusion base model (decoder)", d.base_model, d.revision))
-    if d.controlnet:
-        if d.backbone == "controlnet":  # a diffusers ControlNetModel repository
-            refs.append(ModelRef("control network (decoder)", d.controlnet, d.controlnet_revision, "diffusers-model"))
-        else:  # the IRControlNet: one checkpoint file
-            refs.append(ModelRef("control network (decoder)", d.controlnet, d.controlnet_revision, "file",
-                                 d.controlnet_file or DEFAULT_CONTROLNET_FILE))
-    return refs
+    """The decoder models of DecoderSettings `d`, as its backbone's description names them (none
+    for the tiny backbone); an unknown backbone is a ModelUnavailableError naming the known ones."""
+    from .backbones import backbone_spec
+
+    return backbone_spec(getattr(d, "backbone", "tiny")).models(d)

@@ -98,11 +98,13 @@ class OragState:
     Kept compile-friendly: the per-step weight is a tensor (a Python float would be baked into a
     compiled graph and force a recompile every step) and the per-level mask signs are computed
     when the mask is set, outside the networks.
+
+    levels: the UNet's resolution levels, from the backbone's description (`Backbone.levels`,
+    `BackboneSpec.unet_levels`); one mask coverage map is kept per level.
     """
 
-    LEVELS = 4  # SD's UNet has 4 resolutions
-
-    def __init__(self):
+    def __init__(self, levels: int):
+        self.levels = levels
         self.guiding = False         # w_i != 0 this step (a bool: at most two compiled variants)
         self.weight = torch.zeros(())  # w_i as a 0-dim tensor
         self.tokens: torch.Tensor | None = None   # (S,) float 0/1
@@ -138,7 +140,7 @@ class OragState:
             self.level_signs = None
             return
         signs: dict[int, torch.Tensor] = {}
-        for level in range(self.LEVELS):
+        for level in range(self.levels):
             a = level_coverage(mask, level, _work_dtype(dtype))
             sign = coverage_sign(a).flatten(2).transpose(1, 2).unsqueeze(1)
             signs.setdefault(a.shape[-2] * a.shape[-1], sign if dtype is None else sign.to(dtype))
@@ -160,7 +162,7 @@ class OragState:
             return
         tokens = tokens.to(masks.device, _work_dtype(dtype))
         gates: dict[int, torch.Tensor] = {}
-        for level in range(self.LEVELS):
+        for level in range(self.levels):
             a = level_coverage(masks, level, _work_dtype(dtype))         # (B, K, lh, lw)
             lh, lw = a.shape[-2:]
             gate = (a.flatten(2).transpose(1, 2) @ tokens).unsqueeze(1)  # (B, 1, N, S)

@@ -26,7 +26,6 @@ from .orag import OragState, install, object_token_mask, uninstall
 from .plan import object_prompt, plan_stages
 from .sampler import Denoiser, StageSpec, sample_stage
 
-UNET_MULTIPLE = 64  # VAE factor 8 x three 2x down-samplings in SD's UNet
 _BACKBONE_CACHE: dict = {}
 _COMPILED: dict = {}
 
@@ -198,11 +197,12 @@ class _Decode:
         dev = next(backbone.unet.parameters()).device
         self.dev = dev
         self.H, self.W = preview.shape[:2]
-        self.grid = (math.ceil(self.H / 8), math.ceil(self.W / 8))
+        f = backbone.vae_factor  # the backbone's description (backbones/): VAE factor, padding, levels
+        self.grid = (math.ceil(self.H / f), math.ceil(self.W / f))
         # [-1, 1] RGB; a copy: preview may be read-only
         self.x = torch.from_numpy(np.array(preview, dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1.0
-        self.xp = pad_image(self.x, UNET_MULTIPLE, st.pad_mode).to(dev)
-        self.lh, self.lw = self.xp.shape[-2] // 8, self.xp.shape[-1] // 8
+        self.xp = pad_image(self.x, backbone.pad_multiple, st.pad_mode).to(dev)
+        self.lh, self.lw = self.xp.shape[-2] // f, self.xp.shape[-1] // f
         tiled = self.H * self.W > st.max_pixels
         vae = backbone.vae
         if hasattr(vae, "enable_tiling"):
@@ -219,6 +219,7 @@ class _Decode:
                                   tile=st.tile if tiled else 0, overlap=st.tile_overlap, channels_last=channels_last)
         self.denoiser = Denoiser(backbone, state=None, **self.denoiser_args)
         self.pixel = backbone.condition != "latent"
+        self.control_factor = f if self.pixel else 1  # control pixels per latent cell
         self.installed = []
         self.z_ref = backbone.encode_image(self.xp).float()
         self.uncond = backbone.encode_prompt([settings.negative_prompt])
@@ -230,7 +231,7 @@ class _Decode:
         fused = plan[0].kind == "fused"
         if not (any(s.guided for s in plan) or (fused and plan[0].objects)):
             return
-        self.state = state = OragState()
+        self.state = state = OragState(self.bb.levels)
         state.range_mode, state.fixed_range = orag.range_mode, orag.fixed_range
         self.denoiser = Denoiser(self.bb, state=state, **self.denoiser_args)
         bb = self.bb
@@ -293,13 +294,13 @@ class _Decode:
             i = stage.objects[0]
             mask = self.mask(i)
             spec = StageSpec(cond=self.bb.encode_prompt([stage.prompt]), uncond=cfg_uncond, cfg=stage.cfg,
-                             control=self.control(stage, z, image), control_factor=8 if self.pixel else 1,
+                             control=self.control(stage, z, image), control_factor=self.control_factor,
                              orag_mask=mask.float() if stage.guided else None,
                              orag_tokens=self.token_mask(i) if stage.guided else None)
             return self.sample(stage, spec, z, stage.start, blend_mask=mask if stage.blend != "none" else None), None
         if stage.kind == "final":
             spec = StageSpec(cond=self.bb.encode_prompt([stage.prompt]), uncond=cfg_uncond, cfg=stage.cfg,
-                             control=self.control(stage, z, image), control_factor=8 if self.pixel else 1)
+                             control=self.control(stage, z, image), control_factor=self.control_factor)
             return self.sample(stage, spec, z, self.start(stage, z, image)), None
         spec = self.fused_spec(stage, cfg_uncond)
         return self.sample(stage, spec, self.z_ref, self.start(stage, self.z_ref, self.xp)), None
@@ -312,7 +313,7 @@ class _Decode:
         control = self.control(stage, self.z_ref, self.xp)
         if not stage.objects:
             return StageSpec(cond=overall, uncond=uncond, cfg=stage.cfg, control=control,
-                             control_factor=8 if self.pixel else 1)
+                             control_factor=self.control_factor)
         objs = [self.objects[i] for i in stage.objects]
         embs = self.bb.encode_prompt([object_prompt(o, self.settings) for o in objs])
         cond, tokens = fused_context(overall, embs, [self.token_mask(i) for i in stage.objects])
@@ -320,7 +321,7 @@ class _Decode:
         if uncond is not None:  # same length; its object columns are never visible (row 0)
             uncond = torch.cat([uncond, cond[:, overall.shape[1]:]], dim=1)
         return StageSpec(cond=cond, uncond=uncond, cfg=stage.cfg, control=control,
-                         control_factor=8 if self.pixel else 1, orag_mask=masks, orag_tokens=tokens)
+                         control_factor=self.control_factor, orag_mask=masks, orag_tokens=tokens)
 
 
 def _to_uint8(out: torch.Tensor) -> np.ndarray:

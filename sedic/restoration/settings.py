@@ -121,9 +121,9 @@ class PipelineSettings:
 
 @dataclass(frozen=True)
 class DecoderSettings:
-    # "sd21-ircontrolnet": SD 2.1-base + DiffBIR v2 IRControlNet (the paper's setting);
-    # "controlnet": any diffusers ControlNet conditioned on the image (e.g. SD 1.5 + tile);
-    # "tiny": random-weight miniature of the first, built in-process (profile `test`).
+    # A name registered in restoration/backbones/ (docs/backbones.md): "sd21-ircontrolnet": SD 2.1-base
+    # + DiffBIR v2 IRControlNet (the paper's setting); "controlnet": any diffusers ControlNet conditioned
+    # on the image (e.g. SD 1.5 + tile); "tiny": random-weight miniature of the first (profile `test`).
     backbone: str = "sd21-ircontrolnet"
     # Stability AI took stabilityai/stable-diffusion-2-1-base off the hub in November 2025; this
     # community mirror holds the same diffusers repository (docs/backbones.md).
