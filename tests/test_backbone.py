@@ -432,8 +432,6 @@ def test_offline_hub_ids_raise_model_unavailable(offline):
     with pytest.raises(ModelUnavailableError, match="stable-diffusion-v1-5"):
         load_backbone(DecoderSettings(backbone="controlnet", base_model="stable-diffusion-v1-5/stable-diffusion-v1-5",
                                       controlnet="lllyasviel/control_v11f1e_sd15_tile"))
-    with pytest.raises(ModelUnavailableError, match="unknown decoder backbone"):
-        load_backbone(DecoderSettings(backbone="sdxl"))
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -518,13 +516,46 @@ def test_loaded_backbones_carry_their_description(tiny):
     assert other.levels == _unet_levels(other.unet) == 4 and other.condition == "latent"
 
 
+UNKNOWN_SDXL = "unknown decoder backbone 'sdxl' (known: sd21-ircontrolnet, controlnet, tiny)"
+
+
+def test_unknown_backbone_is_refused_when_settings_are_made(tmp_path, capsys):
+    """DecoderSettings checks the name against the registry, so a profile file, the CLI, the server
+    and the API refuse it before anything loads (not at decode or `sedic models list`)."""
+    import json
+
+    from sedic.cli import main
+    from sedic.config import load_profile_file
+    from sedic.errors import InputError
+
+    for bad in ("sdxl", "SD21-IRCONTROLNET", "", None, ["tiny"]):
+        with pytest.raises(InputError) as e:
+            DecoderSettings(backbone=bad)  # type: ignore[arg-type]
+        assert str(e.value) == f"unknown decoder backbone {bad!r} (known: sd21-ircontrolnet, controlnet, tiny)"
+    for name in BACKBONES:  # every registered name is accepted
+        assert DecoderSettings(backbone=name).backbone == name
+    profile = tmp_path / "p.json"
+    profile.write_text(json.dumps({"base": "test", "decoder": {"backbone": "sdxl"}}))
+    with pytest.raises(InputError, match="decoder: unknown decoder backbone 'sdxl'"):
+        load_profile_file(profile)
+    capsys.readouterr()
+    assert main(["models", "list", str(profile)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().endswith(UNKNOWN_SDXL) and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
 def test_unknown_backbone_is_one_clear_error():
+    """Settings that did not go through DecoderSettings' check (a stand-in object) still get the
+    registry's one-line ModelUnavailableError from load_backbone and decoder_models."""
+    from types import SimpleNamespace
+
     from sedic.restoration.models import decoder_models
 
+    stand_in = SimpleNamespace(**{**DecoderSettings().__dict__, "backbone": "sdxl"})
     for call in (lambda s: load_backbone(s), decoder_models):
         with pytest.raises(ModelUnavailableError) as e:
-            call(DecoderSettings(backbone="sdxl"))
-        assert str(e.value) == "unknown decoder backbone 'sdxl' (known: sd21-ircontrolnet, controlnet, tiny)"
+            call(stand_in)
+        assert str(e.value) == UNKNOWN_SDXL
     assert DecoderSettings().backbone in BACKBONES
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from ..devices import check_dtype
 from ..errors import InputError
 from ..schedule import SCHEDULES, Schedule
+from .backbones import is_registered, unknown_backbone_message  # light: no torch at import
 
 PAPER_NEGATIVE_PROMPT = "low quality, blurry, low-resolution, noisy, unsharp, weird textures"
 
@@ -147,6 +148,8 @@ class DecoderSettings:
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
 
     def __post_init__(self):
+        if not is_registered(self.backbone):  # a profile file's typo is refused here, not at decode
+            raise InputError(unknown_backbone_message(self.backbone))
         if self.schedule not in SCHEDULES:
             raise InputError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         for name in ("object_steps", "final_steps"):

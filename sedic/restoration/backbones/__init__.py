@@ -19,12 +19,24 @@ BACKBONES: dict[str, BackboneSpec] = {spec.name: spec for spec in (
 )}
 
 
+def unknown_backbone_message(name: object) -> str:
+    """The one-line message for a backbone name that is not registered (DecoderSettings' check and
+    `backbone_spec` both use it)."""
+    return f"unknown decoder backbone {name!r} (known: {', '.join(BACKBONES)})"
+
+
+def is_registered(name: object) -> bool:
+    return isinstance(name, str) and name in BACKBONES
+
+
 def backbone_spec(name: str) -> BackboneSpec:
-    """The registered description of backbone `name`; an unknown name is a ModelUnavailableError."""
-    try:
-        return BACKBONES[name]
-    except KeyError:
-        raise ModelUnavailableError(f"unknown decoder backbone {name!r} (known: {', '.join(BACKBONES)})") from None
+    """The registered description of backbone `name`; an unknown name is a ModelUnavailableError.
+
+    DecoderSettings already refuses an unknown name when it is made (an InputError with the same
+    message); this catches settings-like objects that did not go through that check."""
+    if not is_registered(name):
+        raise ModelUnavailableError(unknown_backbone_message(name))
+    return BACKBONES[name]
 
 
-__all__ = ["BACKBONES", "BackboneSpec", "backbone_spec"]
+__all__ = ["BACKBONES", "BackboneSpec", "backbone_spec", "is_registered", "unknown_backbone_message"]
