@@ -357,20 +357,30 @@ def _save_diffusers_layout(bb: Backbone, root) -> str:
     return str(root)
 
 
-def test_load_from_local_paths_offline(tiny, offline):
+@pytest.fixture(scope="module")
+def sd21_shaped():
+    """A tiny backbone with SD 2.1's 4 UNet levels: what `sd21-ircontrolnet` and `controlnet` describe."""
+    from tiny_decoder import sd21_shaped_tiny_backbone
+
+    return sd21_shaped_tiny_backbone(seed=0)
+
+
+def test_load_from_local_paths_offline(sd21_shaped, offline):
     """The real loading code (from_pretrained per subfolder, checkpoint port) on local files."""
     from diffusers import ControlNetModel
 
-    from sedic.restoration.backbone import TINY_CONTROLNET
+    from tiny_decoder import sd21_shaped_control_checkpoint
 
+    tiny = sd21_shaped
     base = _save_diffusers_layout(tiny, offline / "sd")
     ckpt = offline / "ir" / "v2.pth"
     ckpt.parent.mkdir()
-    # the tiny backbone's control checkpoint (build_tiny_backbone draws it from seed + 1)
-    torch.save(random_ldm_ircontrolnet_state_dict(TINY_CONTROLNET, torch.Generator().manual_seed(1)), ckpt)
+    # the backbone's control checkpoint (build_tiny_backbone draws it from seed + 1)
+    torch.save(sd21_shaped_control_checkpoint(seed=1), ckpt)
     for src in (str(ckpt), str(ckpt.parent)):  # a file, or a directory holding controlnet_file
         bb = load_backbone(DecoderSettings(base_model=base, controlnet=src, control_scale=0.5))
         assert bb.condition == "latent" and bb.control_scale == 0.5 and bb.spec is BACKBONES["sd21-ircontrolnet"]
+        assert bb.levels == _unet_levels(bb.unet) == 4
         for a, b in zip(bb.modules(), tiny.modules(), strict=True):
             sa, sb = a.state_dict(), b.state_dict()
             assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -408,6 +418,27 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True, raising=False)
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"), raising=False)
     return tmp_path
+
+
+def test_unet_with_other_levels_than_described_is_refused(tiny, offline):
+    """A base model whose UNet has 3 levels loaded as a 4-level backbone: one line naming both
+    numbers when it loads, not a failure at the first guided step."""
+    from diffusers import ControlNetModel
+
+    from sedic.restoration.backbone import TINY_CONTROLNET
+
+    assert _unet_levels(tiny.unet) == 3
+    base = _save_diffusers_layout(tiny, offline / "sd3")
+    ckpt = offline / "v2.pth"
+    torch.save(random_ldm_ircontrolnet_state_dict(TINY_CONTROLNET, torch.Generator().manual_seed(1)), ckpt)
+    ControlNetModel.from_unet(tiny.unet, conditioning_embedding_out_channels=(8, 16, 16, 16)).save_pretrained(
+        offline / "cn3")
+    for name, control, file in (("sd21-ircontrolnet", ckpt, "v2.pth"), ("controlnet", offline / "cn3", "")):
+        with pytest.raises(ModelUnavailableError) as e:
+            load_backbone(DecoderSettings(backbone=name, base_model=base, controlnet=str(control),
+                                          controlnet_file=file))
+        assert str(e.value) == (f"decoder backbone {name!r} needs a UNet with 4 resolution levels, "
+                                f"but the base model {base!r} has 3")
 
 
 def test_missing_local_controlnet_checkpoint(offline):

@@ -218,9 +218,9 @@ def test_control_network_file_and_revision(hub_cache):
 def _tiny_sd_repository(tmp_path) -> dict[str, bytes]:
     from diffusers import DDPMScheduler
 
-    from sedic.restoration.backbone import build_tiny_backbone
+    from tiny_decoder import sd21_shaped_tiny_backbone
 
-    bb = build_tiny_backbone()
+    bb = sd21_shaped_tiny_backbone()  # 4 UNet levels: the profile's sd21-ircontrolnet describes 4
     root = tmp_path / "saved"
     bb.unet.save_pretrained(root / "unet")
     bb.vae.save_pretrained(root / "vae")
@@ -233,8 +233,7 @@ def _tiny_sd_repository(tmp_path) -> dict[str, bytes]:
 def test_backbone_loads_offline_from_exactly_the_selected_files(hub_cache, tmp_path):
     import torch
 
-    from sedic.restoration.backbone import TINY_CONTROLNET
-    from sedic.restoration.ircontrolnet import random_ldm_ircontrolnet_state_dict
+    from tiny_decoder import sd21_shaped_control_checkpoint
 
     saved = _tiny_sd_repository(tmp_path)
     # the repository as the hub has it: plus root checkpoints, .bin and fp16 copies (junk bytes:
@@ -252,7 +251,7 @@ def test_backbone_loads_offline_from_exactly_the_selected_files(hub_cache, tmp_p
     put_in_cache(hub_cache, base.repo_id, {f: repo_files[f] for f in chosen})
     ckpt = tmp_path / "v2.pth"
     torch.save({"module." + k: v for k, v in
-                random_ldm_ircontrolnet_state_dict(TINY_CONTROLNET, torch.Generator().manual_seed(1)).items()}, ckpt)
+                sd21_shaped_control_checkpoint(seed=1).items()}, ckpt)
     put_in_cache(hub_cache, "sedic-test/tiny-ir", {"v2.pth": ckpt.read_bytes()})
     profile = tmp_path / "p.json"
     profile.write_text(json.dumps({"base": "sedic", "decoder": {

@@ -59,6 +59,25 @@ def sd21_backbone(dtype=None):
     return _SD21[dtype]
 
 
+def sd21_shaped_tiny_backbone(seed=0):
+    """A float32 tiny backbone with SD 2.1's 4 UNet levels (sd21_topology_config), for tests that
+    save a base model and load it as `sd21-ircontrolnet` or `controlnet` (both described with 4
+    levels; load_backbone refuses another count). Its control checkpoint is
+    `sd21_shaped_control_checkpoint(seed + 1)`, as build_tiny_backbone draws it."""
+    from sedic.restoration.backbone import build_tiny_backbone
+
+    return build_tiny_backbone(seed=seed, controlnet_config=sd21_topology_config())
+
+
+def sd21_shaped_control_checkpoint(seed=1):
+    """The LDM-layout IRControlNet state dict of sd21_shaped_tiny_backbone(seed - 1)."""
+    import torch
+
+    from sedic.restoration.ircontrolnet import random_ldm_ircontrolnet_state_dict
+
+    return random_ldm_ircontrolnet_state_dict(sd21_topology_config(), torch.Generator().manual_seed(seed))
+
+
 def coverage_reference(mask, level):
     """The fraction of each UNet level-`level` cell covered by `mask` ((h, w) numpy), written out
     from the UNet's geometry: cell (i, j) holds latent rows i*2^l .. (i+1)*2^l - 1 and the same

@@ -181,6 +181,7 @@ def load_backbone(
     """The backbone named by `settings.backbone` (registered in backbones/), on `device` in `dtype`,
     in eval mode, gradients off."""
     bb = backbone_spec(settings.backbone).load(settings, dtype)
+    _check_unet_levels(bb, settings)
     bb.control_scale = float(getattr(settings, "control_scale", 1.0))
     for m in bb.modules():
         m.eval().requires_grad_(False)
@@ -191,6 +192,23 @@ def load_backbone(
         for m in (bb.vae, bb.text_encoder):
             torch.nn.Module.to(m, dtype=torch.float32)
     return bb
+
+
+def unet_levels(unet) -> int:
+    """Resolution levels a UNet module really has: its full-resolution level plus one per
+    down-sampler (SD 1.x/2.x: 4)."""
+    return 1 + sum(1 for block in unet.down_blocks if getattr(block, "downsamplers", None))
+
+
+def _check_unet_levels(bb: Backbone, settings: DecoderSettings) -> None:
+    """Refuse a base model whose UNet has another number of levels than its description says:
+    ORAG's mask pyramid and the padding are built from the description (a UNet with more levels
+    would fail at the first guided step, one with fewer would be guided at levels it lacks)."""
+    found = unet_levels(bb.unet)
+    if found != bb.spec.unet_levels:
+        raise ModelUnavailableError(
+            f"decoder backbone {bb.spec.name!r} needs a UNet with {bb.spec.unet_levels} resolution levels, "
+            f"but the base model {settings.base_model!r} has {found}")
 
 
 def from_pretrained(cls, model_id: str, what: str, revision: str | None = None, **kwargs):
