@@ -125,25 +125,47 @@ def _meta_backbone() -> Backbone:
                     scheduler_config=dict(SD_SCHEDULER_CONFIG), latent_scale=SD_LATENT_SCALE, spec=SD21)
 
 
-def _cfg_step_flops(bb: Backbone, lh: int, lw: int, objects: int, fused: bool, guided: bool) -> tuple[int, int]:
+def object_token_masks(semantics: Semantics, settings: DecoderSettings) -> list[torch.Tensor]:
+    """Each object's token mask T_k in its own 77-token prompt, as the pipeline computes it
+    (tokenizer: CLIP's BPE, which SD 2.1's OpenCLIP tokenizer shares; settings' prompt and tokens)."""
+    from sedic.restoration.orag import object_token_mask
+
+    return [object_token_mask(tiny_tokenizer(), o.name, o.description, settings.orag,
+                              name_in_prompt=settings.pipeline.object_prompt == "name+description")
+            for o in semantics.objects]
+
+
+def fused_tokens(token_masks: list[torch.Tensor]) -> torch.Tensor:
+    """The fused pass's token matrix (K, 77 + sum |T_k|), on the CPU, from pipeline.fused_context
+    itself (run on 1-wide stand-in states: only the lengths matter here)."""
+    from sedic.restoration.pipeline import fused_context
+
+    _, tokens = fused_context(torch.zeros(1, 77, 1), torch.zeros(len(token_masks), 77, 1), token_masks)
+    return tokens
+
+
+def _cfg_step_flops(bb: Backbone, lh: int, lw: int, token_masks: list[torch.Tensor], fused: bool,
+                    guided: bool) -> tuple[int, int]:
     """(all, cross-attention) FLOPs of one batched-CFG step (ControlNet + UNet, 2 rows) on the meta device.
 
-    Sequential object stage: 77-token context, one object routed. Fused: the 77 + 76 K token
-    context of pipeline.fused_context with K objects routed. guided=False: no ORAG processors
-    (the final stage, and unguided steps, which run the stock attention).
+    Sequential object stage: 77-token context, one object routed. Fused: the context of
+    pipeline.fused_context, the overall prompt's 77 states plus each object's own |T_k| tokens
+    (docs/orag.md, "Fused schedule"), with the K objects of `token_masks` routed. guided=False:
+    no ORAG processors (the final stage, and unguided steps, which run the stock attention).
     """
     from torch.utils.flop_counter import FlopCounterMode
 
     from sedic.restoration.orag import OragState, install, uninstall
 
-    n_ctx = 77 + 76 * objects if fused else 77
+    k = max(len(token_masks), 1) if fused else 1
+    # the token matrix holds real values (on the CPU): ORAG reads which columns are the objects'
+    tokens = fused_tokens(token_masks) if fused else torch.zeros(77, dtype=torch.bool)
+    n_ctx = tokens.shape[-1]
     d = SD21_UNET["cross_attention_dim"]
     with torch.device("meta"):
         z = torch.zeros(1, 4, lh, lw)
         emb = torch.zeros(1, n_ctx, d)
-        k = max(objects, 1) if fused else 1
         masks = torch.zeros(1, k, lh, lw)
-        tokens = torch.zeros(k, n_ctx) if fused else torch.zeros(n_ctx, dtype=torch.bool)
     state = OragState(bb.levels) if guided else None
     spec = StageSpec(cond=emb, uncond=emb, cfg=7.0, control=z,
                      orag_mask=masks if guided else None, orag_tokens=tokens if guided else None)
@@ -164,13 +186,15 @@ def _cfg_step_flops(bb: Backbone, lh: int, lw: int, objects: int, fused: bool, g
 
 
 def count_flops(width: int, height: int, object_counts=(3, 8), object_steps: int = 10, final_steps: int = 20,
-                fused_steps: int = 20, exact: bool = False) -> dict:
+                fused_steps: int = 20, exact: bool = False, settings: DecoderSettings | None = None) -> dict:
     """FLOPs per decode of both schedules at this size for each K, on the meta device (no arithmetic).
 
     Counted: ControlNet + UNet of every CFG step (ORAG's range computation included in the guided
     steps: every object step in the sequential schedule, every fused step with the defaults), the
     VAE encode and decode. Not counted: the text encoder (K + 2 prompts of 77 tokens, the same in
     both schedules, about 0.03 TFLOP each for OpenCLIP ViT-H), the scheduler and colour fix.
+    The fused context is the real one for `synthetic(width, height, K)`'s object prompts under
+    `settings` (default DecoderSettings()): 77 + the sum of the objects' token counts |T_k|.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -186,23 +210,29 @@ def count_flops(width: int, height: int, object_counts=(3, 8), object_steps: int
         with FlopCounterMode(display=False) as fc:
             bb.vae.decode(z)
         vae_dec = fc.get_total_flops()
-    plain, plain_cross = _cfg_step_flops(bb, lh, lw, 0, fused=False, guided=False)
-    obj, obj_cross = _cfg_step_flops(bb, lh, lw, 1, fused=False, guided=True)
+    settings = settings or DecoderSettings()
+    plain, plain_cross = _cfg_step_flops(bb, lh, lw, [], fused=False, guided=False)
+    obj, obj_cross = _cfg_step_flops(bb, lh, lw, [], fused=False, guided=True)
     out = {"size": f"{width}x{height}", "latent": f"{lw}x{lh}",
+           "fused_context": "the overall prompt's 77 states + each object's own tokens |T_k| (no BOS, EOS or "
+                            "padding; docs/orag.md), counted with CLIP's tokenizer on the synthetic object prompts",
            "gflop_vae_encode": round(vae_enc / 1e9, 1), "gflop_vae_decode": round(vae_dec / 1e9, 1),
            "gflop_cfg_step_plain": round(plain / 1e9, 1),
            "gflop_cfg_step_plain_cross_attention": round(plain_cross / 1e9, 1),
            "gflop_cfg_step_object": round(obj / 1e9, 1), "rows": []}
     for k in object_counts:
         seq = k * object_steps * obj + final_steps * plain + vae_enc + vae_dec
-        step, cross = _cfg_step_flops(bb, lh, lw, k, fused=True, guided=True)
+        token_masks = object_token_masks(synthetic(width, height, k)[1], settings)
+        step, cross = _cfg_step_flops(bb, lh, lw, token_masks, fused=True, guided=True)
         fus = fused_steps * step + vae_enc + vae_dec
+        object_tokens = [int(m.sum()) for m in token_masks]
         out["rows"].append({
             "objects": k,
             "sequential": {"cfg_steps": k * object_steps + final_steps,
                            "network_rows": 2 * (k * object_steps + final_steps),
                            "tflop": seq / 1e12 if exact else round(seq / 1e12, 1)},
-            "fused": {"cfg_steps": fused_steps, "network_rows": 2 * fused_steps, "context_tokens": 77 + 76 * k,
+            "fused": {"cfg_steps": fused_steps, "network_rows": 2 * fused_steps,
+                      "context_tokens": 77 + sum(object_tokens), "object_tokens": object_tokens,
                       "gflop_cfg_step": round(step / 1e9, 1), "gflop_cfg_step_cross_attention": round(cross / 1e9, 1),
                       "tflop": fus / 1e12 if exact else round(fus / 1e12, 1)},
             "fused_over_sequential": round(fus / seq, 3),
@@ -299,7 +329,7 @@ def run_decode(args, argv) -> dict:
     total_s = end - start
     n_steps = len(steps)
     flops = count_flops(width, height, (args.objects,), args.object_steps, args.final_steps, args.final_steps,
-                        exact=True)
+                        exact=True, settings=settings)
     decode_tflop = flops["rows"][0][args.schedule]["tflop"]
     peak, dev_name = _peak_and_device(device)
     return {

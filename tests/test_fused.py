@@ -274,3 +274,45 @@ def test_compiled_networks_do_not_recompile_per_step(bb):
         for model, originals in installed:
             uninstall(model, originals)
     torch.testing.assert_close(first, eager, rtol=1e-4, atol=1e-4)
+
+
+# --- benchmarks/decode_speed.py's FLOP count of the fused pass ----------------------------------
+
+def test_regions_on_the_meta_device_read_the_token_matrix():
+    """FLOPs are counted on the meta device: set_regions must not read values from the moved
+    (meta) token matrix ("Tensor.item() cannot be called on meta tensors" before)."""
+    tokens = torch.zeros(2, 77 + 5)
+    tokens[0, 77:80] = 1
+    tokens[1, 80:82] = 1
+    state = OragState(3)
+    with torch.device("meta"):
+        masks = torch.zeros(1, 2, 8, 8)
+    state.set_regions(masks, tokens)
+    assert state.base_keys == 77 and state.object_keys.device.type == "meta"
+    state.set_regions(torch.ones(1, 2, 8, 8), tokens)  # and the same on the CPU
+    assert state.base_keys == 77 and state.object_keys.tolist() == [False] * 77 + [True] * 5
+
+
+def test_decode_speed_counts_the_fused_pass_with_its_real_context():
+    """The benchmark's fused count runs, and its context is the overall prompt's 77 states plus
+    each object's own tokens (counted here with the tokenizer directly: ids minus BOS and EOS),
+    not the old 77 + 76 K."""
+    import importlib.util
+    from pathlib import Path
+
+    from sedic.restoration.backbone import tiny_tokenizer
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "decode_speed.py"
+    spec = importlib.util.spec_from_file_location("decode_speed", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    k = 2
+    result = bench.count_flops(64, 64, (k,), object_steps=1, final_steps=1, fused_steps=1, exact=True)
+    fused = result["rows"][0]["fused"]
+    tok = tiny_tokenizer()
+    lengths = [len(tok(f"{o.name}, {o.description}").input_ids) - 2 for o in bench.synthetic(64, 64, k)[1].objects]
+    assert fused["object_tokens"] == lengths and fused["context_tokens"] == 77 + sum(lengths)
+    assert fused["context_tokens"] < 77 + 76 * k
+    # the longer context costs more cross-attention than the plain final step's 77 tokens
+    plain = result["gflop_cfg_step_plain_cross_attention"]
+    assert fused["gflop_cfg_step_cross_attention"] > plain

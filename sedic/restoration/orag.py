@@ -160,6 +160,10 @@ class OragState:
             self.level_gates = None
             self.object_keys = None
             return
+        # which columns are the objects', counted where `tokens` is (the CPU in the pipeline): no
+        # device sync for base_keys, and it works when the masks are on the meta device (FLOP counts)
+        object_keys = tokens.sum(0) > 0
+        base_keys = int(tokens.shape[1] - object_keys.sum())
         tokens = tokens.to(masks.device, _work_dtype(dtype))
         gates: dict[int, torch.Tensor] = {}
         for level in range(self.levels):
@@ -168,8 +172,8 @@ class OragState:
             gate = (a.flatten(2).transpose(1, 2) @ tokens).unsqueeze(1)  # (B, 1, N, S)
             gates.setdefault(lh * lw, gate if dtype is None else gate.to(dtype))
         self.level_gates = gates
-        self.object_keys = tokens.sum(0) > 0
-        self.base_keys = int(tokens.shape[1] - self.object_keys.sum())
+        self.object_keys = object_keys.to(masks.device)
+        self.base_keys = base_keys
 
     def clear(self) -> None:
         self.set_weight(0.0)
