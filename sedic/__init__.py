@@ -19,11 +19,13 @@ from .config import Profile, get_profile
 from .devices import resolve_device
 from .errors import BitstreamError, InputError, ModelUnavailableError, RateError, SedicError, SedicWarning
 from .imageio import load_image
+from .schedule import ScheduleOverrides
 from .semantics import SemanticObject, Semantics
 
 __version__ = "0.1.0"
 __all__ = ["compress", "decompress", "inspect", "analyze", "Semantics", "SemanticObject", "SedicError",
-           "BitstreamError", "InputError", "RateError", "ModelUnavailableError", "SedicWarning", "Profile"]
+           "BitstreamError", "InputError", "RateError", "ModelUnavailableError", "SedicWarning", "Profile",
+           "ScheduleOverrides"]
 
 
 def _as_image(image) -> np.ndarray:
@@ -48,16 +50,13 @@ def _as_image(image) -> np.ndarray:
 def _image_from_bytes(data: bytes) -> np.ndarray:
     """The bytes of an image file, read as the file would be (the one loading path of imageio)."""
     import io
-    import warnings
 
     from PIL import Image, UnidentifiedImageError
 
-    from .imageio import ACCEPTED_FORMATS, ACCEPTED_NAMES, read_opened
+    from .imageio import ACCEPTED_FORMATS, ACCEPTED_NAMES, open_image, read_opened
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked
-            img = Image.open(io.BytesIO(data))
+        img = open_image(io.BytesIO(data), "image")
         with img:
             if img.format not in ACCEPTED_FORMATS:
                 raise InputError(f"image bytes: unsupported image format {img.format} (use {ACCEPTED_NAMES})")
@@ -105,19 +104,22 @@ def _analyze(pixels: np.ndarray, profile: str | Profile | None, device: str | No
 def compress(image, *, bpp: float | None = 0.03, reference_bpp: float | None = None,
              semantics: Semantics | str | os.PathLike | None = None, analyze: bool = True,
              profile: str | Profile | None = None, best_effort: bool = False, seed: int = 0,
-             schedule: dict | None = None, device: str | None = None, progress=None) -> bytes:
+             schedule: dict | ScheduleOverrides | None = None, device: str | None = None,
+             progress=None) -> bytes:
     """Compress an image (path or uint8 array) into .sedic bytes.
 
     semantics: a Semantics object or a path to its JSON; None with analyze=True runs the profile's
     analysis models; None with analyze=False codes the reference alone.
-    schedule: decoder steps/guidance stored in the file, e.g. {"object_steps": 8, "final_cfg": 6.5}.
+    schedule: decoder steps/guidance stored in the file, e.g. {"object_steps": 8, "final_cfg": 6.5}
+    or ScheduleOverrides(object_steps=8, final_cfg=6.5) (its fields are the names a dict may use).
     progress(text), when given, hears what the reference search is doing.
     """
     # options first: a bad one fails before the analysis, not after it
     _check_flag("analyze", analyze)
     _check_flag("best_effort", best_effort)
-    if schedule is not None and not isinstance(schedule, dict):
-        raise InputError(f"schedule must be a dict such as {{'object_steps': 8}}, got {type(schedule).__name__}")
+    if schedule is not None and not isinstance(schedule, (dict, ScheduleOverrides)):
+        raise InputError(f"schedule must be a dict such as {{'object_steps': 8}} or a ScheduleOverrides, "
+                         f"got {type(schedule).__name__}")
     if semantics is not None and not isinstance(semantics, (Semantics, str, os.PathLike)):
         raise InputError(f"semantics must be a Semantics, the path of its JSON file, or None; "
                          f"got {type(semantics).__name__}")

@@ -12,11 +12,11 @@ The container knows nothing about what the stream payloads mean; `sedic.codec` d
 from __future__ import annotations
 
 import binascii
-import numbers
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from .errors import BitstreamError
+from .schedule import BY_KEY, ScheduleOverrides
 
 MAGIC = b"SD"
 VERSION = 2  # 2: the CRC-16 closing the file (version 1 had none)
@@ -32,35 +32,10 @@ SETTINGS, TEXT, MASKS, REFERENCE = 1, 2, 3, 4
 SECTION_NAMES = {SETTINGS: "settings", TEXT: "text", MASKS: "masks", REFERENCE: "reference"}
 _ORDER = (SETTINGS, TEXT, MASKS, REFERENCE)
 
-# Decoder-setting overrides carried in the settings section as (key, value) varint pairs.
-# Guidance scales are stored in tenths so that they stay integers; named choices by their index.
-OVERRIDE_KEYS = {1: "object_steps", 2: "final_steps", 3: "object_cfg", 4: "final_cfg", 5: "schedule"}
-_OVERRIDE_SCALE = {"object_cfg": 10, "final_cfg": 10}
-_OVERRIDE_CHOICES = {"schedule": ("sequential", "fused")}  # the order is the file format
-_OVERRIDE_MAX = {"object_steps": 1000, "final_steps": 1000, "object_cfg": 1000, "final_cfg": 1000, "schedule": 1}
-_OVERRIDE_MIN = {"object_steps": 1, "final_steps": 1}  # a stage runs at least one step
-
-
-def _override_code(name: str, value) -> int:
-    if name in _OVERRIDE_CHOICES:
-        if value not in _OVERRIDE_CHOICES[name]:
-            raise ValueError(f"{name} must be one of {', '.join(_OVERRIDE_CHOICES[name])}, got {value!r}")
-        return _OVERRIDE_CHOICES[name].index(value)
-    scale = _OVERRIDE_SCALE.get(name, 1)
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    value = cast(float, value)  # a numbers.Real: the type system does arithmetic on float only (PEP 484)
-    low, high = _OVERRIDE_MIN.get(name, 0) / scale, _OVERRIDE_MAX[name] / scale
-    if not low <= value <= high:  # also NaN, and 1e308 whose scaled code round() cannot make an int
-        raise ValueError(f"{name}={value!r} out of range (must be in {low:g}..{high:g})")
-    code = round(value * scale)
-    # Refuse what the file cannot carry rather than decode with another value than asked
-    # (round() would turn a guidance of 0.04 into 0 and 3.25 into 3.2).
-    if abs(code - value * scale) > 1e-6:
-        unit = ("a whole number" if scale == 1
-                else f"a multiple of {1 / scale:g} (the file stores it in steps of {1 / scale:g})")
-        raise ValueError(f"{name} must be {unit}, got {value}")
-    return code
+# Decoder-setting overrides carried in the settings section as (key, value code) varint pairs;
+# their keys, codes and limits are the fields of sedic.schedule.ScheduleOverrides.
+OVERRIDE_KEYS = {spec.key: spec.name for spec in BY_KEY}
+_BY_KEY = {spec.key: spec for spec in BY_KEY}
 
 
 def write_varint(value: int) -> bytes:
@@ -106,37 +81,33 @@ class DecoderParams:
 
     profile_id: int = 0
     seed: int = 0
-    # a number per key, a str for a named choice (schedule); Any: the values go to dataclasses.replace
-    overrides: dict[str, Any] = field(default_factory=dict)
+    overrides: ScheduleOverrides = field(default_factory=ScheduleOverrides)
 
     def to_bytes(self) -> bytes:
         out = bytearray(write_varint(self.profile_id) + write_varint(self.seed))
-        for key, name in OVERRIDE_KEYS.items():
-            if name in self.overrides:
-                scaled = _override_code(name, self.overrides[name])
-                if not _OVERRIDE_MIN.get(name, 0) <= scaled <= _OVERRIDE_MAX[name]:
-                    raise ValueError(f"{name}={self.overrides[name]} out of range")
-                out += write_varint(key) + write_varint(scaled)
+        for spec in BY_KEY:  # the record holds only values the file can carry
+            value = getattr(self.overrides, spec.name)
+            if value is not None:
+                out += write_varint(spec.key) + write_varint(spec.code(value))
         return bytes(out)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DecoderParams:
         profile_id, pos = read_varint(data, 0, "profile id", 1 << 16)
         seed, pos = read_varint(data, pos, "seed", (1 << 32) - 1)
-        overrides: dict[str, Any] = {}
+        values: dict[str, Any] = {}
         last_key = 0
         while pos < len(data):
             key, pos = read_varint(data, pos, "setting key", 1 << 16)
-            if key not in OVERRIDE_KEYS or key <= last_key:
+            if key not in _BY_KEY or key <= last_key:
                 raise BitstreamError(f"unknown or repeated decoder setting key {key}")
-            name = OVERRIDE_KEYS[key]
-            value, pos = read_varint(data, pos, name, _OVERRIDE_MAX[name])
-            if value < _OVERRIDE_MIN.get(name, 0):
-                raise BitstreamError(f"{name} is {value}, below the minimum {_OVERRIDE_MIN[name]}")
-            overrides[name] = (_OVERRIDE_CHOICES[name][value] if name in _OVERRIDE_CHOICES
-                               else value / _OVERRIDE_SCALE[name] if name in _OVERRIDE_SCALE else value)
+            spec = _BY_KEY[key]
+            code, pos = read_varint(data, pos, spec.name, spec.high)
+            if code < spec.low:
+                raise BitstreamError(f"{spec.name} is {code}, below the minimum {spec.low}")
+            values[spec.name] = spec.value(code)
             last_key = key
-        return cls(profile_id, seed, overrides)
+        return cls(profile_id, seed, ScheduleOverrides(**values))
 
 
 @dataclass

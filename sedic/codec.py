@@ -15,6 +15,7 @@ import numpy as np
 from . import bitstream as bs
 from .config import Profile, get_profile, profile_by_id
 from .errors import BitstreamError, InputError, RateError, SedicWarning
+from .schedule import ScheduleOverrides
 from .semantics import MAX_OBJECTS, SemanticObject, Semantics
 from .streams import (
     codecs as reference_codecs,
@@ -66,7 +67,8 @@ def _side_sections(semantics: Semantics | None, width: int, height: int) -> dict
 
 
 def settings_section(profile: Profile | str | None = None, *, bpp: float | None = 0.03,
-                     reference_bpp: float | None = None, seed: int = 0, overrides: dict | None = None) -> bytes:
+                     reference_bpp: float | None = None, seed: int = 0,
+                     overrides: dict | ScheduleOverrides | None = None) -> bytes:
     """Check the encoder's options and return the settings section they give.
 
     Cheap: callers run it before the analysis so that a bad option fails before minutes of work."""
@@ -77,22 +79,20 @@ def settings_section(profile: Profile | str | None = None, *, bpp: float | None 
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < 1 << 32:
         raise InputError(f"seed must be an integer in 0..2^32-1, got {seed}")
 
-    overrides = dict(overrides or {})
+    overrides = overrides.as_dict() if isinstance(overrides, ScheduleOverrides) else dict(overrides or {})
     if profile.decoder.schedule != profile_by_id(profile.id).decoder.schedule:
         # a profile file changed the schedule: the file must say so, or it would decode differently
         overrides.setdefault("schedule", profile.decoder.schedule)
-    unknown = set(overrides) - set(bs.OVERRIDE_KEYS.values())
-    if unknown:
-        raise InputError(f"unknown schedule settings {sorted(unknown)} (known: {', '.join(bs.OVERRIDE_KEYS.values())})")
+    ScheduleOverrides.check_names(overrides)
     for name, value in overrides.items():
         if _is_number(value) and not math.isfinite(value):
             raise InputError(f"{name} must be a finite number, got {value}")
     try:
-        raw = bs.DecoderParams(profile.id, seed, overrides).to_bytes()
-        # the decoder's own checks (e.g. steps vs start strength) on the values the file carries
-        replace(profile.decoder, **bs.DecoderParams.from_bytes(raw).overrides)
-        return raw
-    except (InputError, ValueError, TypeError) as exc:  # the settings' checks; DecoderParams' limits
+        carried = ScheduleOverrides.from_dict(overrides)  # the file's limits; the values it will carry
+        # the decoder's own checks (e.g. steps vs start strength) on those values
+        replace(profile.decoder, **carried.as_dict())
+        return bs.DecoderParams(profile.id, seed, carried).to_bytes()
+    except InputError as exc:
         raise InputError(f"schedule: {exc}") from None
 
 
@@ -114,7 +114,7 @@ def _warn_if_cut(what: str, given: str, kept: str) -> None:
 
 def encode(image: np.ndarray, semantics: Semantics | None = None, profile: Profile | str | None = None, *,
            bpp: float | None = 0.03, reference_bpp: float | None = None, best_effort: bool = False,
-           seed: int = 0, overrides: dict | None = None, progress=None) -> bytes:
+           seed: int = 0, overrides: dict | ScheduleOverrides | None = None, progress=None) -> bytes:
     """Code an RGB uint8 image (H, W, 3) and its semantics into .sedic bytes.
 
     `bpp` caps the whole file; `reference_bpp` caps the reference stream alone. With neither, the
@@ -221,8 +221,8 @@ def decoder_settings(parsed: DecodedFile, profile: Profile | None = None):
     profile file naming local weights): its key 5 when present, else its own profile's schedule."""
     profile = profile or parsed.profile
     try:
-        settings = replace(profile.decoder, **parsed.params.overrides)
-        if "schedule" not in parsed.params.overrides and _known(parsed.params.profile_id):
+        settings = replace(profile.decoder, **parsed.params.overrides.as_dict())
+        if parsed.params.overrides.schedule is None and _known(parsed.params.profile_id):
             settings = replace(settings, schedule=profile_by_id(parsed.params.profile_id).decoder.schedule)
     except InputError as exc:  # the file's schedule does not fit this profile's decoder
         raise InputError(f"schedule: {exc}") from None
@@ -272,7 +272,7 @@ def inspect(data: bytes) -> dict:
         "bpp": 8 * len(data) / (parsed.width * parsed.height),
         "profile": parsed.profile.name if _known(parsed.params.profile_id) else parsed.params.profile_id,
         "seed": parsed.params.seed,
-        "schedule": dict(parsed.params.overrides),
+        "schedule": parsed.params.overrides.as_dict(),
         "streams": streams,
         "semantics": parsed.semantics.to_dict(),
     }

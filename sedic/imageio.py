@@ -35,15 +35,55 @@ RENDERING_INTENT = ImageCms.Intent.RELATIVE_COLORIMETRIC
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
+def _chunk_kind(exc: BaseException) -> str:
+    """Which PNG chunk handler raised (Pillow's PngStream.chunk_<type>), from the traceback."""
+    names = {"chunk_zTXt": "zTXt text", "chunk_iTXt": "iTXt text", "chunk_iCCP": "iCCP colour-profile",
+             "chunk_tEXt": "tEXt text"}
+    tb, kind = exc.__traceback__, None
+    while tb is not None:
+        kind = names.get(tb.tb_frame.f_code.co_name, kind)
+        tb = tb.tb_next
+    return kind or "text or colour-profile (zTXt, iTXt or iCCP)"
+
+
+def chunk_bomb(exc: BaseException, label: str) -> InputError | None:
+    """Pillow's refusal of a PNG whose text or ICC chunks inflate past its limits (a zTXt, iTXt or
+    iCCP decompression bomb, or megabytes of text chunks) as the loader's one-line error; None for
+    any other error. Pillow raises a plain ValueError for these, which callers would otherwise
+    report as an unreadable image."""
+    text = str(exc)
+    if not isinstance(exc, ValueError):
+        return None
+    if "MAX_TEXT_CHUNK" in text:
+        return InputError(f"{label}: PNG {_chunk_kind(exc)} chunk inflates past "
+                          f"{PngImagePlugin.MAX_TEXT_CHUNK >> 20} MiB (a decompression bomb); refused")
+    if "MAX_TEXT_MEMORY" in text:
+        return InputError(f"{label}: PNG text chunks hold more than {PngImagePlugin.MAX_TEXT_MEMORY >> 20} MiB "
+                          f"of text (a decompression bomb); refused")
+    return None
+
+
+def open_image(source: str | os.PathLike | io.BytesIO, label: str = "image") -> Image.Image:
+    """Image.open, with Pillow's pixel-count warning silenced (the codec's own limit is checked in
+    read_opened) and a PNG text/ICC chunk bomb refused with its own message. Other errors pass."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked
+            return Image.open(source)
+    except ValueError as exc:
+        bomb = chunk_bomb(exc, label)
+        if bomb is not None:
+            raise bomb from None
+        raise
+
+
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """Read a PNG, JPEG, WebP, AVIF or HEIC as uint8 RGB (H, W, 3), as a photo viewer shows it:
     turned upright by its EXIF orientation and converted to sRGB from its embedded colour profile.
     The declared size is checked before decoding; alpha is dropped and 16-bit reduced, with a warning."""
     path = Path(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked
-            img = Image.open(path)
+        img = open_image(path, str(path))
         with img:
             fmt = img.format
             if fmt not in ACCEPTED_FORMATS:
@@ -89,7 +129,13 @@ def read_opened(img: Image.Image, label: str = "image") -> np.ndarray:
     of the CLI, the API, batch, evaluate and the server: size check, load, orientation, colour."""
     check_declared_size(img, label)
     warn_before_load(img, label)
-    img.load()
+    try:
+        img.load()
+    except ValueError as exc:  # text chunks after the pixels are read here
+        bomb = chunk_bomb(exc, label)
+        if bomb is not None:
+            raise bomb from None
+        raise
     upright = ImageOps.exif_transpose(img) if _orientation(img) not in (0, 1) else img
     return image_to_array(to_srgb(upright, label), label)
 

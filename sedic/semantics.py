@@ -178,7 +178,10 @@ def mask_from_png(data: bytes, name: str, where: str) -> np.ndarray:
             img.load()
             arr = np.asarray(img.convert("L"))
     except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise InputError(f"{where}: cannot read mask {name}: {exc}") from None
+        from .imageio import chunk_bomb
+
+        bomb = chunk_bomb(exc, f"{where}: mask {name}")
+        raise bomb or InputError(f"{where}: cannot read mask {name}: {exc}") from None
     return arr >= 128
 
 

@@ -2,6 +2,7 @@ import pytest
 
 from sedic import bitstream as bs
 from sedic.errors import BitstreamError
+from sedic.schedule import ScheduleOverrides
 
 
 @pytest.mark.parametrize("value", [0, 1, 127, 128, 300, 16383, 16384, 2**32 - 1])
@@ -36,7 +37,7 @@ def test_typical_header_is_at_most_18_bytes():
 
 
 def test_decoder_params_round_trip():
-    p = bs.DecoderParams(2, 12345, {"object_steps": 8, "final_cfg": 6.5})
+    p = bs.DecoderParams(2, 12345, ScheduleOverrides(object_steps=8, final_cfg=6.5))
     assert bs.DecoderParams.from_bytes(p.to_bytes()) == p
 
 

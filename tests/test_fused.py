@@ -15,6 +15,7 @@ from sedic.restoration.orag import OragState, install, object_token_mask, uninst
 from sedic.restoration.pipeline import fused_context
 from sedic.restoration.sampler import Denoiser, StageSpec, sample_stage
 from sedic.restoration.settings import SCHEDULES, DecoderSettings, OragSettings, PipelineSettings
+from sedic.schedule import OVERRIDES, ScheduleOverrides
 from sedic.semantics import SemanticObject, Semantics
 
 from tiny_decoder import FAST, box_semantics, gradient_image
@@ -181,7 +182,7 @@ def test_schedule_travels_in_the_file(tmp_path, small_image):
     # a built-in fused profile: the id says it, nothing else is stored
     data = codec.encode(small_image, sem, "sedic-fast", bpp=0.5)
     parsed = codec.parse(data)
-    assert parsed.params.profile_id == 3 and "schedule" not in parsed.params.overrides
+    assert parsed.params.profile_id == 3 and parsed.params.overrides.schedule is None
     assert codec.decoder_settings(parsed).schedule == "fused"
     # ...and stays the file's under another profile (a profile file naming local weights, say)
     assert codec.decoder_settings(parsed, get_profile("test")).schedule == "fused"
@@ -193,15 +194,18 @@ def test_schedule_travels_in_the_file(tmp_path, small_image):
     data = codec.encode(small_image, sem, get_profile(str(prof)), bpp=0.5)
     parsed = codec.parse(data)
     assert parsed.params.profile_id == PROFILES["test"].id
-    assert parsed.params.overrides == {"schedule": "fused"}
+    assert parsed.params.overrides == ScheduleOverrides(schedule="fused")
     assert codec.decoder_settings(parsed).schedule == "fused"  # decoded with the file's own profile
     assert codec.inspect(data)["schedule"] == {"schedule": "fused"}
     # the container's codes for the choices, and their limits
-    assert bs._OVERRIDE_CHOICES["schedule"] == SCHEDULES
-    raw = bs.DecoderParams(1, 0, {"schedule": "sequential"}).to_bytes()
-    assert bs.DecoderParams.from_bytes(raw).overrides == {"schedule": "sequential"}
-    with pytest.raises(ValueError):
-        bs.DecoderParams(1, 0, {"schedule": "banana"}).to_bytes()
+    spec = next(s for s in OVERRIDES if s.name == "schedule")
+    assert spec.choices == SCHEDULES and (spec.key, spec.low, spec.high) == (5, 0, 1)
+    raw = bs.DecoderParams(1, 0, ScheduleOverrides(schedule="sequential")).to_bytes()
+    assert raw == bytes([1, 0, 5, 0])
+    assert bs.DecoderParams.from_bytes(raw).overrides.as_dict() == {"schedule": "sequential"}
+    assert bs.DecoderParams.from_bytes(bytes([1, 0, 5, 1])).overrides.schedule == "fused"
+    with pytest.raises(InputError, match="schedule must be one of sequential, fused"):
+        ScheduleOverrides(schedule="banana")  # type: ignore[arg-type]
     with pytest.raises(BitstreamError):
         bs.DecoderParams.from_bytes(bytes([1, 0, 5, 2]))
     with pytest.raises(InputError):

@@ -237,3 +237,57 @@ def test_declared_size_is_refused_before_decoding(tmp_path, monkeypatch):
     with pytest.raises(InputError, match=r"12000x12000 above the limit of 67108864 pixels \(refused before decoding"):
         load_image(path)
     assert loads == []  # not a pixel decoded
+
+
+# ---------------------------------------------------------------- PNG text and ICC chunk bombs
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png_with_chunks(before: bytes = b"", after: bytes = b"") -> bytes:
+    """An 8x8 PNG with extra chunks before its pixel data and after it (Pillow reads the latter only
+    when the pixels are loaded)."""
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(buf, "PNG")
+    raw = buf.getvalue()
+    idat, iend = raw.index(b"IDAT") - 4, raw.index(b"IEND") - 4
+    return raw[:idat] + before + raw[idat:iend] + after + raw[iend:]
+
+
+INFLATES_TO_50_MB = zlib.compress(b"a" * (50 << 20), 9)  # 49 KB
+CHUNK_BOMBS = {  # name: (file, what the message names)
+    "zTXt before the pixels": (png_with_chunks(_chunk(b"zTXt", b"Comment\x00\x00" + INFLATES_TO_50_MB)),
+                               "PNG zTXt text chunk inflates past 1 MiB"),
+    "zTXt after the pixels": (png_with_chunks(after=_chunk(b"zTXt", b"Comment\x00\x00" + INFLATES_TO_50_MB)),
+                              "PNG zTXt text chunk inflates past 1 MiB"),
+    "iTXt": (png_with_chunks(_chunk(b"iTXt", b"Comment\x00\x01\x00\x00\x00" + INFLATES_TO_50_MB)),
+             "PNG iTXt text chunk inflates past 1 MiB"),
+    "iCCP": (png_with_chunks(_chunk(b"iCCP", b"icc\x00\x00" + INFLATES_TO_50_MB)),
+             "PNG iCCP colour-profile chunk inflates past 1 MiB"),
+    # 80 chunks of 0.9 MiB each (1 KB compressed): each under the per-chunk limit, 72 MiB in all
+    "many zTXt": (png_with_chunks(b"".join(_chunk(b"zTXt", b"k%d\x00\x00" % i + zlib.compress(b"b" * (900 << 10), 9))
+                                           for i in range(80))),
+                  "PNG text chunks hold more than 64 MiB of text"),
+}
+
+
+@pytest.mark.parametrize("name", CHUNK_BOMBS)
+def test_png_chunk_bombs_get_their_own_message_in_the_cli_and_api(name, tmp_path, capsys):
+    """A zTXt bomb was 'not a PNG, JPEG or WebP image' (server) or Pillow's words about
+    PngImagePlugin.MAX_TEXT_CHUNK (CLI, API): one loader, one message."""
+    import sedic
+    from sedic.cli import main as cli_main
+
+    data, words = CHUNK_BOMBS[name]
+    with pytest.raises(InputError) as api:
+        sedic.compress(data, semantics=None, profile="test")
+    assert str(api.value) == f"image: {words} (a decompression bomb); refused"
+    path = tmp_path / "bomb.png"
+    path.write_bytes(data)
+    assert cli_main(["compress", str(path), "-o", str(tmp_path / "o.sedic"), "--profile", "test"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"sedic: error: {path}: {words} (a decompression bomb); refused"], err
+    with pytest.raises(InputError, match=r"^up\.png: " + words):
+        decode_image(data, "up.png", 1 << 24)

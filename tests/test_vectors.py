@@ -56,7 +56,7 @@ def test_valid_vector(entry):
     parsed = codec.parse(data)
     assert (parsed.width, parsed.height) == (entry["width"], entry["height"])
     assert (parsed.params.profile_id, parsed.params.seed) == (entry["profile_id"], entry["seed"])
-    assert parsed.params.overrides == entry["settings"]
+    assert parsed.params.overrides.as_dict() == entry["settings"]
     sem = parsed.semantics
     strings = [sem.overall] + [s for o in sem.objects for s in (o.name, o.description)] \
         if bs.TEXT in parsed.container.sections else []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .. import schedule
+
 
 def _executor_options(p) -> None:
     p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
@@ -37,11 +39,7 @@ def register(sub) -> None:
     c.add_argument("--best-effort", action="store_true", help="when --bpp cannot be met, write the smallest "
                    "file instead of failing that image (as `sedic compress --best-effort`; the warning goes "
                    "to the manifest)")
-    for name, kind, what in (("object-steps", int, "denoising steps of each object stage"),
-                             ("object-cfg", float, "guidance of object stages"),
-                             ("final-steps", int, "denoising steps of the final stage"),
-                             ("final-cfg", float, "guidance of the final stage")):
-        c.add_argument(f"--{name}", type=kind, default=None, help=f"{what}, stored in each file")
+    schedule.add_arguments(c, "stored in each file (default: the profile's)")
     _executor_options(c)
     c.set_defaults(func=_compress)
 
@@ -74,10 +72,9 @@ def _executor(args):
 def _compress(args) -> int:
     from ..batch import compress_dir
 
-    schedule = {n: getattr(args, n) for n in ("object_steps", "object_cfg", "final_steps", "final_cfg")
-                if getattr(args, n) is not None}
     summary = compress_dir(args.in_dir, args.output, bpp=args.bpp, semantics_dir=args.semantics_dir,
-                           analyze=args.analyze, profile=args.profile, seed=args.seed, schedule=schedule,
+                           analyze=args.analyze, profile=args.profile, seed=args.seed,
+                           schedule=schedule.from_arguments(args),
                            best_effort=args.best_effort, executor=_executor(args), progress=not args.no_progress)
     return summary.exit_code
 

@@ -7,6 +7,7 @@ import re
 import sys
 from pathlib import Path
 
+from .. import schedule
 from ..bitstream import read_file
 from ..errors import InputError
 
@@ -26,12 +27,7 @@ def register(sub) -> None:
                    "decoder), authors, sd15-tile, test (offline, tiny random models) or a .json profile file "
                    "(docs/profiles.md)")
     p.add_argument("--seed", type=int, default=0, help="decoder seed stored in the file (default 0)")
-    for name, kind, what in (("object-steps", int, "denoising steps of each object stage"),
-                             ("object-cfg", float, "classifier-free guidance of object stages"),
-                             ("final-steps", int, "denoising steps of the final stage"),
-                             ("final-cfg", float, "classifier-free guidance of the final stage")):
-        p.add_argument(f"--{name}", type=kind, default=None,
-                       help=f"{what}, stored in the file (default: the profile's)")
+    schedule.add_arguments(p, "stored in the file (default: the profile's)")
     p.add_argument("--device", default=None, help="device for the analysis models (e.g. cuda, cpu)")
     p.add_argument("--best-effort", action="store_true", help="when the target cannot be met, write the "
                    "smallest file instead of failing")
@@ -77,7 +73,7 @@ def _compress(args) -> int:
                          f"(decompress writes images)")
     profile = get_profile(args.profile)
     settings_section(profile, bpp=args.bpp, reference_bpp=args.reference_bpp, seed=args.seed,
-                     overrides=_schedule(args))
+                     overrides=schedule.from_arguments(args))
     if args.device is not None:
         resolve_device(args.device)
     if args.save_semantics:
@@ -95,7 +91,7 @@ def _compress(args) -> int:
                 semantics.save(args.save_semantics, force=args.force, inputs=inputs + [args.output])
         data = sedic.compress(image, bpp=args.bpp, reference_bpp=args.reference_bpp, semantics=semantics,
                               analyze=False, profile=args.profile, best_effort=args.best_effort, seed=args.seed,
-                              schedule=_schedule(args), progress=say)
+                              schedule=schedule.from_arguments(args), progress=say)
     finally:
         say.close()
     atomic_write_bytes(args.output, data, force=args.force)
@@ -161,11 +157,6 @@ _CONTROL_JSON = re.compile(r"[\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\u
 def shown(text: str) -> str:
     """A text from a file as it may be printed: control characters written as escapes."""
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1] if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text)
-
-
-def _schedule(args) -> dict:
-    names = ("object_steps", "object_cfg", "final_steps", "final_cfg")
-    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
 
 
 def _decompress(args) -> int:

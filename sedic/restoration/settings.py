@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 from ..devices import check_dtype
 from ..errors import InputError
+from ..schedule import SCHEDULES, Schedule
 
 PAPER_NEGATIVE_PROMPT = "low quality, blurry, low-resolution, noisy, unsharp, weird textures"
-SCHEDULES = ("sequential", "fused")
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ class DecoderSettings:
     # "sequential": the paper's stages, objects one by one then the overall description;
     # "fused": one pass of final_steps at final_cfg in which every object prompt acts inside its
     # mask at once (docs/orag.md, "Fused schedule"); object_steps and object_cfg are then unused.
-    schedule: str = "sequential"
+    schedule: Schedule = "sequential"
     orag: OragSettings = field(default_factory=OragSettings)
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
 

@@ -48,6 +48,35 @@ def _api_docs(app: FastAPI) -> None:
                                    swagger_favicon_url="/docs-assets/favicon.png")
 
 
+class Unexpected:
+    """ASGI middleware: an exception no handler took is logged with its traceback (server side only)
+    and answered `{"error": "internal error (see the server log)", "status": 500}` on a connection
+    that stays usable. Once an answer has started (a stream), the exception passes on and the
+    connection closes: the client must not take a cut stream for a whole one."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def watched(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as exc:
+            if started:
+                raise
+            log.error("unexpected error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
+            response = JSONResponse(error_body(500, "internal error (see the server log)"), status_code=500)
+            await response(scope, receive, send)
+
+
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
     settings = settings or ServerSettings.from_env()
     queue = JobQueue(settings.queue, settings.cpu_workers, pixel_budget=PIXEL_BUDGET_IMAGES * settings.max_pixels)
@@ -85,11 +114,6 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         return JSONResponse(error_body(exc.status_code, one_line(exc.detail)), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
-    async def unexpected(request, exc):
-        # the traceback goes to the server log only; the client gets one line
-        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-        return JSONResponse(error_body(500, "internal error (see the server log)"), status_code=500)
-
     from ..errors import SedicError
     from .jobs import JobCancelled, QueueFull
 
@@ -98,7 +122,6 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     # Starlette types every handler as taking Exception; these two get only their own class
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
-    app.add_exception_handler(Exception, unexpected)
 
     router = build_router(state)
     app.include_router(router)
@@ -120,6 +143,11 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         raise StarletteHTTPException(404, f"no endpoint {path} (the API is listed at /docs)")
 
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="page")
+
+    # innermost of the middlewares: an unhandled exception becomes the JSON 500 here, inside the
+    # app (an exception handler for Exception answers from Starlette's outermost layer and then
+    # re-raises, and uvicorn closes a connection whose app raised)
+    app.add_middleware(Unexpected)
 
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware

@@ -33,6 +33,7 @@ from ..errors import InputError, SedicError
 from ..semantics import SemanticObject, Semantics
 from . import uploads
 from .errors import Unauthorized, UnsupportedMedia, error_body, status_of
+from .forms import schedule_form
 from .jobs import JobCancelled, JobQueue, QueueFull, Ticket
 from .settings import ServerSettings
 
@@ -162,6 +163,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: _error("body above --max-upload-mb, or an image, mask or file above --max-pixels"),
     415: _error("not multipart/form-data, or an upload that is not an accepted image"),
     422: _error("corrupt or truncated .sedic file, a rate that cannot be met, a malformed form field"),
+    500: _error("a fault of the server itself, e.g. its TMPDIR removed (the traceback is in its log)"),
     503: _error("queue full (see Retry-After) or the profile's models are not available",
                 {"Retry-After": "seconds until a slot is likely free (queue full only)"}),
 }
@@ -220,7 +222,10 @@ def build_router(state: ServerState) -> APIRouter:
                     raise InputError(f"'{name}' must be a file part with a file name (filename=\"...\"), "
                                      f"got a plain form field")
 
-    router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], responses=ERROR_RESPONSES)
+    # the bearer scheme is in /openapi.json only when this server has a key: a keyless server
+    # declaring it told clients (and schemathesis) that a missing key would be refused
+    keyed = [Depends(require_key)] if settings.api_key is not None else []
+    router = APIRouter(prefix="/v1", dependencies=keyed, responses=ERROR_RESPONSES)
     upload = [Depends(require_multipart)]
     queue, limit = state.queue, settings.max_pixels
 
@@ -258,8 +263,7 @@ def build_router(state: ServerState) -> APIRouter:
         profile: str | None = Form(None, description="a built-in profile name (default: the server's)"),
         seed: int = Form(0),
         best_effort: bool = Form(False),
-        object_steps: int | None = Form(None), object_cfg: float | None = Form(None),
-        final_steps: int | None = Form(None), final_cfg: float | None = Form(None),
+        schedule: dict[str, Any] = Depends(schedule_form),  # object_steps, ...: sedic.schedule's fields
     ):
         chosen = state.profile_for_compress(profile or None)
         image_bytes, image_name = await read(image, "image")
@@ -270,8 +274,6 @@ def build_router(state: ServerState) -> APIRouter:
             mask_uploads[name] = content
         if mask_uploads and semantics_upload is None:
             raise InputError("mask files need the semantics JSON that names them")
-        schedule = {k: v for k, v in (("object_steps", object_steps), ("object_cfg", object_cfg),
-                                      ("final_steps", final_steps), ("final_cfg", final_cfg)) if v is not None}
         ticket = queue.admit(min(uploads.image_pixels(image_bytes), limit))
         try:
             async with cancel_on_disconnect(request, ticket):

@@ -19,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .. import bitstream as bs, codec, jsontext
 from ..errors import InputError
-from ..imageio import ACCEPTED_FORMATS, ACCEPTED_NAMES, read_opened, srgb_pnginfo
+from ..imageio import ACCEPTED_FORMATS, ACCEPTED_NAMES, open_image, read_opened, srgb_pnginfo
 from ..semantics import MAX_OBJECTS, Semantics
 from .errors import TooLarge, UnsupportedMedia, error_body
 
@@ -124,9 +124,7 @@ def file_pixels(data: bytes) -> int:
 def decode_image(data: bytes, name: str, max_pixels: int):
     """uint8 RGB (H, W, 3), upright and sRGB, from an uploaded image; the size is checked before decoding."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked below
-            img = Image.open(io.BytesIO(data))
+        img = open_image(io.BytesIO(data), name)  # a PNG chunk bomb: the loader's InputError (400)
     except Image.DecompressionBombError as exc:
         raise TooLarge(f"image {name}: {exc}; this server's limit is {max_pixels} pixels") from None
     except (UnidentifiedImageError, OSError, ValueError):
@@ -185,9 +183,7 @@ def load_semantics(json_data: bytes, json_name: str, masks: dict[str, bytes], im
 def _check_mask_size(data: bytes, name: str, image_size: tuple[int, int], max_pixels: int) -> None:
     """A mask's size from its header: it must be the image's (checked before it is decoded)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+        img = open_image(io.BytesIO(data), f"mask {name}")
         with img:
             _check_pixels(*img.size, f"mask {name}", max_pixels)
             if img.size != tuple(image_size):

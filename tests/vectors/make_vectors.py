@@ -25,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 from sedic import bitstream as bs, codec  # noqa: E402 (after the sys.path line above)
+from sedic.schedule import ScheduleOverrides  # noqa: E402
 from sedic.streams import avif, masks, reference, text  # noqa: E402
 
 CHECKPOINT = "bmshj2018_factorized_tiny.pth"
@@ -106,7 +107,7 @@ def build(w, h, settings, strings, grids, ref) -> bytes:
 
 
 def settings(profile_id=1, seed=0, **overrides) -> bytes:
-    return bs.DecoderParams(profile_id, seed, overrides).to_bytes()
+    return bs.DecoderParams(profile_id, seed, ScheduleOverrides(**overrides)).to_bytes()
 
 
 def valid_vectors():
@@ -320,7 +321,7 @@ def expected(name: str, data: bytes, options: dict) -> dict:
     return {"file": f"{name}.sedic", "sha256": sha256(data), "bytes": len(data),
             "width": parsed.width, "height": parsed.height,
             "profile_id": parsed.params.profile_id, "seed": parsed.params.seed,
-            "settings": {k: v for k, v in parsed.params.overrides.items()},
+            "settings": parsed.params.overrides.as_dict(),
             "strings": strings, "objects": len(sem.objects),
             "mask_grid_shape": list(masks.grid_shape(parsed.width, parsed.height)),
             "masks": mask_files, "reference": ref_info}
