@@ -774,11 +774,12 @@ def test_live_small_jobs_are_not_stuck_behind_large_ones():
     """Two large uploads made a 64x64 compress wait 109 s instead of 0.8 s.
 
     The bound (sedic/server/jobs.py): a request of at most SMALL_JOB_PIXELS never waits for a larger
-    one's CPU work. Here the server has ONE general CPU thread and two 1024x1024 noise images
-    (about 17 s of encoder each on a 2-core VM) ahead of the small one."""
+    one's CPU work. Here the server has ONE general CPU thread and two 2048x2048 noise images ahead
+    of the small one (1024x1024 ones could end within the small job's few seconds since the fast
+    reference search; a 2048x2048 one takes tens of seconds of encoder CPU on a 2-core VM)."""
     from sedic.server.jobs import SMALL_JOB_PIXELS
 
-    noise = np.random.default_rng(0).integers(0, 256, (1024, 1024, 3), dtype=np.uint8)
+    noise = np.random.default_rng(0).integers(0, 256, (2048, 2048, 3), dtype=np.uint8)
     assert noise.shape[0] * noise.shape[1] > SMALL_JOB_PIXELS
     big, small = png(noise), png(np.full((64, 64, 3), 100, np.uint8))
     server = LiveServer("--cpu-workers", "1")
@@ -803,9 +804,7 @@ def test_live_small_jobs_are_not_stuck_behind_large_ones():
         waited = time.monotonic() - started
         assert r.status_code == 200, r.text
         queue = httpx.get(server.url + "/v1/health", timeout=10).json()["queue"]
-        # a large one is still running (FIFO would have answered after both); with the fast reference
-        # search a 1024x1024 encode can end within the small job's few seconds on an idle machine
-        assert queue["in_flight"] >= 1, queue
+        assert queue["in_flight"] == 2, queue  # both large ones still running: the small one passed them
         assert waited < 8, waited  # alone: 0.1-0.8 s
     finally:
         server.stop()
