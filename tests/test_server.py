@@ -925,34 +925,45 @@ def test_live_openapi_declares_the_error_answers_the_server_sends(small_image):
 
 
 
-def test_live_schemathesis_answers_conform_to_the_openapi_spec(live):
-    """schemathesis over the live server's /openapi.json, each operation with a few generated
+@pytest.mark.parametrize("key", [None, "k3y"], ids=["keyless", "with-key"])
+def test_live_schemathesis_answers_conform_to_the_openapi_spec(live, key):
+    """schemathesis over a live server's /openapi.json, each operation with a few generated
     requests (valid and invalid forms, queries and headers): every answer's status code, content
     type, headers and JSON body are the ones the spec declares, and no request gets a 5xx other
-    than the declared 503 (full queue, missing models)."""
+    than the declared 503 (full queue, missing models). With a key, the requests carry it and
+    schemathesis also checks that the same request without it or with a wrong one is refused."""
     schemathesis = pytest.importorskip("schemathesis")
     from hypothesis import HealthCheck, given, settings as hypothesis_settings
 
-    schema = schemathesis.openapi.from_url(live.url + "/openapi.json")
-    operations = [result.ok() for result in schema.get_all_operations()]
-    assert {op.label for op in operations} >= {"POST /v1/compress", "POST /v1/decompress", "GET /v1/health"}
-    seen: dict[str, set[int]] = {}
-    for operation in operations:
-        @given(case=operation.as_strategy(schemathesis.GenerationMode.POSITIVE)
-               | operation.as_strategy(schemathesis.GenerationMode.NEGATIVE))
-        @hypothesis_settings(max_examples=25, deadline=None, derandomize=True, database=None,
-                             suppress_health_check=list(HealthCheck))
-        def check(case):
-            response = case.call(timeout=60)
-            seen.setdefault(case.operation.label, set()).add(response.status_code)
-            assert response.status_code < 500 or response.status_code == 503, (
-                case.as_curl_command(), response.status_code, response.text[:300])
-            # all checks but "schema-valid data is accepted": no schema can say which bytes are a
-            # decodable image or .sedic file, so a generated upload is rightly refused (415, 422)
-            case.validate_response(response, excluded_checks=[schemathesis.checks.positive_data_acceptance])
+    server = live if key is None else LiveServer(env={"SEDIC_API_KEY": key})
+    auth = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
+        operations = [result.ok() for result in schema.get_all_operations()]
+        assert {op.label for op in operations} >= {"POST /v1/compress", "POST /v1/decompress", "GET /v1/health"}
+        assert bool(schema.raw_schema.get("components", {}).get("securitySchemes")) == bool(key)
+        seen: dict[str, set[int]] = {}
+        for operation in operations:
+            @given(case=operation.as_strategy(schemathesis.GenerationMode.POSITIVE)
+                   | operation.as_strategy(schemathesis.GenerationMode.NEGATIVE))
+            @hypothesis_settings(max_examples=25 if key is None else 10, deadline=None, derandomize=True,
+                                 database=None, suppress_health_check=list(HealthCheck))
+            def check(case):
+                response = case.call(timeout=60, headers=auth)
+                seen.setdefault(case.operation.label, set()).add(response.status_code)
+                assert response.status_code < 500 or response.status_code == 503, (
+                    case.as_curl_command(), response.status_code, response.text[:300])
+                # all checks but "schema-valid data is accepted": no schema can say which bytes are a
+                # decodable image or .sedic file, so a generated upload is rightly refused (415, 422)
+                case.validate_response(response, headers=auth,
+                                       excluded_checks=[schemathesis.checks.positive_data_acceptance])
 
-        check()
-    assert len(seen) == len(operations), seen
+            check()
+        assert len(seen) == len(operations), seen
+        assert 200 in seen["GET /v1/health"], seen  # the key (when there is one) was sent and taken
+    finally:
+        if server is not live:
+            server.stop()
 
 
 def test_live_png_chunk_bombs_are_the_loaders_message(live, small_image):
