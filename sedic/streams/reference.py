@@ -466,7 +466,9 @@ class _Search:
     Per factor: the highest quality that fits, found by a bracketing search whose probes come
     from a log-rate model (fitted to the probes made so far) instead of halving 0..100. Over the
     factors: a climb from the size the rate model names, scoring each factor's candidate exactly
-    as a decoder sees it, towards the side that improves, until two factors in a row score lower. A size whose
+    as a decoder sees it, towards the side that improves, until two factors in a row score lower;
+    the side tried first comes from how much of the start's error the downscale alone causes
+    (_downscale_share). A size whose
     lowest quality does not fit ends the climb towards larger sizes (larger sizes cost more at
     every quality). The image is downscaled once per factor from one Pillow copy; the two
     neighbours of the start are searched at once on two threads (aom and dav1d release the GIL).
