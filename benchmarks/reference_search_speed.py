@@ -8,6 +8,8 @@ shared machine wall times are noisy, CPU times less so.
 
     python benchmarks/reference_search_speed.py [--kodak 24] [--rates 0.01,0.02,0.03,0.05]
         [--large 12:1] [--large-new 12:2,45:1] [--cli 12,45] [--json rows.json]
+        [--skip K]   (Kodak images K+1 .. K+N: a run split over processes)
+    python benchmarks/reference_search_speed.py --merge part1.json part2.json ...
 
 --large MP:N     N Kodak images upscaled to about MP megapixels, both searches (slow: the
                  exhaustive one takes minutes per image at 12 MP)
@@ -136,6 +138,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--kodak", type=int, default=24, help="first N Kodak images, both searches")
+    ap.add_argument("--skip", type=int, default=0, help="start at the Kodak image after the first SKIP "
+                    "(to split a run over processes; --merge joins their JSON files)")
+    ap.add_argument("--merge", nargs="*", default=[], help="JSON files of earlier runs: print their table")
     ap.add_argument("--rates", default="0.01,0.02,0.03,0.05")
     ap.add_argument("--large", default="", help="MP:N, both searches")
     ap.add_argument("--large-new", default="", help="MP:N,..., today's search only")
@@ -143,10 +148,14 @@ def main(argv=None):
     ap.add_argument("--cli", default="", help="MP,... : whole `sedic compress --no-semantics` runs")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
+    if args.merge:
+        parts = [json.loads(Path(f).read_text()) for f in args.merge]
+        print(report([r for p in parts for r in p["rows"]], [c for p in parts for c in p["cli"]]))
+        return
     paths = sorted(Path(args.data).glob("kodim*.png"))
     rates = [float(r) for r in args.rates.split(",") if r]
     rows, cli_rows = [], []
-    for path in paths[: args.kodak]:
+    for path in paths[args.skip: args.skip + args.kodak]:
         image = np.asarray(Image.open(path).convert("RGB"))
         for rate in rates:
             rows.append(compare(path.stem, image, rate, True))

@@ -193,16 +193,40 @@ def test_compress_and_decode_stage_by_stage(server, browser, tmp_path):
     page.mouse.up()
     assert page.input_value("#slider") == "25"
     assert page.eval_on_selector("#after", "i => i.style.clipPath") == "inset(0px 0px 0px 25%)"
-    # 1:1 view: in a window narrower than the image, the image is shown at its own size, scrolled
-    # inside its view, and the page still does not scroll sideways
+    # zoom: in a window narrower than the image, 1:1 shows it at its own size, 2:1 and 4:1 each
+    # pixel as a sharp 2x2 or 4x4 block, scrolled inside its view around the same point; the page
+    # never scrolls sideways
     page.set_viewport_size({"width": 600, "height": 900})
-    assert page.eval_on_selector("#after", "i => i.clientWidth") < 768
-    page.click("#zoom")
-    assert page.get_attribute("#zoom", "aria-pressed") == "true"
-    assert page.eval_on_selector("#after", "i => i.clientWidth") == 768
-    assert page.evaluate("document.documentElement.scrollWidth") <= 600
-    page.click("#zoom")
-    assert page.eval_on_selector("#after", "i => i.clientWidth") < 768
+    shown = "i => [i.clientWidth, i.clientHeight]"
+    assert page.eval_on_selector("#after", shown)[0] < 768
+    view = ("v => [(v.scrollLeft + v.clientWidth / 2) / v.scrollWidth, "
+            "(v.scrollTop + v.clientHeight / 2) / v.scrollHeight]")
+    for zoom in (1, 2, 4):
+        page.select_option("#zoom", str(zoom))
+        assert page.eval_on_selector("#after", shown) == [768 * zoom, 512 * zoom], zoom
+        assert page.eval_on_selector("#before", shown) == [768 * zoom, 512 * zoom], zoom
+        assert page.evaluate("document.documentElement.scrollWidth") <= 600
+        centre = page.eval_on_selector("#compare-view", view)
+        assert abs(centre[0] - 0.5) < 0.02, (zoom, centre)  # still the middle of the image
+    assert page.eval_on_selector("#after", "i => getComputedStyle(i).imageRendering") == "pixelated"
+    # at 4:1 one image pixel is a 4x4 block on screen: the screenshot of the view, block by block
+    from PIL import Image as PILImage
+
+    page.eval_on_selector("#compare-view", "v => { v.scrollLeft = 0; v.scrollTop = 0; v.scrollIntoView(); }")
+    page.fill("#slider", "0")  # all "after"
+    page.dispatch_event("#slider", "input")
+    left, top = page.eval_on_selector("#after", "i => { const r = i.getBoundingClientRect(); return [r.left, r.top]; }")
+    # 8 px in from the image's corner (past the divider's 2 px line), 16x16 image pixels
+    clip = {"x": left + 8, "y": top + 8, "width": 64, "height": 64}
+    shot = np.asarray(PILImage.open(io.BytesIO(page.screenshot(clip=clip))).convert("RGB")).astype(int)
+    assert shot.shape == (64, 64, 3)
+    block = shot.reshape(16, 4, 16, 4, 3)
+    assert np.abs(block - block[:, :1, :, :1]).max() <= 1, np.abs(block - block[:, :1, :, :1]).max()
+    assert len(np.unique(shot.reshape(-1, 3), axis=0)) > 4  # blocks of the photo, not one flat colour
+    page.fill("#slider", "25")
+    page.dispatch_event("#slider", "input")
+    page.select_option("#zoom", "fit")
+    assert page.eval_on_selector("#after", shown)[0] < 768
     page.set_viewport_size({"width": 1100, "height": 900})
 
     shot = tmp_path / "serve.png"

@@ -98,6 +98,53 @@ def test_no_size_above_one_whose_lowest_quality_does_not_fit():
     assert max(px for px, _ in codec.encoded) <= too_big
 
 
+
+def test_candidates_are_scored_on_what_the_decoder_outputs():
+    """The search upsamples with Pillow (fast); the decoder with the normative integer rule. On
+    every factor's candidate they must give the same pixels, or the search ranks what no decoder
+    shows."""
+    image = _photo(150, 221, seed=3)
+    h, w = image.shape[:2]
+    search = R._Search(image, 700, R.AvifCodec(), R.psnr, None)
+    for fi in search.factors[:-1]:  # every reduced size below the full one
+        small = np.asarray(Image.fromarray(image).resize(R.reduced_size(w, h, fi), Image.LANCZOS))
+        payload = R.AvifCodec().encode_reduced(small, R.ReferenceSetting(fi, 20))
+        assert np.array_equal(search.decoded(payload), R.decode_reference(payload, w, h)), R.FACTORS[fi]
+
+
+def test_downscale_share_is_the_error_of_the_uncoded_downscale():
+    """On an image of at most a megapixel the bands cover every row: the share is the squared error
+    of the original downscaled and upsampled over that of the candidate (to 1 %: each band is
+    upsampled from a box of the reduced image, whose edges round a little differently)."""
+    image = _kodim23(240, 160)
+    h, w = image.shape[:2]
+    search = R._Search(image, 900, R.AvifCodec(), R.psnr, None)
+    fi = R.FACTORS.index(3)
+    small = np.asarray(Image.fromarray(image).resize(R.reduced_size(w, h, fi), Image.LANCZOS))
+    decoded = R.decode_reference(R.AvifCodec().encode_reduced(small, R.ReferenceSetting(fi, 30)), w, h)
+    up = np.asarray(Image.fromarray(small).resize((w, h), Image.LANCZOS)).astype(np.float64)
+    expected = np.sum((image - up) ** 2) / np.sum((image - decoded.astype(np.float64)) ** 2)
+    assert 0.05 < expected < 0.95  # neither side dominates: a wrong band or box shows
+    assert search._downscale_share(small, decoded) == pytest.approx(expected, rel=0.01)
+
+
+def test_a_smooth_large_image_is_not_coded_above_the_start_size():
+    """An upscaled image has pixels to spare: the downscale causes almost none of the start's
+    error, so the climb goes to smaller sizes and never asks the codec for a larger one than the
+    start; the choice is still the best setting."""
+    image = np.asarray(Image.fromarray(_kodim23(96, 64)).resize((768, 512), Image.LANCZOS))
+    h, w = image.shape[:2]
+    budget = int(0.03 * w * h / 8)
+    codec = Counting()
+    payload, setting = R.encode_reference(image, budget, codec)
+    (value, _), fi, q = _every_setting(image, budget)
+    assert (setting.factor_index, setting.quality) == (fi, q)
+    start = max(R.FACTORS, key=lambda f: -abs(np.log(8 * budget / np.prod(
+        R.reduced_size(w, h, R.FACTORS.index(f))) / R.START_BITS_PER_PIXEL)))
+    start_px = int(np.prod(R.reduced_size(w, h, R.FACTORS.index(start))))
+    assert R.FACTORS[fi] > start  # the best lies at a smaller size than the start
+    assert max(px for px, _ in codec.encoded) == start_px
+
 def test_search_raises_when_nothing_fits():
     with pytest.raises(RateError):
         R.encode_reference(_photo(), 8, R.AvifCodec())

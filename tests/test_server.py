@@ -774,11 +774,12 @@ def test_live_small_jobs_are_not_stuck_behind_large_ones():
     """Two large uploads made a 64x64 compress wait 109 s instead of 0.8 s.
 
     The bound (sedic/server/jobs.py): a request of at most SMALL_JOB_PIXELS never waits for a larger
-    one's CPU work. Here the server has ONE general CPU thread and two 1024x1024 noise images
-    (about 17 s of encoder each on a 2-core VM) ahead of the small one."""
+    one's CPU work. Here the server has ONE general CPU thread and two 2048x2048 noise images ahead
+    of the small one (1024x1024 ones could end within the small job's few seconds since the fast
+    reference search; a 2048x2048 one takes tens of seconds of encoder CPU on a 2-core VM)."""
     from sedic.server.jobs import SMALL_JOB_PIXELS
 
-    noise = np.random.default_rng(0).integers(0, 256, (1024, 1024, 3), dtype=np.uint8)
+    noise = np.random.default_rng(0).integers(0, 256, (2048, 2048, 3), dtype=np.uint8)
     assert noise.shape[0] * noise.shape[1] > SMALL_JOB_PIXELS
     big, small = png(noise), png(np.full((64, 64, 3), 100, np.uint8))
     server = LiveServer("--cpu-workers", "1")
@@ -803,9 +804,7 @@ def test_live_small_jobs_are_not_stuck_behind_large_ones():
         waited = time.monotonic() - started
         assert r.status_code == 200, r.text
         queue = httpx.get(server.url + "/v1/health", timeout=10).json()["queue"]
-        # a large one is still running (FIFO would have answered after both); with the fast reference
-        # search a 1024x1024 encode can end within the small job's few seconds on an idle machine
-        assert queue["in_flight"] >= 1, queue
+        assert queue["in_flight"] == 2, queue  # both large ones still running: the small one passed them
         assert waited < 8, waited  # alone: 0.1-0.8 s
     finally:
         server.stop()
@@ -926,34 +925,45 @@ def test_live_openapi_declares_the_error_answers_the_server_sends(small_image):
 
 
 
-def test_live_schemathesis_answers_conform_to_the_openapi_spec(live):
-    """schemathesis over the live server's /openapi.json, each operation with a few generated
+@pytest.mark.parametrize("key", [None, "k3y"], ids=["keyless", "with-key"])
+def test_live_schemathesis_answers_conform_to_the_openapi_spec(live, key):
+    """schemathesis over a live server's /openapi.json, each operation with a few generated
     requests (valid and invalid forms, queries and headers): every answer's status code, content
     type, headers and JSON body are the ones the spec declares, and no request gets a 5xx other
-    than the declared 503 (full queue, missing models)."""
+    than the declared 503 (full queue, missing models). With a key, the requests carry it and
+    schemathesis also checks that the same request without it or with a wrong one is refused."""
     schemathesis = pytest.importorskip("schemathesis")
     from hypothesis import HealthCheck, given, settings as hypothesis_settings
 
-    schema = schemathesis.openapi.from_url(live.url + "/openapi.json")
-    operations = [result.ok() for result in schema.get_all_operations()]
-    assert {op.label for op in operations} >= {"POST /v1/compress", "POST /v1/decompress", "GET /v1/health"}
-    seen: dict[str, set[int]] = {}
-    for operation in operations:
-        @given(case=operation.as_strategy(schemathesis.GenerationMode.POSITIVE)
-               | operation.as_strategy(schemathesis.GenerationMode.NEGATIVE))
-        @hypothesis_settings(max_examples=25, deadline=None, derandomize=True, database=None,
-                             suppress_health_check=list(HealthCheck))
-        def check(case):
-            response = case.call(timeout=60)
-            seen.setdefault(case.operation.label, set()).add(response.status_code)
-            assert response.status_code < 500 or response.status_code == 503, (
-                case.as_curl_command(), response.status_code, response.text[:300])
-            # all checks but "schema-valid data is accepted": no schema can say which bytes are a
-            # decodable image or .sedic file, so a generated upload is rightly refused (415, 422)
-            case.validate_response(response, excluded_checks=[schemathesis.checks.positive_data_acceptance])
+    server = live if key is None else LiveServer(env={"SEDIC_API_KEY": key})
+    auth = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
+        operations = [result.ok() for result in schema.get_all_operations()]
+        assert {op.label for op in operations} >= {"POST /v1/compress", "POST /v1/decompress", "GET /v1/health"}
+        assert bool(schema.raw_schema.get("components", {}).get("securitySchemes")) == bool(key)
+        seen: dict[str, set[int]] = {}
+        for operation in operations:
+            @given(case=operation.as_strategy(schemathesis.GenerationMode.POSITIVE)
+                   | operation.as_strategy(schemathesis.GenerationMode.NEGATIVE))
+            @hypothesis_settings(max_examples=25 if key is None else 10, deadline=None, derandomize=True,
+                                 database=None, suppress_health_check=list(HealthCheck))
+            def check(case):
+                response = case.call(timeout=60, headers=auth)
+                seen.setdefault(case.operation.label, set()).add(response.status_code)
+                assert response.status_code < 500 or response.status_code == 503, (
+                    case.as_curl_command(), response.status_code, response.text[:300])
+                # all checks but "schema-valid data is accepted": no schema can say which bytes are a
+                # decodable image or .sedic file, so a generated upload is rightly refused (415, 422)
+                case.validate_response(response, headers=auth,
+                                       excluded_checks=[schemathesis.checks.positive_data_acceptance])
 
-        check()
-    assert len(seen) == len(operations), seen
+            check()
+        assert len(seen) == len(operations), seen
+        assert 200 in seen["GET /v1/health"], seen  # the key (when there is one) was sent and taken
+    finally:
+        if server is not live:
+            server.stop()
 
 
 def test_live_png_chunk_bombs_are_the_loaders_message(live, small_image):

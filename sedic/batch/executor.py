@@ -198,6 +198,27 @@ class Executor(abc.ABC):
         self.close()
 
 
+@contextmanager
+def opened(executor: Executor | Callable[[], Executor] | None,
+           default: Callable[[], Executor] | None = None) -> Iterator[Executor | None]:
+    """The executor a run uses, for the length of the block: an `Executor` as given (its owner
+    closes it); a factory, or `default` when `executor` is None, called now and closed on the way
+    out; None when there is neither (the caller runs in its own process). Call it after every check
+    of the run's options: a bad option then never waits for Ray to start."""
+    if isinstance(executor, Executor):
+        yield executor
+        return
+    factory = executor or default
+    if factory is None:
+        yield None
+        return
+    made = factory()
+    try:
+        yield made
+    finally:
+        made.close()
+
+
 def local_gpu_count() -> int:
     import torch
 
@@ -310,35 +331,48 @@ class LocalExecutor(Executor):
 
     def _run_pass(self, groups, items):
         from concurrent.futures import FIRST_COMPLETED, wait
-        from concurrent.futures.process import BrokenProcessPool
 
-        queue = deque((0, item) for item in items)
+        queue = deque((0, item) for item in items)  # (group index, item)
         running: dict = {}  # future -> (group index, item, _Pool, ProcessPoolExecutor)
         while queue or running:
-            waiting = deque()
-            while queue:  # submit what fits; later groups first so finished work leaves soonest
-                gi, item = queue.popleft()
-                pool = next((p for p in self._pools_for(gi, groups[gi]) if p.busy < p.size), None)
-                if pool is None:
-                    waiting.append((gi, item))
-                    continue
-                ex, fut = pool.submit(_local_task, groups[gi], item, self._device(pool), self.threads, self.fault)
-                pool.busy += 1
-                running[fut] = (gi, item, pool, ex)
-            queue = waiting
+            queue = self._submit(groups, queue, running)
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for fut in done:
-                gi, item, pool, ex = running.pop(fut)
-                pool.busy -= 1
-                try:
-                    item = fut.result()
-                except BrokenProcessPool:
-                    pool.broken(ex)
-                    item.status, item.error = "retry", "a worker process died"
+                gi, item = self._collect(fut, running)
                 if item.status == "pending" and gi + 1 < len(groups):
-                    queue.appendleft((gi + 1, item))
+                    queue.appendleft((gi + 1, item))  # later groups first so finished work leaves soonest
                 else:
                     yield item
+
+    def _submit(self, groups, queue: deque, running: dict) -> deque:
+        """Start each queued (group index, item) that a pool of its group has room for; the rest wait
+        (returned, in order)."""
+        waiting: deque = deque()
+        while queue:
+            gi, item = queue.popleft()
+            pool = next((p for p in self._pools_for(gi, groups[gi]) if p.busy < p.size), None)
+            if pool is None:
+                waiting.append((gi, item))
+                continue
+            ex, fut = pool.submit(_local_task, groups[gi], item, self._device(pool), self.threads, self.fault)
+            pool.busy += 1
+            running[fut] = (gi, item, pool, ex)
+        return waiting
+
+    @staticmethod
+    def _collect(fut, running: dict) -> tuple[int, WorkItem]:
+        """A finished task's group index and item; a worker that died marks its item for a retry and
+        has its pool rebuilt."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        gi, item, pool, ex = running.pop(fut)
+        pool.busy -= 1
+        try:
+            item = fut.result()
+        except BrokenProcessPool:
+            pool.broken(ex)
+            item.status, item.error = "retry", "a worker process died"
+        return gi, item
 
     def close(self) -> None:
         for pools in self._pools.values():
@@ -429,7 +463,20 @@ class RayExecutor(Executor):
             by_key[item.key] = item
             rows.append({"item": pickle.dumps(item)})
         # One block per item up to a cap: items spread over all workers, retries stay small.
-        ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 4096)))
+        ds = self._pipeline(ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 4096))), groups)
+        for row in ds.iter_rows():
+            item = pickle.loads(row["item"])
+            by_key.pop(item.key, None)
+            yield item
+        for item in by_key.values():  # lost by Ray without an error: run again
+            item.status, item.error = "retry", "lost by the Ray pipeline"
+            yield item
+
+    def _pipeline(self, ds, groups):
+        """The dataset mapped through each group: model groups on an actor pool (one actor per GPU,
+        or per `threads` CPUs without GPUs), the others as CPU tasks."""
+        import ray.data
+
         per_worker = self.threads
         for group in groups:
             if any(s.uses_models for s in group):
@@ -441,13 +488,7 @@ class RayExecutor(Executor):
                             num_gpus=1 if gpu else 0)
             else:
                 ds = ds.map(_ray_stage_task, fn_args=(group, self.threads, self.fault), num_cpus=per_worker)
-        for row in ds.iter_rows():
-            item = pickle.loads(row["item"])
-            by_key.pop(item.key, None)
-            yield item
-        for item in by_key.values():  # lost by Ray without an error: run again
-            item.status, item.error = "retry", "lost by the Ray pipeline"
-            yield item
+        return ds
 
     def close(self) -> None:
         if self._started:

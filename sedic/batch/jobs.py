@@ -13,12 +13,12 @@ import datetime as _dt
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError, one_line
 from ..imageio import atomic_write_bytes
-from .executor import Executor, LocalExecutor, Stage, WorkItem
+from .executor import Executor, LocalExecutor, Stage, WorkItem, opened
 from .manifest import Manifest
 from .progress import progress_bar
 from .work import Analyzer, Decoder, Encoder
@@ -80,72 +80,118 @@ def _claim_out_dir(out_dir: Path, command: str, options: dict) -> None:
     atomic_write_bytes(path, (json.dumps(wanted, indent=1, sort_keys=True) + "\n").encode(), force=True)
 
 
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class _Outputs:
+    """OUT_DIR during one run: where each image's output goes, the manifest, and this run's tally."""
+
+    out: Path
+    suffix: str
+    manifest: Manifest
+    counts: dict = field(default_factory=lambda: {"ok": 0, "failed": 0})
+
+    def target(self, name: str) -> Path:
+        """The output path of the input file `name`."""
+        return self.out / f"{Path(name).stem}{self.suffix}"
+
+    def plan(self, files: list[Path]) -> tuple[list[Path], list[Path]]:
+        """Split the inputs into those to run (no output yet) and those whose output exists but is
+        not this batch's (never skipped as done, never replaced); the rest are finished."""
+        made = {r.get("output") for r in self.manifest.records() if r.get("status") == "ok"}
+        todo, foreign = [], []
+        for p in files:
+            target = self.target(p.name)
+            if not target.exists():
+                todo.append(p)
+            elif target.name not in made:
+                foreign.append(p)
+        return todo, foreign
+
+    def refuse(self, p: Path, log) -> None:
+        """Fail an input whose output path holds a file this batch did not make."""
+        error = (f"{self.target(p.name)} exists but {self.manifest.path.name} does not record it as this batch's "
+                 "output; remove it or use another -o folder")
+        log(f"sedic: error: {p.name}: {error}")
+        self.add({"image": p.name, "status": "failed", "error": error, "attempts": 0, "finished": _now()})
+
+    def record(self, item: WorkItem) -> dict:
+        """The manifest record of a finished item, its output written first when it succeeded (a
+        failed write fails the item)."""
+        record = {"image": item.key, "status": item.status, "seconds": round(item.seconds, 3),
+                  "attempts": item.attempts, "error": item.error, "warnings": item.warnings or None}
+        if item.status == "ok":
+            target = self.target(item.key)
+            data = item.payload["data"]
+            try:
+                atomic_write_bytes(target, data)
+                record.update(output=target.name, bytes=len(data),
+                              bpp=item.payload.get("bpp") or 8 * len(data) / item.payload["pixels"])
+                if "input_bytes" in item.payload:  # decompress: the rate is the input file's
+                    record["bytes"] = item.payload["input_bytes"]
+            except (InputError, OSError) as exc:
+                record.update(status="failed", error=f"writing {target}: {one_line(exc)}")
+        return record
+
+    def add(self, record: dict) -> None:
+        """Append a record to the manifest and count it."""
+        self.manifest.append(record)
+        self.counts[record["status"]] += 1
+
+
+def _item_error(record: dict) -> str:
+    """A failed record's message, naming the image once (input errors already start with its path)."""
+    error = record["error"] or ""
+    return record["error"] if record["image"] in error else f"{record['image']}: {record['error']}"
+
+
+def _run_items(executor: Executor, stages: list[Stage], todo: list[Path], outputs: _Outputs, bar) -> None:
+    """Every input through the stages on the executor; each finished item's output and record
+    written as it arrives, failures printed above the progress bar."""
+    items = [WorkItem(p.name, {"src": str(p.resolve())}) for p in todo]
+    for item in executor.run(stages, items):
+        record = outputs.record(item)
+        if record["status"] != "ok":
+            bar.write(f"sedic: error: {_item_error(record)}", file=sys.stderr)
+        record["finished"] = _now()
+        outputs.add(record)
+        if outputs.counts["failed"]:  # before update(), which may print the line
+            bar.set_postfix(failed=outputs.counts["failed"], refresh=False)
+        bar.update(1)
+
+
 def run_batch(command: str, in_dir, out_dir, *, suffixes, what: str, out_suffix: str, options: dict,
               stages: list[Stage], executor=None, progress: bool = True,
               log=None) -> BatchSummary:
-    """The shared driver: list, skip what is finished, run the rest, write outputs and the manifest.
+    """The shared driver: list the inputs, claim OUT_DIR, skip what is finished, run the rest on the
+    executor, write the outputs and the manifest, log the summary line.
 
     executor: an Executor (left open), a callable making one (closed at the end), or None (local)."""
-    log = log or (lambda msg: print(msg, file=sys.stderr))
+    log = log or _stderr
     files = _inputs(in_dir, suffixes, what)
     out = Path(out_dir)
     _claim_out_dir(out, command, options)
-    manifest = Manifest(out / MANIFEST_FILE)
-    made = {r.get("output") for r in manifest.records() if r.get("status") == "ok"}
-    todo, foreign = [], []
-    for p in files:
-        target = out / f"{p.stem}{out_suffix}"
-        if not target.exists():
-            todo.append(p)
-        elif target.name not in made:  # not this batch's output: never skipped as done, never replaced
-            foreign.append(p)
-    skipped = len(files) - len(todo) - len(foreign)
-    # a factory is called only now, after every check: a bad option never waits for Ray to start
-    own = not isinstance(executor, Executor)
-    executor = (executor or LocalExecutor)() if own else executor
-    counts = {"ok": 0, "failed": 0}
-    start = time.perf_counter()
-    for p in foreign:
-        target = out / f"{p.stem}{out_suffix}"
-        error = (f"{target} exists but {manifest.path.name} does not record it as this batch's output; "
-                 "remove it or use another -o folder")
-        log(f"sedic: error: {p.name}: {error}")
-        manifest.append({"image": p.name, "status": "failed", "error": error, "attempts": 0,
-                         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
-        counts["failed"] += 1
-    bar = progress_bar(total=len(todo), unit="img", file=sys.stderr, disable=not progress or not todo,
-                       desc=f"batch {command}")
-    try:
-        items = [WorkItem(p.name, {"src": str(p.resolve())}) for p in todo]
-        for item in executor.run(stages, items):
-            target = out / f"{Path(item.key).stem}{out_suffix}"
-            record = {"image": item.key, "status": item.status, "seconds": round(item.seconds, 3),
-                      "attempts": item.attempts, "error": item.error, "warnings": item.warnings or None}
-            if item.status == "ok":
-                data = item.payload["data"]
-                try:
-                    atomic_write_bytes(target, data)
-                    record.update(output=target.name, bytes=len(data),
-                                  bpp=item.payload.get("bpp") or 8 * len(data) / item.payload["pixels"])
-                    if "input_bytes" in item.payload:  # decompress: the rate is the input file's
-                        record["bytes"] = item.payload["input_bytes"]
-                except (InputError, OSError) as exc:
-                    record.update(status="failed", error=f"writing {target}: {one_line(exc)}")
-            if record["status"] != "ok":  # name the image once (input errors already start with its path)
-                error = record["error"] if item.key in (record["error"] or "") else f"{item.key}: {record['error']}"
-                bar.write(f"sedic: error: {error}", file=sys.stderr)
-            record["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-            manifest.append(record)
-            counts[record["status"]] += 1
-            if counts["failed"]:  # before update(), which may print the line
-                bar.set_postfix(failed=counts["failed"], refresh=False)
-            bar.update(1)
-    finally:
-        bar.close()
-        if own:
-            executor.close()
-    summary = BatchSummary(len(files), counts["ok"], counts["failed"], skipped, time.perf_counter() - start, out,
-                           executor.describe())
+    outputs = _Outputs(out, out_suffix, Manifest(out / MANIFEST_FILE))
+    todo, foreign = outputs.plan(files)
+    with opened(executor, LocalExecutor) as ex:  # made only now, after every check
+        assert ex is not None  # a default is given
+        start = time.perf_counter()
+        for p in foreign:
+            outputs.refuse(p, log)
+        bar = progress_bar(total=len(todo), unit="img", file=sys.stderr, disable=not progress or not todo,
+                           desc=f"batch {command}")
+        try:
+            _run_items(ex, stages, todo, outputs, bar)
+        finally:
+            bar.close()
+    summary = BatchSummary(len(files), outputs.counts["ok"], outputs.counts["failed"],
+                           len(files) - len(todo) - len(foreign), time.perf_counter() - start, out, ex.describe())
     log(f"sedic batch {command}: {summary.line()}")
     return summary
 

@@ -162,12 +162,9 @@ class Evaluation:
 
     def _description(self, stem: str, bpp: float) -> str | None:
         """Overall description for the CLIP score: the semantics cache, else what sedic's file carries."""
-        if self.semantics_dir is not None:
-            p = self.semantics_dir / f"{stem}.json"
-            if p.is_file():
-                obj = _read_json(p)
-                if obj and obj.get("overall"):
-                    return obj["overall"]
+        cached = self._cached_description(stem)
+        if cached:
+            return cached
         for m in self.methods:
             if m.file_key == "sedic":
                 path = self._file(m, bpp, stem)
@@ -178,58 +175,83 @@ class Evaluation:
                         return None
         return None
 
+    def _cached_description(self, stem: str) -> str | None:
+        """The "overall" description of the image's semantics file, if there is one and it has it."""
+        if self.semantics_dir is None:
+            return None
+        p = self.semantics_dir / f"{stem}.json"
+        obj = _read_json(p) if p.is_file() else None
+        return obj.get("overall") if obj else None
+
     def _one(self, m: Method, stem: str, original: np.ndarray, bpp: float) -> dict:
-        row_path = self._row(m, bpp, stem)
-        row = _read_json(row_path) or {}
-        h, w = original.shape[:2]
-        wanted = list(self.suite.image)
+        """One method at one rate on one image: the row, reused from the results folder when it was
+        made with the same options and has every metric asked for, else (re)made and written; then
+        the decoded image's patch features for FID/KID."""
         config = {"encode": m.encode_config(), "decode": m.decode_config()}
-        if row.get("config") != config:
-            row = {}  # made with other options (profile, stages, seed, search...): redo it
-        # ("RateUnmet": rows written before baselines raised RateError)
-        if row.get("status") == "failed" and str(row.get("error", "")).startswith(("RateUnmet", "RateError")):
+        row = self._cached_row(self._row(m, bpp, stem), config)
+        if _unmet_rate(row):
             return row  # a rate that cannot be met stays unmet: do not retry on resume (other failures: retry)
-        done = row.get("status") == "ok" and all(k in row.get("metrics", {}) or k in row.get("skipped", {})
-                                                 for k in wanted)
-        if not done:
-            try:
-                data, emeta = self._encoded(m, original, bpp, stem)
-            except SedicError as exc:
-                row = {"image": stem, "method": m.name, "target_bpp": bpp, "status": "failed",
-                       "error": f"{type(exc).__name__}: {exc}", "width": w, "height": h, "config": config}
-                # Only an unmet rate belongs to the image and the options in `config`; any other
-                # failure (device, missing model, ...) comes from this run's environment and is
-                # not cached, so a rerun with other options tries again.
-                if isinstance(exc, RateError):
-                    _write_json(row_path, row)
-                return row
-            decoded, dmeta = self._decode(m, data, (w, h), emeta.get("info", {}), bpp, stem)
-            row.update({"image": stem, "method": m.name, "target_bpp": bpp, "status": "ok", "width": w,
-                        "height": h, "bytes": len(data), "bpp": 8 * len(data) / (w * h),
-                        "encode_s": emeta["encode_s"], "search_s": emeta.get("search_s"),
-                        "decode_s": dmeta["decode_s"], "device": dmeta.get("device", m.device),
-                        "info": emeta.get("info", {}), "config": config})
-            bits = m.stream_bits(data)
-            for s in STREAMS:
-                row[f"bpp_{s}"] = (bits[s] / (w * h)) if bits else None
-            metrics, skipped = row.setdefault("metrics", {}), row.setdefault("skipped", {})
-            text = None
-            for name, fn in self.suite.image.items():
-                if name in metrics:
-                    continue
-                if getattr(fn, "needs_text", False) and text is None:
-                    text = self._description(stem, bpp) or ""
-                try:
-                    metrics[name] = float(fn(original, decoded, text=text))
-                    skipped.pop(name, None)
-                    self.result.work["metrics"] += 1
-                except MetricSkipped as exc:
-                    skipped[name] = str(exc)
-            _write_json(row_path, row)
+        if not self._complete(row):
+            row = self._make_row(m, stem, original, bpp, row, config)
         if self.suite.patch_features is not None and row.get("status") == "ok":
             self._patch_features(m.name, bpp, stem,
                                  lambda: np.asarray(Image.open(self._decoded(m, bpp, stem)).convert("RGB")))
         return row
+
+    @staticmethod
+    def _cached_row(row_path: Path, config: dict) -> dict:
+        """The row written by an earlier run with the same options, else an empty one."""
+        row = _read_json(row_path) or {}
+        return row if row.get("config") == config else {}  # other options (profile, stages, seed, search...): redo
+
+    def _complete(self, row: dict) -> bool:
+        """Whether a row succeeded and holds (or skipped) every per-image metric of this run."""
+        return row.get("status") == "ok" and all(k in row.get("metrics", {}) or k in row.get("skipped", {})
+                                                 for k in self.suite.image)
+
+    def _make_row(self, m: Method, stem: str, original: np.ndarray, bpp: float, row: dict, config: dict) -> dict:
+        """Encode (or reuse the file), decode (or reuse the PNG), measure the rates and the metrics
+        `row` lacks, and write the row; an encode that fails gives a failed row instead."""
+        row_path = self._row(m, bpp, stem)
+        h, w = original.shape[:2]
+        try:
+            data, emeta = self._encoded(m, original, bpp, stem)
+        except SedicError as exc:
+            failed = {"image": stem, "method": m.name, "target_bpp": bpp, "status": "failed",
+                      "error": f"{type(exc).__name__}: {exc}", "width": w, "height": h, "config": config}
+            # Only an unmet rate belongs to the image and the options in `config`; any other
+            # failure (device, missing model, ...) comes from this run's environment and is
+            # not cached, so a rerun with other options tries again.
+            if isinstance(exc, RateError):
+                _write_json(row_path, failed)
+            return failed
+        decoded, dmeta = self._decode(m, data, (w, h), emeta.get("info", {}), bpp, stem)
+        row.update({"image": stem, "method": m.name, "target_bpp": bpp, "status": "ok", "width": w,
+                    "height": h, "bytes": len(data), "bpp": 8 * len(data) / (w * h),
+                    "encode_s": emeta["encode_s"], "search_s": emeta.get("search_s"),
+                    "decode_s": dmeta["decode_s"], "device": dmeta.get("device", m.device),
+                    "info": emeta.get("info", {}), "config": config})
+        row.update(_stream_rates(m.stream_bits(data), w * h))
+        self._measure(row, stem, bpp, original, decoded)
+        _write_json(row_path, row)
+        return row
+
+    def _measure(self, row: dict, stem: str, bpp: float, original: np.ndarray, decoded: np.ndarray) -> None:
+        """Compute the per-image metrics the row lacks into row["metrics"] (a metric that cannot run
+        on this image goes to row["skipped"] with the reason)."""
+        metrics, skipped = row.setdefault("metrics", {}), row.setdefault("skipped", {})
+        text = None
+        for name, fn in self.suite.image.items():
+            if name in metrics:
+                continue
+            if getattr(fn, "needs_text", False) and text is None:
+                text = self._description(stem, bpp) or ""
+            try:
+                metrics[name] = float(fn(original, decoded, text=text))
+                skipped.pop(name, None)
+                self.result.work["metrics"] += 1
+            except MetricSkipped as exc:
+                skipped[name] = str(exc)
 
     # ------------------------------------------------------------ the run
     def image_rows(self, path: Path, bar=None) -> list[dict]:
@@ -272,47 +294,73 @@ class Evaluation:
         return self.result
 
     def _run_on(self, executor, worker, images: list[Path], bar) -> list[dict]:
+        """Every image as one work item on the executor (sedic.batch's, the one `sedic batch` uses):
+        their rows in the order of `images`; this run's work counts added up."""
         from ..batch.executor import Stage, WorkItem
 
         by_image: dict[str, list[dict]] = {}
         items = [WorkItem(p.name, {"src": str(p.resolve())}) for p in images]
         for item in executor.run([Stage("evaluate", worker, uses_models=True)], items):
-            if item.status == "ok":
-                by_image[item.key] = item.payload["rows"]
-                for k, v in item.payload["work"].items():
-                    self.result.work[k] = self.result.work.get(k, 0) + v
-            else:  # the whole image failed in its worker: report it, cache nothing
-                by_image[item.key] = [{"image": Path(item.key).stem, "method": m.name, "target_bpp": bpp,
-                                       "status": "failed", "error": item.error}
-                                      for m in self.methods for bpp in self.bpps]
+            by_image[item.key] = self._collected(item)
             bar.set_description(item.key)
             bar.update(len(self.methods) * len(self.bpps))
         return [row for p in images for row in by_image[p.name]]
 
+    def _collected(self, item) -> list[dict]:
+        """A finished work item's rows, its work counted; an image that failed in its worker as a
+        whole gives a failed row per method and rate (nothing cached)."""
+        if item.status != "ok":
+            return [{"image": Path(item.key).stem, "method": m.name, "target_bpp": bpp, "status": "failed",
+                     "error": item.error} for m in self.methods for bpp in self.bpps]
+        for k, v in item.payload["work"].items():
+            self.result.work[k] = self.result.work.get(k, 0) + v
+        return item.payload["rows"]
+
     def _set_metrics(self, images, originals_feats) -> None:
+        """FID/KID of every method at every rate over the patch features of the images it succeeded
+        on (recomputed each run from the cached features)."""
         ok = {(r["method"], r["target_bpp"], r["image"]) for r in self.result.rows if r.get("status") == "ok"}
         for m in self.methods:
             for bpp in self.bpps:
                 stems = [p.stem for p in images if (m.name, bpp, p.stem) in ok]
-                entry: dict = {"images": len(stems)}
-                if len(stems) < len(images):
-                    entry["note"] = f"{len(images) - len(stems)} image(s) failed; FID/KID over the rest"
-                ref_parts = [originals_feats[s] for s in stems if originals_feats[s].size]
-                dec_parts = [np.load(self._features(m.name, bpp, s)) for s in stems if originals_feats[s].size]
-                ref = np.concatenate(ref_parts) if ref_parts else np.zeros((0, 1))
-                dec = np.concatenate(dec_parts) if dec_parts else np.zeros((0, 1))
-                entry["patches"] = int(len(ref))
-                for name in self.suite.set_names:
-                    try:
-                        if name == "fid":
-                            entry["fid"] = frechet_distance(ref, dec)
-                        else:
-                            entry["kid"], entry["kid_std"] = kernel_distance(ref, dec, self.suite.kid_subsets)
-                    except MetricSkipped as exc:
-                        assert self.suite.patch_features is not None  # set metrics come with it
-                        entry.setdefault("skipped", {})[name] = (
-                            f"{exc} (images smaller than {self.suite.patch_features.patch} px give no patch)")
-                self.result.set_metrics[(m.name, bpp)] = entry
+                self.result.set_metrics[(m.name, bpp)] = self._set_entry(m, bpp, stems, len(images), originals_feats)
+
+    def _set_entry(self, m: Method, bpp: float, stems: list[str], n_images: int, originals_feats) -> dict:
+        """The set metrics of one method at one rate over the images `stems` (of `n_images`)."""
+        entry: dict = {"images": len(stems)}
+        if len(stems) < n_images:
+            entry["note"] = f"{n_images - len(stems)} image(s) failed; FID/KID over the rest"
+        with_patches = [s for s in stems if originals_feats[s].size]
+        ref = _stack([originals_feats[s] for s in with_patches])
+        dec = _stack([np.load(self._features(m.name, bpp, s)) for s in with_patches])
+        entry["patches"] = int(len(ref))
+        for name in self.suite.set_names:
+            try:
+                if name == "fid":
+                    entry["fid"] = frechet_distance(ref, dec)
+                else:
+                    entry["kid"], entry["kid_std"] = kernel_distance(ref, dec, self.suite.kid_subsets)
+            except MetricSkipped as exc:
+                assert self.suite.patch_features is not None  # set metrics come with it
+                entry.setdefault("skipped", {})[name] = (
+                    f"{exc} (images smaller than {self.suite.patch_features.patch} px give no patch)")
+        return entry
+
+
+def _unmet_rate(row: dict) -> bool:
+    """Whether a cached row records a rate that cannot be met ("RateUnmet": rows written before the
+    baselines raised RateError)."""
+    return row.get("status") == "failed" and str(row.get("error", "")).startswith(("RateUnmet", "RateError"))
+
+
+def _stream_rates(bits: dict | None, pixels: int) -> dict:
+    """bpp_<stream> of each of sedic's streams (None for a method whose files have no streams)."""
+    return {f"bpp_{s}": (bits[s] / pixels) if bits else None for s in STREAMS}
+
+
+def _stack(parts: list[np.ndarray]) -> np.ndarray:
+    """Patch features of several images as one array (an empty (0, 1) one for none)."""
+    return np.concatenate(parts) if parts else np.zeros((0, 1))
 
 
 def machine_description(device: str) -> str:

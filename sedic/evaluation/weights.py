@@ -1,4 +1,5 @@
-"""Finding learned-metric and baseline weights offline.
+"""Finding learned-metric weights offline (the CompressAI baselines' zoo weights are found by
+sedic.models, as `sedic models` finds them).
 
 Nothing here downloads: a weight is found in the user's `--weights-dir`, in the torch hub cache
 (`torch.hub.get_dir()/checkpoints`, where torchvision/torch-fidelity/CompressAI put downloads), or

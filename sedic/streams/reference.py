@@ -83,6 +83,11 @@ START_BITS_PER_PIXEL = 0.25
 # log(pixels) (exponent ~0.8): the model that places each factor's first quality probe.
 _LOG_BYTES_PER_QUALITY = 0.04
 _SIZE_EXPONENT = 0.8
+# The side the climb tries first, from the downscale's share of the start's squared error: on
+# Kodak the best factor's share is 0.12-0.78, at 12 MP (upscaled Kodak) 0.08 (start: 0.01).
+_SHARE_SMALLER, _SHARE_LARGER = 0.15, 0.7
+_SLOPE_RANGE = (0.02, 0.09)      # d log(bytes) / d quality seen with AVIF (steep at low qualities)
+_EXPONENT_RANGE = (0.3, 1.1)     # d log(bytes) / d log(pixels): smooth large images ~0.5, Kodak ~0.8
 
 
 class _Search:
@@ -91,7 +96,9 @@ class _Search:
     Per factor: the highest quality that fits, found by a bracketing search whose probes come
     from a log-rate model (fitted to the probes made so far) instead of halving 0..100. Over the
     factors: a climb from the size the rate model names, scoring each factor's candidate exactly
-    as a decoder sees it, towards the side that improves, until two factors in a row score lower. A size whose
+    as a decoder sees it, towards the side that improves, until two factors in a row score lower;
+    the side tried first comes from how much of the start's error the downscale alone causes
+    (_downscale_share). A size whose
     lowest quality does not fit ends the climb towards larger sizes (larger sizes cost more at
     every quality). The image is downscaled once per factor from one Pillow copy; the two
     neighbours of the start are searched at once on two threads (aom and dav1d release the GIL).
@@ -113,6 +120,8 @@ class _Search:
         self.payloads: dict[tuple[int, int], bytes] = {}
         self.results: dict[int, tuple | None] = {}
         self._source = Image.fromarray(self.image)
+        self.start: int | None = None  # the factor the climb starts from
+        self.share = 0.5  # the downscale's share of its candidate's squared error
 
     # -------------------------------------------------------- one factor
     def reduced(self, fi: int) -> np.ndarray:
@@ -121,37 +130,75 @@ class _Search:
             return self.image
         return np.asarray(self._source.resize((rw, rh), Image.Resampling.LANCZOS))
 
+    @staticmethod
+    def _slope(points: dict[int, int], i: int) -> float | None:
+        """d log(bytes) / d quality index near i from a factor's probes: the two nearest probes at
+        least 3 indices apart (neighbouring AVIF qualities often share a quantiser, so the slope of
+        two adjacent probes can be 0), clamped to the range AVIF shows; None with fewer than two."""
+        xs = sorted(points, key=lambda x: (abs(x - i), x))
+        for a in xs:
+            for b in xs:
+                if abs(b - a) >= 3:
+                    s = (math.log(points[b]) - math.log(points[a])) / (b - a)
+                    return min(_SLOPE_RANGE[1], max(_SLOPE_RANGE[0], s))
+        return None
+
+    def _curve(self, points: dict[int, int], i: int, slope: float | None = None) -> float:
+        """log(bytes) at quality index i from one factor's probes: interpolated between the two
+        probes around i, else extrapolated from the nearest with the local slope."""
+        xs = sorted(points)
+        below, above = [x for x in xs if x <= i], [x for x in xs if x >= i]
+        if below and above:
+            a, b = below[-1], above[0]
+            la, lb = math.log(points[a]), math.log(points[b])
+            return la if a == b else la + (lb - la) * (i - a) / (b - a)
+        a = below[-1] if below else above[0]
+        own = self._slope(points, i)
+        s = own if own is not None else (slope if slope is not None else _LOG_BYTES_PER_QUALITY)
+        return math.log(points[a]) + s * (i - a)
+
+    def _exponent(self, fi: int) -> float:
+        """How log(bytes) grows with log(pixels) near factor fi: measured between the two finished
+        factors nearest to it (at the first one's chosen quality), else the default."""
+        near = sorted(self.known, key=lambda f: (abs(math.log(self.pixels[f] / self.pixels[fi])), f))[:2]
+        if len(near) < 2:
+            return _SIZE_EXPONENT
+        a, b = near
+        q = max(self.known[a], key=lambda x: (self.known[a][x] <= self.max_bytes, x))
+        e = (self._curve(self.known[a], q) - self._curve(self.known[b], q)) / math.log(self.pixels[a] / self.pixels[b])
+        return min(_EXPONENT_RANGE[1], max(_EXPONENT_RANGE[0], e))
+
+    def decoded(self, payload: bytes) -> np.ndarray:
+        """The candidate as a decoder sees it. The upsampling is Pillow's LANCZOS, whose integer
+        arithmetic the normative rule (sedic.streams.lanczos) writes out: the same pixels
+        (tests/test_lanczos.py, and tests/test_reference_search.py on the search's own
+        candidates), in C, 2-3x faster than our numpy passes."""
+        reduce = getattr(self.codec, "decode_reduced", None)
+        if reduce is None:
+            return self.codec.decode(payload, self.w, self.h)
+        small = reduce(payload, self.w, self.h)
+        if small.shape[:2] == (self.h, self.w):
+            return small
+        return np.asarray(Image.fromarray(small).resize((self.w, self.h), Image.Resampling.LANCZOS))
+
     def _predict(self, fi: int, i: int) -> float:
         """Predicted log(bytes) of quality index i at factor fi."""
+        ref_fi = min(self.known, key=lambda f: (abs(math.log(self.pixels[f] / self.pixels[fi])), f)) \
+            if self.known else None
+        ref_slope = None if ref_fi is None else self._slope(self.known[ref_fi], i)
         own = self.sizes[fi]
         if own:
-            ref_fi, points = fi, own
-        elif self.known:
-            ref_fi = min(self.known, key=lambda f: (abs(math.log(self.pixels[f] / self.pixels[fi])), f))
-            points = self.known[ref_fi]
-        else:
+            return self._curve(own, i, ref_slope)
+        if ref_fi is None:
             # nothing probed yet: the first probe at 30 % of the range, where the chosen quality
             # usually lies (AVIF 20-40 on Kodak and at 12 MP)
             return math.log(self.max_bytes) + _LOG_BYTES_PER_QUALITY * (i - (3 * len(self.qualities[fi])) // 10)
-        shift = _SIZE_EXPONENT * math.log(self.pixels[fi] / self.pixels[ref_fi])
-        xs = sorted(points)
-        below, above = [x for x in xs if x <= i], [x for x in xs if x >= i]
-        if below and above and below[-1] != above[0]:
-            a, b = below[-1], above[0]
-            la, lb = math.log(points[a]), math.log(points[b])
-            return shift + la + (lb - la) * (i - a) / (b - a)
-        a = below[-1] if below else above[0]
-        # outside the probes: the slope of the two nearest, else the default
-        near = sorted(xs, key=lambda x: (abs(x - i), x))[:2]
-        slope = _LOG_BYTES_PER_QUALITY
-        if len(near) == 2:
-            slope = max(1e-3, (math.log(points[near[1]]) - math.log(points[near[0]])) / (near[1] - near[0]))
-        return shift + math.log(points[a]) + slope * (i - a)
+        shift = self._exponent(fi) * math.log(self.pixels[fi] / self.pixels[ref_fi])
+        return shift + self._curve(self.known[ref_fi], i)
 
-    def fit(self, fi: int):
+    def fit(self, fi: int, reduced: np.ndarray):
         """Index of the highest quality whose payload fits, or None when even the lowest does not."""
         n = len(self.qualities[fi])
-        reduced = self.reduced(fi)
         lo, hi = -1, n  # lo fits (or -1: not shown), hi does not fit (or n: not shown)
         target = math.log(self.max_bytes)
         same_side, last = 0, None
@@ -174,12 +221,37 @@ class _Search:
         return lo if lo >= 0 else None
 
     def _evaluate(self, fi: int):
-        i = self.fit(fi)
+        reduced = self.reduced(fi)
+        i = self.fit(fi, reduced)
         if i is None:
             return None
         payload = self.payloads[(fi, i)]
-        value = self.score(self.image, self.codec.decode(payload, self.w, self.h))
+        decoded = self.decoded(payload)
+        value = self.score(self.image, decoded)
+        if fi == self.start:
+            self.share = self._downscale_share(reduced, decoded)
         return (value, -len(payload)), payload, ReferenceSetting(fi, self.qualities[fi][i])
+
+    def _downscale_share(self, reduced: np.ndarray, decoded: np.ndarray) -> float:
+        """The part of a candidate's squared error that the downscale alone causes (the original
+        downscaled and upsampled, uncoded), measured on row bands of about a megapixel in all:
+        near 1 the reference lacks pixels, near 0 it lacks bits."""
+        rh, rw = reduced.shape[:2]
+        if (rw, rh) == (self.w, self.h):
+            return 0.0
+        band = 32
+        count = max(1, min(-(-self.h // band), (1 << 20) // (band * self.w)))
+        starts = sorted({min(self.h - band, (k * self.h) // count) if self.h > band else 0 for k in range(count)})
+        source = Image.fromarray(reduced)
+        down = coded = 0
+        for y0 in starts:
+            y1 = min(self.h, y0 + band)
+            up = np.asarray(source.resize((self.w, y1 - y0), Image.Resampling.LANCZOS,
+                                          box=(0, y0 * rh / self.h, rw, y1 * rh / self.h)))
+            ref = self.image[y0:y1].astype(np.int64)
+            down += int(np.square(ref - up).sum())
+            coded += int(np.square(ref - decoded[y0:y1]).sum())
+        return down / coded if coded else 1.0
 
     def evaluate(self, positions: list[int]) -> None:
         """Search and score the factors at these positions (at once), in one round."""
@@ -207,24 +279,41 @@ class _Search:
     def run(self):
         bits = [8 * self.max_bytes / self.pixels[fi] for fi in self.factors]
         p = min(range(len(self.factors)), key=lambda k: abs(math.log(bits[k] / START_BITS_PER_PIXEL)))
+        self.start = self.factors[p]
         self.evaluate([p])
         while self.result(p) is None:  # a start that does not fit: smaller sizes until one does
             if p == 0:
                 return None
             p -= 1
+            self.start = self.factors[p]
             self.evaluate([p])
         best, step = p, 0
-        # the two neighbours at once; when neither improves, the next two (PSNR against the factor
-        # is not always unimodal: a worse factor can sit between two better ones)
-        for reach in (1, 2):
-            sides = [k for k in (p + reach, p - reach) if 0 <= k < len(self.factors)
-                     and not (k > p + 1 and self.result(p + 1) is None)]  # above a size that does not fit
-            self.evaluate(sides)
+        # Which side first: when the downscale causes little of the start's error, the reference
+        # has pixels to spare and smaller sizes (more bits per pixel) tend to win; when it causes
+        # most of it, larger sizes. Otherwise both neighbours at once.
+        first = -1 if self.share < _SHARE_SMALLER else 1 if self.share > _SHARE_LARGER else 0
+        if first:
+            sides = self._ahead(p, first)
             better = [k for k in sides if self._beats(k, best)]
             if better:
-                best = max(better, key=lambda k: self.result(k)[0])
-                step = 1 if best > p else -1
-                break
+                best, step = max(better, key=lambda k: self.result(k)[0]), first
+            else:  # the other side, one factor past a worse one
+                for k in self._ahead(p, -first):
+                    if self._beats(k, best):
+                        best, step = k, -first
+                        break
+        else:
+            # the two neighbours at once; when neither improves, the next two (PSNR against the
+            # factor is not always unimodal: a worse factor can sit between two better ones)
+            for reach in (1, 2):
+                sides = [k for k in (p + reach, p - reach) if 0 <= k < len(self.factors)
+                         and not (k > p + 1 and self.result(p + 1) is None)]  # above a size that does not fit
+                self.evaluate(sides)
+                better = [k for k in sides if self._beats(k, best)]
+                if better:
+                    best = max(better, key=lambda k: self.result(k)[0])
+                    step = 1 if best > p else -1
+                    break
         while step:  # on along the side that improved, looking one factor past a worse one
             ahead = [k for k in (best + step, best + 2 * step) if 0 <= k < len(self.factors)]
             if not ahead:
@@ -242,6 +331,21 @@ class _Search:
                 break
             best = ahead[1]
         return self.result(best)
+
+    def _ahead(self, p: int, step: int) -> list[int]:
+        """Evaluate the next two factors from p on one side (smaller sizes: at once; larger ones:
+        one by one, none above a size that does not fit); the positions evaluated."""
+        ahead = [k for k in (p + step, p + 2 * step) if 0 <= k < len(self.factors)]
+        if step < 0:
+            self.evaluate(ahead)
+            return ahead
+        done = []
+        for k in ahead:
+            self.evaluate([k])
+            done.append(k)
+            if self.result(k) is None:
+                break
+        return done
 
     def _beats(self, k: int, best: int) -> bool:
         return self.result(k) is not None and self.result(k)[0] > self.result(best)[0]

@@ -476,6 +476,22 @@ function setSlider() {
   $("divider").style.left = `${value}%`;
 }
 
+// Zoom: "fit" shows the whole image; 1, 2 or 4 screen pixels per image pixel otherwise, scrolled
+// inside the view, keeping the point at the view's centre where it was.
+function setZoom() {
+  const view = $("compare-view"), compare = $("compare"), zoom = $("zoom").value;
+  const width = $("after").naturalWidth || $("before").naturalWidth;
+  const centre = [(view.scrollLeft + view.clientWidth / 2) / (compare.offsetWidth || 1),
+                  (view.scrollTop + view.clientHeight / 2) / (compare.offsetHeight || 1)];
+  const actual = zoom !== "fit" && width > 0;
+  view.classList.toggle("actual", actual);
+  compare.style.width = actual ? `${width * Number(zoom)}px` : "";
+  if (actual) {
+    view.scrollLeft = centre[0] * compare.offsetWidth - view.clientWidth / 2;
+    view.scrollTop = centre[1] * compare.offsetHeight - view.clientHeight / 2;
+  }
+}
+
 // ---- open a .sedic ---------------------------------------------------------------------------
 
 async function openSedic(file) {
@@ -504,11 +520,8 @@ function init() {
   $("compress").addEventListener("click", compress);
   $("decode").addEventListener("click", decode);
   $("slider").addEventListener("input", setSlider);
-  $("zoom").addEventListener("click", () => {
-    const actual = $("compare-view").classList.toggle("actual");
-    $("zoom").setAttribute("aria-pressed", String(actual));
-    $("zoom").textContent = actual ? "Fit to page" : "1:1 view";
-  });
+  $("zoom").addEventListener("change", setZoom);
+  $("after").addEventListener("load", setZoom);  // a new stage or file keeps the chosen zoom
   $("compare").addEventListener("pointerdown", dragDivider);
   $("compare").addEventListener("pointermove", dragDivider);
   $("sedic-input").addEventListener("change", () => { openSedic($("sedic-input").files[0]); $("sedic-input").value = ""; });
