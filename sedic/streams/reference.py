@@ -277,6 +277,15 @@ class _Search:
 
     # -------------------------------------------------------- over the factors
     def run(self):
+        p = self._start()
+        if p is None:
+            return None
+        best, step = self._first_move(p)
+        return self.result(self._climb(best, step))
+
+    def _start(self) -> int | None:
+        """The position whose bits per pixel are nearest the start rate, or the first smaller size
+        below it that fits; None when nothing down to the smallest size fits."""
         bits = [8 * self.max_bytes / self.pixels[fi] for fi in self.factors]
         p = min(range(len(self.factors)), key=lambda k: abs(math.log(bits[k] / START_BITS_PER_PIXEL)))
         self.start = self.factors[p]
@@ -287,34 +296,40 @@ class _Search:
             p -= 1
             self.start = self.factors[p]
             self.evaluate([p])
+        return p
+
+    def _first_move(self, p: int) -> tuple[int, int]:
+        """(best position, direction that improved, 0 for none) after the first look around p.
+
+        Which side first: when the downscale causes little of the start's error, the reference
+        has pixels to spare and smaller sizes (more bits per pixel) tend to win; when it causes
+        most of it, larger sizes. Otherwise both neighbours at once."""
         best, step = p, 0
-        # Which side first: when the downscale causes little of the start's error, the reference
-        # has pixels to spare and smaller sizes (more bits per pixel) tend to win; when it causes
-        # most of it, larger sizes. Otherwise both neighbours at once.
         first = -1 if self.share < _SHARE_SMALLER else 1 if self.share > _SHARE_LARGER else 0
         if first:
             sides = self._ahead(p, first)
             better = [k for k in sides if self._beats(k, best)]
             if better:
-                best, step = max(better, key=lambda k: self.result(k)[0]), first
-            else:  # the other side, one factor past a worse one
-                for k in self._ahead(p, -first):
-                    if self._beats(k, best):
-                        best, step = k, -first
-                        break
-        else:
-            # the two neighbours at once; when neither improves, the next two (PSNR against the
-            # factor is not always unimodal: a worse factor can sit between two better ones)
-            for reach in (1, 2):
-                sides = [k for k in (p + reach, p - reach) if 0 <= k < len(self.factors)
-                         and not (k > p + 1 and self.result(p + 1) is None)]  # above a size that does not fit
-                self.evaluate(sides)
-                better = [k for k in sides if self._beats(k, best)]
-                if better:
-                    best = max(better, key=lambda k: self.result(k)[0])
-                    step = 1 if best > p else -1
-                    break
-        while step:  # on along the side that improved, looking one factor past a worse one
+                return max(better, key=lambda k: self.result(k)[0]), first
+            for k in self._ahead(p, -first):  # the other side, one factor past a worse one
+                if self._beats(k, best):
+                    return k, -first
+            return best, step
+        # the two neighbours at once; when neither improves, the next two (PSNR against the
+        # factor is not always unimodal: a worse factor can sit between two better ones)
+        for reach in (1, 2):
+            sides = [k for k in (p + reach, p - reach) if 0 <= k < len(self.factors)
+                     and not (k > p + 1 and self.result(p + 1) is None)]  # above a size that does not fit
+            self.evaluate(sides)
+            better = [k for k in sides if self._beats(k, best)]
+            if better:
+                best = max(better, key=lambda k: self.result(k)[0])
+                return best, 1 if best > p else -1
+        return best, step
+
+    def _climb(self, best: int, step: int) -> int:
+        """On along the side that improved, looking one factor past a worse one; the best position."""
+        while step:
             ahead = [k for k in (best + step, best + 2 * step) if 0 <= k < len(self.factors)]
             if not ahead:
                 break
@@ -330,7 +345,7 @@ class _Search:
             if not self._beats(ahead[1], best):
                 break
             best = ahead[1]
-        return self.result(best)
+        return best
 
     def _ahead(self, p: int, step: int) -> list[int]:
         """Evaluate the next two factors from p on one side (smaller sizes: at once; larger ones:
