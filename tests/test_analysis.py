@@ -101,6 +101,21 @@ def test_real_grounder_boxes_and_masks_are_in_image(image):
     assert masks.shape == (sum(map(len, boxes)), 90, 140) and masks.dtype == bool
 
 
+@pytest.mark.parametrize("h,w", [(128, 128), (1024, 1024), (300, 64), (40, 600)])
+def test_grounder_runs_on_square_and_elongated_images(h, w):
+    """Profile `test` analysed only landscape 3:2 shapes: a square photo made the toy Grounding
+    DINO's smallest feature map 1x1 and its GroupNorm raised (a traceback from `sedic compress`)."""
+    from sedic.analysis.tiny import tiny_grounding, tiny_sam
+
+    g = Grounder(*tiny_grounding(), *tiny_sam(), TINY)
+    rng = np.random.default_rng(h * w)
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    masks = g.masks(image, ["sky"])  # one name: a batch of one, as the analysis of one object runs it
+    assert len(masks) == 1
+    for m in masks:
+        assert m is None or m.shape == (h, w)
+
+
 def test_sam2_variant(image):
     sem = analyze(image, replace(TINY, sam_variant="sam2", num_objects=2), device="cpu")
     assert sem.objects and all(o.mask.shape == image.shape[:2] and o.mask.dtype == bool for o in sem.objects)

@@ -129,12 +129,14 @@ def grounding_config(*, swin=None, bert=None, d_model=32, layers=1, dec_layers=2
 
 @lru_cache(maxsize=1)
 def tiny_grounding():
-    """(model, processor) of a toy Grounding DINO (Swin + BERT) on 64x96 inputs."""
+    """(model, processor) of a toy Grounding DINO (Swin + BERT) on 96x144 inputs."""
     from transformers import GroundingDinoForObjectDetection, GroundingDinoImageProcessor, GroundingDinoProcessor
 
     with _seeded(1):
         model = GroundingDinoForObjectDetection(grounding_config()).eval()
-    ip = GroundingDinoImageProcessor(size={"shortest_edge": 64, "longest_edge": 96})
+    # At least 96 px: at 64 px a square input made the extra feature level 1x1, which GroupNorm
+    # refuses for a batch of one query (every square photo failed under profile `test`).
+    ip = GroundingDinoImageProcessor(size={"shortest_edge": 96, "longest_edge": 144})
     return model, GroundingDinoProcessor(image_processor=ip, tokenizer=bert_tokenizer())
 
 
