@@ -349,3 +349,24 @@ def test_analysis_time_out_must_be_positive_and_finite(tmp_path, photo, capsys, 
                            "--timeout", value)
     assert_one_line_error(code, err, "time-out")
     assert not (tmp_path / "t.json").exists()
+
+
+def test_an_unexpected_error_is_one_line_and_exit_1(tmp_path, photo, capsys, monkeypatch):
+    """A bug (here a library error injected into the reference encoder) is one line on stderr and
+    exit code 1, not a traceback; SEDIC_TRACEBACK=1 lets it through for a developer."""
+    import sedic.streams.reference as reference
+
+    def broken(*args, **kwargs):
+        raise ValueError("Expected more than 1 value per channel\nwhen training")
+
+    monkeypatch.setattr(reference, "encode_reference", broken)
+    out = tmp_path / "x.sedic"
+    argv = ["compress", str(photo), "-o", str(out), "--no-semantics", "--bpp", "2", "--profile", "test"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("sedic: internal error: ValueError: Expected more than 1 value per channel when "
+                              "training (a bug")
+    assert not any("Traceback" in line for line in err) and not out.exists()
+    monkeypatch.setenv("SEDIC_TRACEBACK", "1")
+    with pytest.raises(ValueError):
+        main(argv)

@@ -1,4 +1,5 @@
-"""The `sedic` command line. Every user-caused error is one line on stderr and exit code 2."""
+"""The `sedic` command line. Every user-caused error is one line on stderr and exit code 2; an
+unexpected one (a bug) is one line and exit code 1, its traceback with SEDIC_TRACEBACK=1."""
 
 from __future__ import annotations
 
@@ -66,6 +67,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sedic: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print("sedic: error: out of memory (try a smaller image, --threads 1, or a machine with more memory)",
+              file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug of ours or of a library: one line, the traceback on request
+        if os.environ.get("SEDIC_TRACEBACK"):
+            raise
+        from ..errors import one_line
+
+        print(f"sedic: internal error: {one_line(exc, 300)} (a bug: please report it "
+              f"with the command; SEDIC_TRACEBACK=1 prints the traceback)", file=sys.stderr)
+        return 1
     finally:
         warnings.showwarning = previous
 
