@@ -26,7 +26,7 @@ from PIL import Image
 
 from sedic.bitstream import MAX_SIDE as MAX_FILE_SIDE, read_varint, write_varint
 from sedic.errors import BitstreamError, InputError, ModelUnavailableError, RateError
-from sedic.streams import avif as _avif, lanczos as _lanczos
+from sedic.streams import avif as _avif, lanczos as _lanczos, reference_refine as _refine
 
 # Downscale factors; a payload stores the index (4 bits). Index 15 means "explicit
 # size follows". Exact fractions so the reduced size is the same on every machine.
@@ -624,7 +624,9 @@ def encode_reference(image, max_bytes: int, codec: ReferenceCodec, metric: str =
     the payload grows with quality and with size), each factor's candidate decoded exactly as a
     decoder would (payload -> full size) and scored against the image with `metric` ("psnr" or
     "ms-ssim"); the best score wins, ties going to the smaller payload. progress(text), when
-    given, hears of every factor scored.
+    given, hears of every factor scored. A plain AvifCodec's result is then refined
+    (sedic.streams.reference_refine: final encodes at aom speed 2, the reduced size grown to fill
+    the budget, explicit size index 15 when it is not a factor's), never scoring lower.
     """
     image = _check_image(image)
     if not isinstance(max_bytes, (int, np.integer)) or max_bytes < 1:
@@ -635,7 +637,7 @@ def encode_reference(image, max_bytes: int, codec: ReferenceCodec, metric: str =
     if best is None:
         h, w = image.shape[:2]
         raise RateError(f"no reference setting fits in {max_bytes} bytes for a {w}x{h} image")
-    return best[1], best[2]
+    return _refine.refine_reference(image, int(max_bytes), codec, best[1], best[2], _METRICS[metric], progress)
 
 
 def _compressai_model(payload: bytes) -> str:
