@@ -91,11 +91,12 @@ class WholeFile(ReferenceCodec):
     def encode(self, image, setting: ReferenceSetting) -> bytes:
         h, w = image.shape[:2]
         rw, rh = reduced_size(w, h, setting.factor_index)
-        small = np.asarray(Image.fromarray(image).resize((rw, rh), Image.LANCZOS)) if (rw, rh) != (w, h) else image
+        small = np.asarray(Image.fromarray(image).resize((rw, rh), Image.Resampling.LANCZOS)) if (rw, rh) != (w, h) else image
         return self.encode_reduced(small, setting)
 
     def encode_reduced(self, small, setting: ReferenceSetting) -> bytes:
         if self.fmt == "AVIF":
+            assert self.shared is not None
             return self.shared.get(small, setting.quality)
         buf = io.BytesIO()
         Image.fromarray(small).save(buf, "WEBP", quality=setting.quality, method=6)
@@ -221,7 +222,7 @@ def before_after(rows: list[dict], rates=RATES) -> str:
              "bytes after | all within target | search CPU s | refine CPU s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for rate in rates:
-        by = {}
+        by: dict[str, dict] = {}
         for r in rows:
             if r["rate"] == rate and r["fits"] and r["codec"] in ("sedic-avif", "sedic-avif+refine"):
                 by.setdefault(r["image"], {})[r["codec"]] = r
