@@ -91,7 +91,9 @@ class WholeFile(ReferenceCodec):
     def encode(self, image, setting: ReferenceSetting) -> bytes:
         h, w = image.shape[:2]
         rw, rh = reduced_size(w, h, setting.factor_index)
-        small = np.asarray(Image.fromarray(image).resize((rw, rh), Image.Resampling.LANCZOS)) if (rw, rh) != (w, h) else image
+        small = image
+        if (rw, rh) != (w, h):
+            small = np.asarray(Image.fromarray(image).resize((rw, rh), Image.Resampling.LANCZOS))
         return self.encode_reduced(small, setting)
 
     def encode_reduced(self, small, setting: ReferenceSetting) -> bytes:
