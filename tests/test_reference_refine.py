@@ -96,3 +96,8 @@ def test_refinement_is_deterministic():
     image = _kodim23(200, 136)
     runs = {R.encode_reference(image, 400, R.AvifCodec())[0] for _ in range(3)}
     assert len(runs) == 1
+
+
+def test_explicit_setting_has_no_factor():
+    assert np.isnan(R.ReferenceSetting(R.EXPLICIT_SIZE, 3).factor)
+    assert R.ReferenceSetting(4, 3).factor == 3.0

@@ -62,7 +62,9 @@ class ReferenceSetting:
 
     @property
     def factor(self) -> float:
-        return float(FACTORS[self.factor_index])
+        """The downscale factor; NaN for EXPLICIT_SIZE (the refinement's explicit sizes: the
+        size is in the payload)."""
+        return float(FACTORS[self.factor_index]) if self.factor_index < len(FACTORS) else math.nan
 
 
 # ------------------------------------------------------------ helpers
