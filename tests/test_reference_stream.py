@@ -89,10 +89,18 @@ def test_settings_deduplicate_sizes():
 def test_rate_control_respects_budget_and_raises():
     img = _kodak(1)[::4, ::4].copy()  # 192x128 keeps the test fast
     codec = make_codec("avif")
+
+    class SearchOnly(AvifCodec):  # a subclass: the search's result, not refined
+        pass
+
     for budget in (150, 400):
-        payload, setting = encode_reference(img, budget, codec)
+        payload, setting = encode_reference(img, budget, SearchOnly())
         assert len(payload) <= budget
         assert payload == codec.encode(img, setting)
+        # refined (final encodes at a slower speed, maybe an explicit size): still within budget
+        refined, _ = encode_reference(img, budget, codec)
+        assert len(refined) <= budget
+        assert decode_reference(refined, img.shape[1], img.shape[0]).shape == img.shape
     with pytest.raises(RateError):
         encode_reference(img, 10, codec)
 

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from sedic.errors import InputError, RateError
+from sedic.streams import reference_refine as _refine
 from sedic.streams.codecs import (  # noqa: F401 - re-exported: the stream's API is this module
     CODEC_AVIF,
     CODEC_COMPRESSAI,
@@ -373,7 +374,9 @@ def encode_reference(image, max_bytes: int, codec: ReferenceCodec, metric: str =
     the payload grows with quality and with size), each factor's candidate decoded exactly as a
     decoder would (payload -> full size) and scored against the image with `metric` ("psnr" or
     "ms-ssim"); the best score wins, ties going to the smaller payload. progress(text), when
-    given, hears of every factor scored.
+    given, hears of every factor scored. A plain AvifCodec's result is then refined
+    (sedic.streams.reference_refine: final encodes at aom speed 2, the reduced size grown to fill
+    the budget, explicit size index 15 when it is not a factor's), never scoring lower.
     """
     image = _check_image(image)
     if not isinstance(max_bytes, (int, np.integer)) or max_bytes < 1:
@@ -384,4 +387,4 @@ def encode_reference(image, max_bytes: int, codec: ReferenceCodec, metric: str =
     if best is None:
         h, w = image.shape[:2]
         raise RateError(f"no reference setting fits in {max_bytes} bytes for a {w}x{h} image")
-    return best[1], best[2]
+    return _refine.refine_reference(image, int(max_bytes), codec, best[1], best[2], _METRICS[metric], progress)

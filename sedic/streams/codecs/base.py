@@ -6,6 +6,7 @@ interface a codec implements to be registered (sedic/streams/codecs/__init__.py)
 from __future__ import annotations
 
 import abc
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, ClassVar
@@ -51,7 +52,9 @@ class ReferenceSetting:
 
     @property
     def factor(self) -> float:
-        return float(FACTORS[self.factor_index])
+        """The downscale factor; NaN for EXPLICIT_SIZE (the refinement's explicit sizes: the
+        size is in the payload)."""
+        return float(FACTORS[self.factor_index]) if self.factor_index < len(FACTORS) else math.nan
 
 
 # ------------------------------------------------------------ helpers

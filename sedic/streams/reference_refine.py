@@ -1,0 +1,204 @@
+"""Encoder-only refinement of the AVIF reference after the rate search (issue 15, part 3).
+
+The search (sedic.streams.reference._Search) picks a downscale factor and the highest quality
+that fits, encoding at aom speed 6. At the low qualities a 0.02-0.03 bpp reference uses, one
+quality step changes the payload by 5-20 %, so the search's payload often leaves tens of bytes
+of the budget unused. Refinement spends a few more encodes around that choice:
+
+1. the final encodes run at aom `FINAL_SPEED` (2) instead of 6: better frames at the same
+   quality (on these tiny images, 256x171 at factor 3 for Kodak, an encode takes ~0.1-0.5 s);
+2. the quality is re-fitted at that speed at the chosen factor, then, for each quality in a
+   window around it, the reduced size is grown or shrunk until the payload fills the budget,
+   sent with the explicit-size index 15 (2-4 bytes of header; every decoder reads it).
+
+Every candidate is decoded exactly as a decoder does and scored with the search's metric; the
+best wins, ties to the smaller payload, and the search's own payload stays unless beaten. So the
+result never scores lower and never exceeds the budget. Nothing here changes the payload format
+or the decoder. Measured in docs/reference-stream.md ("Refinement").
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from PIL import Image
+
+FINAL_SPEED = 2
+QUALITY_WINDOW = (-2, -1, 0, 1, 2)
+# Refinement is skipped above these sizes (reduced pixels, original pixels; 2^18 admits factor
+# 3/2 on Kodak, 512x341, where it gained most): above them a speed-2
+# encode of the reduced image and the full-size scoring of every candidate would cost seconds
+# each (12 MP at 0.03 bpp codes a ~1400x940 reference). On Kodak only factor 1 (0.05 bpp and up)
+# is above them.
+MAX_REDUCED_PIXELS = 1 << 18
+MAX_PIXELS = 1 << 22
+# log(bytes) grows about 1.6 x log(reduced width) at a fixed quality (0.8 per log pixels)
+_BYTES_PER_WIDTH_EXPONENT = 1.6
+
+
+def lanczos_down(image: np.ndarray, rw: int, rh: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    if (rw, rh) == (w, h):
+        return image
+    return np.asarray(Image.fromarray(image).resize((rw, rh), Image.Resampling.LANCZOS))
+
+
+def fit_quality(qualities, fits, start):
+    """Index of the highest quality for which fits(index) holds, assuming it holds up to some
+    index and not above: steps of 1, 2, 4, ... from the quality nearest `start` until the bracket
+    closes, then halving. None when not even the lowest fits."""
+    n = len(qualities)
+    k = min(range(n), key=lambda i: (abs(qualities[i] - start), i))
+    lo, hi = -1, n  # lo fits (or -1), hi does not (or n)
+    step = 1
+    if fits(k):
+        lo = k
+        while hi == n and lo < n - 1:
+            k = min(n - 1, lo + step)
+            if fits(k):
+                lo = k
+            else:
+                hi = k
+            step *= 2
+    else:
+        hi = k
+        while lo < 0 < hi:
+            k = max(0, hi - step)
+            if fits(k):
+                lo = k
+            else:
+                hi = k
+            step *= 2
+    if lo < 0:
+        return None
+    while hi - lo > 1:
+        k = (lo + hi) // 2
+        if fits(k):
+            lo = k
+        else:
+            hi = k
+    return lo
+
+
+def sized(width: int, height: int, rw: int, rh: int, sw: int) -> tuple[int, int]:
+    """The reduced size of width sw with the aspect of rw x rh, each side within 16..the image's."""
+    lo_w, lo_h = min(width, 16), min(height, 16)
+    return min(width, max(lo_w, sw)), min(height, max(lo_h, round(sw * rh / rw)))
+
+
+def fill_width(size_of, width: int, height: int, rw: int, rh: int, max_bytes: int, probes: int = 6):
+    """The largest reduced width sw (the aspect of rw x rh) whose size_of(sw) <= max_bytes found
+    in at most `probes` calls: secant steps on log(bytes) ~ 1.6 log(width) from rw, halving once
+    bracketed. Returns the largest fitting width probed, or None when none fitted."""
+    got: dict[int, int] = {}
+    lo = hi = None  # widest that fits / narrowest that does not
+    sw = sized(width, height, rw, rh, rw)[0]
+    for _ in range(probes):
+        if sw in got:
+            break
+        n = got[sw] = size_of(sw)
+        if n <= max_bytes:
+            lo = sw if lo is None else max(lo, sw)
+        else:
+            hi = sw if hi is None else min(hi, sw)
+        if lo is not None and hi is not None:
+            if hi - lo <= 1:
+                break
+            guess = round(sw * (max_bytes / n) ** (1 / _BYTES_PER_WIDTH_EXPONENT))
+            sw = guess if lo < guess < hi else (lo + hi) // 2
+        else:
+            guess = round(sw * (max_bytes / n) ** (1 / _BYTES_PER_WIDTH_EXPONENT))
+            sw = max(guess, sw + 1) if n <= max_bytes else min(guess, sw - 1)
+            sw = sized(width, height, rw, rh, sw)[0]
+    return lo
+
+
+def _refinable(codec, w: int, h: int, fi: int) -> tuple[int, int] | None:
+    """The reduced size when the search's result is one the refinement applies to, else None."""
+    from sedic.streams import reference as R
+
+    if type(codec) is not R.AvifCodec or not 0 <= fi < len(R.FACTORS):
+        return None
+    rw, rh = R.reduced_size(w, h, fi)
+    if rw * rh > MAX_REDUCED_PIXELS or w * h > MAX_PIXELS:
+        return None
+    return rw, rh
+
+
+def _best(search, found):
+    """The best of the search's (score, payload, setting) and the candidates (None: no fit), taken
+    in quality order so that the result does not depend on thread timing."""
+    best = search
+    for c in found:
+        if c is not None and c[0] > best[0]:
+            best = c
+    return best
+
+
+def refine_reference(image: np.ndarray, max_bytes: int, codec, payload: bytes, setting, score,
+                     progress=None, speed: int = FINAL_SPEED, window=QUALITY_WINDOW, threads: int = 2):
+    """The search's (payload, setting) or a better-scoring payload within max_bytes.
+
+    Only for a plain AvifCodec (the class itself: a subclass may encode differently, and other
+    codecs have no speed) and images within MAX_PIXELS / MAX_REDUCED_PIXELS; otherwise the input
+    is returned. The returned setting's factor_index is EXPLICIT_SIZE (15) when the size is
+    explicit (then `.factor` does not apply; the size is in the payload)."""
+    from sedic.streams import reference as R
+
+    h, w = image.shape[:2]
+    fi = setting.factor_index
+    reduced = _refinable(codec, w, h, fi)
+    if reduced is None:
+        return payload, setting
+    rw, rh = reduced
+    slow = R.AvifCodec(speed=speed, tune=codec.tune)
+    qualities = codec.qualities()
+    downs: dict[tuple[int, int], np.ndarray] = {}
+
+    def encode(sw: int, sh: int, q: int) -> bytes:
+        if (sw, sh) not in downs:
+            downs[(sw, sh)] = lanczos_down(image, sw, sh)
+        index = fi if (sw, sh) == (rw, rh) else R.EXPLICIT_SIZE
+        return slow.encode_reduced(downs[(sw, sh)], R.ReferenceSetting(index, q))
+
+    # the quality at the chosen size and the slow speed
+    at_factor: dict[int, bytes] = {}
+
+    def fits(k: int) -> bool:
+        if k not in at_factor:
+            at_factor[k] = encode(rw, rh, qualities[k])
+        return len(at_factor[k]) <= max_bytes
+
+    k0 = fit_quality(qualities, fits, setting.quality)
+    q0 = setting.quality if k0 is None else qualities[k0]
+    downs[(rw, rh)] = lanczos_down(image, rw, rh)  # before the threads share the cache
+
+    def candidate(q: int):
+        """The payload at quality q whose reduced size fills the budget, or None."""
+        payloads: dict[int, bytes] = {}
+
+        def size_of(sw: int) -> int:
+            payloads[sw] = encode(*sized(w, h, rw, rh, sw), q)
+            return len(payloads[sw])
+
+        sw = fill_width(size_of, w, h, rw, rh, max_bytes)
+        if sw is None:
+            return None
+        p = payloads[sw]
+        sw, sh = sized(w, h, rw, rh, sw)
+        index = fi if (sw, sh) == (rw, rh) else R.EXPLICIT_SIZE
+        return (score(image, slow.decode(p, w, h)), -len(p)), p, R.ReferenceSetting(index, q)
+
+    todo = [q0 + d for d in window if q0 + d in qualities]
+    if threads > 1 and len(todo) > 1:
+        with ThreadPoolExecutor(threads) as pool:  # aom and dav1d release the GIL
+            found = list(pool.map(candidate, todo))
+    else:
+        found = [candidate(q) for q in todo]
+    best = _best(((score(image, codec.decode(payload, w, h)), -len(payload)), payload, setting), found)
+    if progress is not None and best[1] is not payload:
+        _, _, rw2, rh2, _ = slow.parse(best[1], w, h)
+        progress(f"reference refined at speed {speed}: {rw2}x{rh2}, quality {best[2].quality}, "
+                 f"{len(best[1])} bytes, score {best[0][0]:.3f}")
+    return best[1], best[2]

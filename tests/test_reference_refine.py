@@ -1,0 +1,103 @@
+"""The encoder-only refinement after the reference search (sedic.streams.reference_refine)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sedic.streams import reference as R, reference_refine as F
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _kodim23(w=240, h=160) -> np.ndarray:
+    with Image.open(REPO / "examples" / "kodim23.png") as im:
+        return np.asarray(im.convert("RGB").resize((w, h), Image.LANCZOS))
+
+
+class SearchOnly(R.AvifCodec):
+    """The same encoder; a subclass, so encode_reference leaves its result unrefined."""
+
+
+def test_fit_quality_is_the_highest_that_fits():
+    rng = np.random.default_rng(0)
+    qualities = list(range(101))
+    for _ in range(300):
+        limit = int(rng.integers(-1, 101))  # highest fitting index, -1: none
+        start = int(rng.integers(0, 101))
+        calls = []
+
+        def fits(k, limit=limit, calls=calls):
+            calls.append(k)
+            return k <= limit
+
+        assert F.fit_quality(qualities, fits, start) == (None if limit < 0 else limit)
+        assert len(calls) <= 16
+
+
+def test_fill_width_finds_the_widest_that_fits_on_a_power_law():
+    for budget in (300, 777, 1000, 2500):
+        def size_of(sw):
+            return int(0.9 * sw ** 1.55) + 40
+
+        best = max((sw for sw in range(16, 769) if size_of(sw) <= budget), default=None)
+        got = F.fill_width(size_of, 768, 512, 128, 85, budget)
+        assert got == best
+
+
+def test_fill_width_none_when_nothing_fits():
+    assert F.fill_width(lambda sw: 10 ** 6, 768, 512, 128, 85, 1000) is None
+
+
+@pytest.mark.parametrize("bpp", [0.1, 0.2, 0.4])
+def test_refined_payload_fits_decodes_and_never_scores_lower(bpp):
+    image = _kodim23()
+    h, w = image.shape[:2]
+    budget = int(bpp * w * h / 8)
+    before, setting = R.encode_reference(image, budget, SearchOnly())
+    after, refined = R.encode_reference(image, budget, R.AvifCodec())
+    assert len(after) <= budget
+    decoded = R.decode_reference(after, w, h)  # a decoder reads it, explicit size or not
+    assert decoded.shape == image.shape
+    assert R.psnr(image, decoded) >= R.psnr(image, R.decode_reference(before, w, h))
+    # the payload's own header says the reduced size the refinement coded
+    _, _, rw, rh, _ = R.AvifCodec().parse(after, w, h)
+    if refined.factor_index == R.EXPLICIT_SIZE:
+        assert (after[1] >> 4) == R.EXPLICIT_SIZE and (rw, rh) not in [R.reduced_size(w, h, i)
+                                                                         for i in range(len(R.FACTORS))]
+    else:
+        assert (rw, rh) == R.reduced_size(w, h, refined.factor_index)
+
+
+def test_refinement_improves_and_uses_explicit_sizes_on_some_budget():
+    image = _kodim23()
+    h, w = image.shape[:2]
+    gains, explicit = [], 0
+    for budget in (300, 420, 600, 800):
+        before, _ = R.encode_reference(image, budget, SearchOnly())
+        after, setting = R.encode_reference(image, budget, R.AvifCodec())
+        gains.append(R.psnr(image, R.decode_reference(after, w, h)) - R.psnr(image, R.decode_reference(before, w, h)))
+        explicit += setting.factor_index == R.EXPLICIT_SIZE
+    assert max(gains) > 0.05
+    assert explicit >= 1
+
+
+def test_refinement_leaves_other_codecs_and_large_images_alone(monkeypatch):
+    image = _kodim23()
+    h, w = image.shape[:2]
+    payload, setting = R.encode_reference(image, 500, SearchOnly())
+    assert F.refine_reference(image, 500, SearchOnly(), payload, setting, R.psnr) == (payload, setting)
+    monkeypatch.setattr(F, "MAX_PIXELS", w * h - 1)
+    assert F.refine_reference(image, 500, R.AvifCodec(), payload, setting, R.psnr) == (payload, setting)
+
+
+def test_refinement_is_deterministic():
+    image = _kodim23(200, 136)
+    runs = {R.encode_reference(image, 400, R.AvifCodec())[0] for _ in range(3)}
+    assert len(runs) == 1
+
+
+def test_explicit_setting_has_no_factor():
+    assert np.isnan(R.ReferenceSetting(R.EXPLICIT_SIZE, 3).factor)
+    assert R.ReferenceSetting(4, 3).factor == 3.0
