@@ -219,24 +219,27 @@ def test_semantics_dir_missing_json_fails_that_image_only(images, local, tmp_pat
 
 
 def test_evaluate_on_ray_and_local_workers_matches_the_in_process_run(images, ray_local, tmp_path):
-    """`sedic evaluate --ray` and `--workers 2` run the same runner per image: the same rows and files."""
+    """`sedic evaluate --ray` and `--workers 2` run the same runner per image: the same rows and files;
+    an unreadable image is the same failed rows everywhere, the others still run, exit code 2."""
     import csv
 
     src = tmp_path / "two"
     src.mkdir()
     for name in NAMES[:2]:
         (src / f"{name}.png").write_bytes((images / f"{name}.png").read_bytes())
+    (src / "broken.png").write_bytes(b"not a PNG")
     base = ["evaluate", str(src), "--bpp", "0.3", "--profile", "test", "--metrics", "psnr,ms-ssim", "--methods",
             "sedic-preview", "--baselines", "jpeg", "--no-analyze", "--no-progress"]
     runs = {"here": [], "ray": ["--ray"], "workers": ["--workers", "2"]}
     tables = {}
     for key, extra in runs.items():
-        assert main([*base, "--out", str(tmp_path / key), *extra]) == 0
+        assert main([*base, "--out", str(tmp_path / key), *extra]) == 2, key
         with open(tmp_path / key / "results.csv") as fh:
             rows = list(csv.DictReader(fh))
         timing = {"encode_s", "search_s", "decode_s"}
         tables[key] = [{k: v for k, v in r.items() if k not in timing} for r in rows]
-    assert len(tables["here"]) == 2 * 2 and all(r["status"] == "ok" for r in tables["here"])
+    assert [r["status"] for r in tables["here"]] == ["failed"] * 2 + ["ok"] * 4  # broken.png sorts first
+    assert all("broken.png: cannot read image" in r["error"] for r in tables["here"][:2])
     assert tables["ray"] == tables["here"] and tables["workers"] == tables["here"]
     for key in ("ray", "workers"):
         assert _files(tmp_path / key / "files" / "sedic" / "bpp0.3", ".sedic") == \

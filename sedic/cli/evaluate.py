@@ -14,7 +14,9 @@ def register(sub) -> None:
     p = sub.add_parser("evaluate", help="compress a folder of images at several rates with sedic and "
                        "baselines; write a CSV, summary JSON, markdown table and plots",
                        description="Every image is encoded and decoded at every rate by every method; "
-                       "results already in --out are reused, so an interrupted run resumes.")
+                       "results already in --out are reused, so an interrupted run resumes. An image that fails is "
+                       "recorded as failed rows and the others still run; the exit code is 2 when any image or "
+                       "method failed (a rate a method cannot meet is a result, not a failure).")
     p.add_argument("dataset", metavar="DATASET_DIR", help="folder of PNG/JPEG/WebP images (sorted by name)")
     p.add_argument("--out", required=True, metavar="RESULTS_DIR", help="results folder (created; reused)")
     p.add_argument("--bpp", type=float, nargs="+", default=list(DEFAULT_BPPS),
@@ -74,6 +76,7 @@ def parse_checkpoints(items: list[str]) -> dict[str, dict[int, str]]:
 
 def _evaluate(args) -> int:
     from ..evaluation import evaluate
+    from ..evaluation.runner import is_failure
 
     if args.fid_patch < 32:
         raise InputError("--fid-patch must be at least 32")
@@ -86,12 +89,13 @@ def _evaluate(args) -> int:
         from ..batch import make_executor
 
         executor = partial(make_executor, args.ray, workers=args.workers)
-    evaluate(args.dataset, args.out, bpps=args.bpp, profile=args.profile, metrics=args.metrics,
-             methods=args.methods, baselines=args.baselines, semantics_dir=args.semantics_dir,
-             analyze=not args.no_analyze, limit=args.limit, device=args.device, stages=args.stages,
-             weights_dir=args.weights_dir, clip_model=args.clip_model,
-             compressai_checkpoints=parse_checkpoints(args.compressai_checkpoint), fid_patch=args.fid_patch,
-             seed=args.seed, progress=not args.no_progress, published=args.published, executor=executor,
-             command="sedic " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["evaluate"]
-             else None)
-    return 0
+    summary = evaluate(args.dataset, args.out, bpps=args.bpp, profile=args.profile, metrics=args.metrics,
+                    methods=args.methods, baselines=args.baselines, semantics_dir=args.semantics_dir,
+                    analyze=not args.no_analyze, limit=args.limit, device=args.device, stages=args.stages,
+                    weights_dir=args.weights_dir, clip_model=args.clip_model,
+                    compressai_checkpoints=parse_checkpoints(args.compressai_checkpoint), fid_patch=args.fid_patch,
+                    seed=args.seed, progress=not args.no_progress, published=args.published, executor=executor,
+                    command="sedic " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["evaluate"]
+                    else None)
+    # as `sedic batch`: the reports are written, each failure was one line on stderr, exit code 2
+    return 2 if any(is_failure(f) for f in summary["failures"]) else 0

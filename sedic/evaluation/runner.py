@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import RateError, SedicError
+from ..errors import RateError, SedicError, one_line
 from ..imageio import atomic_write_bytes, load_image
 from .methods import STREAMS, Method
 from .metrics import MetricSkipped, MetricSuite, frechet_distance, kernel_distance
@@ -255,12 +255,29 @@ class Evaluation:
 
     # ------------------------------------------------------------ the run
     def image_rows(self, path: Path, bar=None) -> list[dict]:
-        """Every method at every rate on one image (the unit a worker runs): its rows."""
+        """Every method at every rate on one image (the unit a worker runs): its rows. An image that
+        fails as a whole (a SedicError: unreadable, above the pixel limit...) gives a failed row
+        per method and rate with the one-line reason, in this process and on a worker alike."""
+        rows: list[dict] = []
+        try:
+            self._fill_rows(path, rows, bar)
+        except SedicError as exc:
+            if bar is not None:
+                bar.update(len(self.methods) * len(self.bpps) - len(rows))
+            return self._failed_rows(path.stem, one_line(exc))
+        return rows
+
+    def _failed_rows(self, stem: str, error: str | None) -> list[dict]:
+        """A failed row per method and rate for an image that failed as a whole (nothing cached)."""
+        return [{"image": stem, "method": m.name, "target_bpp": bpp, "status": "failed", "error": error}
+                for m in self.methods for bpp in self.bpps]
+
+    def _fill_rows(self, path: Path, rows: list[dict], bar) -> None:
+        """image_rows' work: each row appended to `rows` as it is made."""
         stem = path.stem
         original = load_image(path)
         if self.suite.patch_features is not None:
             self._patch_features("original", None, stem, lambda: original)
-        rows = []
         for m in self.methods:
             for bpp in self.bpps:
                 if bar is not None:
@@ -268,7 +285,6 @@ class Evaluation:
                 rows.append(self._one(m, stem, original, bpp))
                 if bar is not None:
                     bar.update(1)
-        return rows
 
     def run(self, images: list[Path], executor=None, worker=None) -> RunResult:
         """In this process, or with `executor` (sedic.batch) running `worker` (a stage worker factory
@@ -281,7 +297,10 @@ class Evaluation:
         try:
             if executor is None:
                 for path in images:  # deterministic: sorted images, then the methods and rates as given
-                    self.result.rows.extend(self.image_rows(path, bar))
+                    # resolved, as a worker gets it, so that an error naming the file reads the same
+                    rows = self.image_rows(path.resolve(), bar)
+                    _report_failures(rows, bar)
+                    self.result.rows.extend(rows)
             else:
                 self.result.rows.extend(self._run_on(executor, worker, images, bar))
         finally:
@@ -302,6 +321,7 @@ class Evaluation:
         items = [WorkItem(p.name, {"src": str(p.resolve())}) for p in images]
         for item in executor.run([Stage("evaluate", worker, uses_models=True)], items):
             by_image[item.key] = self._collected(item)
+            _report_failures(by_image[item.key], bar)
             bar.set_description(item.key)
             bar.update(len(self.methods) * len(self.bpps))
         return [row for p in images for row in by_image[p.name]]
@@ -310,8 +330,7 @@ class Evaluation:
         """A finished work item's rows, its work counted; an image that failed in its worker as a
         whole gives a failed row per method and rate (nothing cached)."""
         if item.status != "ok":
-            return [{"image": Path(item.key).stem, "method": m.name, "target_bpp": bpp, "status": "failed",
-                     "error": item.error} for m in self.methods for bpp in self.bpps]
+            return self._failed_rows(Path(item.key).stem, item.error)
         for k, v in item.payload["work"].items():
             self.result.work[k] = self.result.work.get(k, 0) + v
         return item.payload["rows"]
@@ -345,6 +364,31 @@ class Evaluation:
                 entry.setdefault("skipped", {})[name] = (
                     f"{exc} (images smaller than {self.suite.patch_features.patch} px give no patch)")
         return entry
+
+
+def is_failure(row: dict) -> bool:
+    """Whether a row (or a summary's failure entry) is a failure that makes `sedic evaluate` exit 2:
+    anything but success, except a rate the method cannot meet on the image (a measured outcome:
+    the table counts it in ok/images)."""
+    return row.get("status", "failed") != "ok" and not _unmet_rate({**row, "status": "failed"})
+
+
+def _report_failures(rows: list[dict], bar) -> None:
+    """One line on stderr per failure among one image's rows (above the progress bar): one for the
+    image when it failed as a whole, else one per method and rate."""
+    failed = [r for r in rows if is_failure(r)]
+    if failed and len(failed) == len(rows) and len({r["error"] for r in failed}) == 1:
+        lines = [_named(failed[0]["image"], failed[0]["error"])]
+    else:
+        lines = [_named(f"{r['image']} {r['method']} at {r['target_bpp']:g} bpp", r["error"]) for r in failed]
+    for line in lines:
+        bar.write(f"sedic: error: {line}", file=sys.stderr)
+
+
+def _named(where: str, error: str | None) -> str:
+    """The error naming `where` once (an input error already starts with the image's path)."""
+    error = error or "failed"
+    return error if where in error else f"{where}: {error}"
 
 
 def _unmet_rate(row: dict) -> bool:
