@@ -389,7 +389,13 @@ def test_cors_is_off_unless_configured():
         assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://example.org"
         r = c.get("/v1/health", headers={"Origin": "https://example.org"})
         assert r.headers["access-control-allow-origin"] == "https://example.org"
-        assert "X-Sedic-Bpp" in r.headers["access-control-expose-headers"]
+        exposed = {h.strip().lower() for h in r.headers["access-control-expose-headers"].split(",")}
+        # every header the OpenAPI responses declare is readable by a cross-origin page
+        declared = {name.lower() for path in c.get("/openapi.json").json()["paths"].values()
+                    for op in path.values() for answer in op.get("responses", {}).values()
+                    for name in answer.get("headers", {})}
+        assert "x-sedic-bpp" in declared and "x-sedic-stages" in declared and "retry-after" in declared
+        assert declared <= exposed, sorted(declared - exposed)
 
 
 def test_serve_command_line_errors(capsys):

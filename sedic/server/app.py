@@ -19,7 +19,7 @@ from ..config import get_profile
 from .errors import error_body, error_headers, one_line, status_of
 from .gate import Gate
 from .jobs import PIXEL_BUDGET_IMAGES, JobQueue
-from .routes import ServerState, build_router, warm_up
+from .routes import RESPONSE_HEADERS, ServerState, build_router, warm_up
 from .settings import ServerSettings
 from .uploads import BodyLimit
 
@@ -154,10 +154,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
 
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"],
-                           expose_headers=["Content-Disposition", "Retry-After", "X-Sedic-Bytes", "X-Sedic-Bpp",
-                                           "X-Sedic-Width", "X-Sedic-Height", "X-Sedic-Bits-Reference",
-                                           "X-Sedic-Bits-Text", "X-Sedic-Bits-Masks", "X-Sedic-Bits-Header",
-                                           "X-Sedic-Stages", "X-Sedic-Warnings"])
+                           expose_headers=list(RESPONSE_HEADERS))
     app.add_middleware(BodyLimit, limit_mb=settings.max_upload_mb, grace_s=settings.client_timeout)
     app.add_middleware(Gate, allowed_hosts=settings.allowed_hosts, api_key=settings.api_key)  # outermost
     return app

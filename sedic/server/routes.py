@@ -172,6 +172,10 @@ RATE_HEADERS = {f"X-Sedic-{name}": {"description": text, "schema": {"type": "str
     ("Bits-Reference", "bits of the reference stream"), ("Bits-Text", "bits of the text stream"),
     ("Bits-Masks", "bits of the mask stream"), ("Bits-Header", "bits of the container header"),
     ("Warnings", "JSON list of what was changed on the client's behalf (alpha dropped, text cut...), if any"))}
+STAGES_HEADERS = {"X-Sedic-Stages": {"description": "the stages decoded", "schema": {"type": "string"}}}
+# Every header an answer may carry beyond HTTP's own: the OpenAPI responses declare them from
+# here and a cross-origin page may read them all (app.py's CORS expose list).
+RESPONSE_HEADERS = ("Content-Disposition", "Retry-After", "Allow", "WWW-Authenticate", *RATE_HEADERS, *STAGES_HEADERS)
 
 
 def rate_headers(data: bytes) -> dict[str, str]:
@@ -315,8 +319,7 @@ def build_router(state: ServerState) -> APIRouter:
 
     @router.post("/decompress", dependencies=upload, response_class=Response, summary="A .sedic file to PNG",
                  responses={200: {"content": {"image/png": {}}, "description": "the decoded image",
-                                  "headers": {"X-Sedic-Stages": {"description": "the stages decoded",
-                                                                 "schema": {"type": "string"}}}}})
+                                  "headers": STAGES_HEADERS}})
     async def decompress(request: Request, file: UploadFile = File(..., description="a .sedic file"),
                          stages: int | None = Form(None, description="0 = the preview, k = objects 1..k, "
                                                    "K+1 or empty = everything")):
