@@ -274,6 +274,8 @@ def inspect(data: bytes) -> dict:
         "seed": parsed.params.seed,
         "schedule": parsed.params.overrides.as_dict(),
         "streams": streams,
+        # the reference's header: codec, coded (reduced) size and the codec's own fields
+        "reference": reference_codecs.describe_payload(sections[bs.REFERENCE], parsed.width, parsed.height),
         "semantics": parsed.semantics.to_dict(),
     }
 

@@ -48,6 +48,12 @@ def test_compress_inspect_decompress_kodak_with_semantics(kodim23, capsys):
     names = [o["name"] for o in info["semantics"]["objects"]]
     assert names == ["blue-and-yellow macaw", "scarlet macaw"]
     assert info["semantics"]["overall"].startswith("close-up photograph of two macaw parrots")
+    # the reference's codec and coded size, as the payload's header says (a reduced size, smaller
+    # than the image)
+    ref = info["reference"]
+    assert ref["codec"] == "avif" and 16 <= ref["width"] < 768 and 16 <= ref["height"] < 512
+    code, text, _ = run_cli(capsys, "inspect", out)
+    assert f"(avif {ref['width']}x{ref['height']})" in text.splitlines()[1]
 
     code, _, err = run_cli(capsys, "decompress", out, "-o", rec, "--stages", "0")
     assert code == 0, err

@@ -155,6 +155,10 @@ def _toy_codec_class():
                 raise BitstreamError("bad toy payload")
             return rw, rh, pos
 
+        def describe(self, payload, width, height):
+            rw, rh, _ = self.parse(payload, width, height)
+            return {"codec": self.name, "width": rw, "height": rh, "bits": self.bits}
+
         def decode_reduced(self, payload, width, height):
             rw, rh, pos = self.parse(payload, width, height)
             pixels = np.frombuffer(payload[pos:], np.uint8).reshape(rh, rw, 3)
@@ -192,6 +196,7 @@ def test_a_registered_codec_is_used_by_encode_decode_inspect_preview_and_models(
     assert sedic.inspect(data)["width"] == 96 and toy.parsed > before
     preview = sedic_codec.decode_preview(parsed, profile)
     rw, rh, _ = toy().parse(payload, 96, 64)
+    assert sedic.inspect(data)["reference"] == {"codec": "toy", "width": rw, "height": rh, "bits": 8}
     reduced = np.asarray(Image.fromarray(img).resize((rw, rh), Image.LANCZOS))
     assert np.array_equal(preview, codecs.upsample(reduced, 96, 64))
     assert [r.repo_id for r in models.profile_models(profile) if r.repo_id.startswith("toy")] == ["toy/weights"]
@@ -235,6 +240,10 @@ def test_compressai_round_trip_matches_model(tiny_net, tmp_path):
     expected = x_hat[0].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     assert np.array_equal(out, expected)
     assert len(payload) == 2 + 1 + sum(len(s[0]) for s in ref["strings"])  # header, 1 length byte, strings
+    from sedic.streams.codecs import describe_payload
+
+    assert describe_payload(payload, 64, 64) == {"codec": "compressai", "width": 64, "height": 64,
+                                                 "model": "cheng2020-attn", "quality": 1}
 
 
 def test_compressai_missing_checkpoint():

@@ -227,8 +227,12 @@ def _inspect(args) -> int:
           f"profile {info['profile']}, seed {info['seed']}")
     if info["schedule"]:  # what the file changes in its profile's decoder schedule
         print("  schedule: " + ", ".join(f"{k} {v}" for k, v in info["schedule"].items()))
+    ref = info["reference"]
+    coded = ", ".join([f"{ref['codec']} {ref['width']}x{ref['height']}",
+                       *(f"{k} {shown(str(v))}" for k, v in ref.items() if k not in ("codec", "width", "height"))])
     for name in ("reference", "text", "masks", "header"):
-        print(f"  {name:<9} {s[name]:>7} bits  {s[name] / (info['width'] * info['height']):.5f} bpp")
+        print(f"  {name:<9} {s[name]:>7} bits  {s[name] / (info['width'] * info['height']):.5f} bpp"
+              + (f"  ({coded})" if name == "reference" else ""))
     sem = info["semantics"]
     if sem["overall"] or sem["objects"]:
         print(f"  overall: {sem['overall']}")

@@ -141,6 +141,9 @@ class _SearchedCodec(ReferenceCodec):
     def parse(self, payload: bytes, width: int, height: int) -> tuple:
         return ()
 
+    def describe(self, payload: bytes, width: int, height: int) -> dict:
+        return {"codec": self.codec.name}  # a whole file of its own, never in a .sedic file
+
     def decode_reduced(self, payload: bytes, width: int, height: int) -> np.ndarray:
         return np.asarray(self.codec.decode_raw(getattr(payload, "data", payload)))
 

@@ -39,7 +39,8 @@ CODECS: tuple[type[ReferenceCodec], ...] = (AvifCodec, CompressAICodec)
 __all__ = [
     "CODECS", "CODEC_AVIF", "CODEC_COMPRESSAI", "COMPRESSAI_MODELS", "EXPLICIT_SIZE", "FACTORS", "MAX_SIDE",
     "MIN_SIDE", "AvifCodec", "CompressAICodec", "CompressAICoder", "ReferenceCodec", "ReferenceSetting",
-    "check_payload", "codec_class", "decode_reference", "from_settings", "make_codec", "payload_codec",
+    "check_payload", "codec_class", "decode_reference", "describe_payload", "from_settings", "make_codec",
+    "payload_codec",
     "reduced_size", "upsample",
 ]
 
@@ -81,6 +82,12 @@ def check_payload(payload: bytes, width: int, height: int) -> None:
     as far as the header goes (docs/bitstream.md, "Must-reject rules")."""
     payload = bytes(payload) if isinstance(payload, bytearray) else payload
     payload_codec(payload).for_payload(payload).parse(payload, width, height)
+
+
+def describe_payload(payload: bytes, width: int, height: int) -> dict:
+    """What the payload's header says (codec, coded size, ...), checked as check_payload checks it."""
+    payload = bytes(payload) if isinstance(payload, bytearray) else payload
+    return payload_codec(payload).for_payload(payload).describe(payload, width, height)
 
 
 def decode_reference(payload: bytes, width: int, height: int, settings: ReferenceSettings | None = None,

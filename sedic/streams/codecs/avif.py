@@ -74,6 +74,10 @@ class AvifCodec(ReferenceCodec):
             out.append(sh.tools << 2)
         return bytes(out) + _size_header(setting.factor_index, rw, rh) + stripped.frame_payload
 
+    def describe(self, payload: bytes, width: int, height: int) -> dict:
+        _, _, rw, rh, _ = self.parse(payload, width, height)
+        return {"codec": self.name, "width": rw, "height": rh}
+
     def parse(self, payload: bytes, width: int, height: int):
         """Header fields and frame: (level, tools, reduced width, reduced height, frame bytes).
 

@@ -165,6 +165,11 @@ class ReferenceCodec(abc.ABC):
         """Every rule of the payload that needs no decoding (inspect applies it too): BitstreamError."""
 
     @abc.abstractmethod
+    def describe(self, payload: bytes, width: int, height: int) -> dict:
+        """What `sedic inspect` shows of the payload: {"codec": name, "width", "height" (the coded,
+        reduced size), and the codec's own fields}; parses it, so the same rules apply."""
+
+    @abc.abstractmethod
     def decode_reduced(self, payload: bytes, width: int, height: int) -> np.ndarray:
         """Payload -> uint8 image at its coded (reduced) size; (width, height) is the original."""
 

@@ -186,6 +186,10 @@ class CompressAICodec(ReferenceCodec):
                         (setting.factor_index << 4) | (setting.quality - 1)])
         return header + _size_header(setting.factor_index, rw, rh) + body
 
+    def describe(self, payload: bytes, width: int, height: int) -> dict:
+        quality, rw, rh, _ = self.parse(payload, width, height)
+        return {"codec": self.name, "width": rw, "height": rh, "model": self.model, "quality": quality}
+
     def parse(self, payload: bytes, width: int, height: int):
         """Header and strings; every check happens before a model is loaded."""
         _check_target(width, height)
