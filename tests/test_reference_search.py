@@ -183,6 +183,18 @@ def test_a_new_factors_first_probe_follows_the_chosen_qualities_trend():
     assert search._trend(c) is None
 
 
+def test_a_smooth_start_assumes_a_lower_size_exponent():
+    """With only the start finished, the size exponent is assumed: 0.8, or 0.6 when the downscale
+    caused under 0.15 of the start's error (a smooth image: its bytes grow slowly with pixels)."""
+    search = R._Search(_kodim23(240, 160), 900, R.AvifCodec(), R.psnr, None)
+    start, other = R.FACTORS.index(3), R.FACTORS.index(4)
+    search.known[start] = {20: 800, 30: 1200}
+    search.share = 0.5
+    assert search._exponent(other) == R._SIZE_EXPONENT == 0.8
+    search.share = 0.1
+    assert search._exponent(other) == R._SIZE_EXPONENT_SMOOTH == 0.6
+
+
 def test_search_raises_when_nothing_fits():
     with pytest.raises(RateError):
         R.encode_reference(_photo(), 8, R.AvifCodec())
