@@ -145,6 +145,56 @@ def test_a_smooth_large_image_is_not_coded_above_the_start_size():
     assert R.FACTORS[fi] > start  # the best lies at a smaller size than the start
     assert max(px for px, _ in codec.encoded) == start_px
 
+def test_qualities_sharing_a_quantizer_give_the_same_payload():
+    """The search encodes each AV1 quantiser once (AvifCodec.quantizer: libavif's mapping of the
+    101 qualities onto 64 quantisers). Checked against what Pillow/libavif write: two qualities
+    give the same bytes exactly when the mapping gives them one quantiser."""
+    small = np.asarray(Image.fromarray(_kodim23()).resize((96, 64), Image.LANCZOS))
+    codec = R.AvifCodec()
+    payloads = {q: codec.encode_reduced(small, R.ReferenceSetting(0, q)) for q in range(101)}
+    for q in range(100):
+        assert (payloads[q] == payloads[q + 1]) == (codec.quantizer(q) == codec.quantizer(q + 1)), q
+    assert len(set(payloads.values())) == len({codec.quantizer(q) for q in range(101)}) == 64
+
+
+@pytest.mark.parametrize("bpp", [0.05, 0.1, 0.2])
+def test_the_search_encodes_each_quantizer_once_per_size(bpp):
+    image = _kodim23()
+    budget = int(bpp * image.shape[0] * image.shape[1] / 8)
+    codec = Counting()
+    R.encode_reference(image, budget, codec)
+    probes = [(px, codec.quantizer(q)) for px, q in codec.encoded]
+    assert len(probes) == len(set(probes))
+
+
+def test_a_new_factors_first_probe_follows_the_chosen_qualities_trend():
+    """With two factors finished, the chosen quality index is extrapolated linearly in
+    log(pixels) from the two nearest (here 3 -> 4 chose 29 -> 35 at 1.33 and 0.75 of the pixels)."""
+    image = _kodim23(240, 160)
+    search = R._Search(image, 900, R.AvifCodec(), R.psnr, None)
+    a, b, c = (R.FACTORS.index(f) for f in (4, 3, 5))
+    search.pixels.update({b: 1_333_000, a: 750_000, c: 480_000})
+    for fi, q in ((b, 29), (a, 35)):
+        search.known[fi] = {q: 800}
+        search.results[fi] = ((30.0, -800), b"", R.ReferenceSetting(fi, q))
+    expected = 35 + (35 - 29) * np.log(480 / 750) / np.log(750 / 1333)
+    assert search._trend(c) == round(expected) == 40
+    search.results[b] = None  # a factor without a candidate gives no trend
+    assert search._trend(c) is None
+
+
+def test_a_smooth_start_assumes_a_lower_size_exponent():
+    """With only the start finished, the size exponent is assumed: 0.8, or 0.6 when the downscale
+    caused under 0.15 of the start's error (a smooth image: its bytes grow slowly with pixels)."""
+    search = R._Search(_kodim23(240, 160), 900, R.AvifCodec(), R.psnr, None)
+    start, other = R.FACTORS.index(3), R.FACTORS.index(4)
+    search.known[start] = {20: 800, 30: 1200}
+    search.share = 0.5
+    assert search._exponent(other) == R._SIZE_EXPONENT == 0.8
+    search.share = 0.1
+    assert search._exponent(other) == R._SIZE_EXPONENT_SMOOTH == 0.6
+
+
 def test_search_raises_when_nothing_fits():
     with pytest.raises(RateError):
         R.encode_reference(_photo(), 8, R.AvifCodec())

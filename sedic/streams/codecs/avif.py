@@ -46,6 +46,13 @@ class AvifCodec(ReferenceCodec):
     def qualities(self) -> list[int]:
         return list(range(101))
 
+    @staticmethod
+    def quantizer(quality: int) -> int:
+        """The AV1 quantiser (0-63) libavif codes a quality (0-100) with; qualities that share one
+        give the same payload (tests/test_reference_search.py checks it on every quality), so the
+        rate search encodes each quantiser once."""
+        return ((100 - int(quality)) * 63 + 50) // 100
+
     def encode_avif_file(self, reduced: np.ndarray, quality: int) -> bytes:
         """The whole AVIF file Pillow writes; options fixed so the container can be rebuilt."""
         buf = io.BytesIO()
