@@ -174,7 +174,8 @@ class SearchedBaseline:
         try:
             if budget < 1:
                 raise RateError("no byte to spend")
-            blob, setting = _reference.encode_reference(image, budget, searched, metric="psnr")
+            # every factor scored: a baseline gets its best over all sizes, not the climb's guess
+            blob, setting = _reference.encode_reference(image, budget, searched, metric="psnr", sweep=True)
         except RateError:
             raise RateError(f"{self.name}: no downscale factor <= {max(self.factors):g} and quality fits "
                             f"{target_bpp} bpp ({budget} bytes)") from None

@@ -110,9 +110,9 @@ class _Search:
     The result does not depend on thread timing: a factor's probes depend only on its own probes
     and those of factors finished in earlier rounds."""
 
-    def __init__(self, image, max_bytes, codec, score, progress, threads=2):
+    def __init__(self, image, max_bytes, codec, score, progress, threads=2, sweep=False):
         self.image, self.max_bytes, self.codec, self.score, self.progress = image, max_bytes, codec, score, progress
-        self.threads = threads
+        self.threads, self.sweep = threads, sweep
         self.h, self.w = image.shape[:2]
         by_factor: dict[int, list[int]] = {}
         for st in codec.settings(self.w, self.h):
@@ -320,11 +320,23 @@ class _Search:
 
     # -------------------------------------------------------- over the factors
     def run(self):
+        if self.sweep:
+            return self._sweep()
         p = self._start()
         if p is None:
             return None
         best, step = self._first_move(p)
         return self.result(self._climb(best, step))
+
+    def _sweep(self):
+        """Every factor scored, smallest reduced size first (so the rate model learns as it goes):
+        the evaluation's baselines, where a fair best matters more than time and a codec's score
+        against the factor may have several peaks (libjxl's did: the climb stopped early)."""
+        self.start = self.factors[0] if self.factors else None
+        for k in range(len(self.factors)):
+            self.evaluate([k])
+        found = [self.result(k) for k in range(len(self.factors)) if self.result(k) is not None]
+        return max(found, key=lambda r: r[0]) if found else None
 
     def _start(self) -> int | None:
         """The position whose bits per pixel are nearest the start rate, or the first smaller size
@@ -409,23 +421,26 @@ class _Search:
         return self.result(k) is not None and self.result(k)[0] > self.result(best)[0]
 
 
-def encode_reference(image, max_bytes: int, codec: ReferenceCodec, metric: str = "psnr", progress=None):
+def encode_reference(image, max_bytes: int, codec: ReferenceCodec, metric: str = "psnr", progress=None,
+                     sweep: bool = False):
     """Best payload of at most max_bytes, with its setting.
 
     Searches factors x qualities (_Search): per factor the highest quality that fits (assuming
     the payload grows with quality and with size), each factor's candidate decoded exactly as a
     decoder would (payload -> full size) and scored against the image with `metric` ("psnr" or
     "ms-ssim"); the best score wins, ties going to the smaller payload. progress(text), when
-    given, hears of every factor scored. A plain AvifCodec's result is then refined
-    (sedic.streams.reference_refine: final encodes at aom speed 2, the reduced size grown to fill
-    the budget, explicit size index 15 when it is not a factor's), never scoring lower.
+    given, hears of every factor scored. `sweep` scores every factor instead of climbing (the
+    evaluation's baselines: the best over all factors, at several times the time). A plain
+    AvifCodec's result is then refined (sedic.streams.reference_refine: final encodes at aom
+    speed 2, the reduced size grown to fill the budget, explicit size index 15 when it is not a
+    factor's), never scoring lower.
     """
     image = _check_image(image)
     if not isinstance(max_bytes, (int, np.integer)) or max_bytes < 1:
         raise InputError("max_bytes must be a positive integer")
     if metric not in _METRICS:
         raise InputError(f"unknown metric {metric!r} (known: {', '.join(_METRICS)})")
-    best = _Search(image, int(max_bytes), codec, _METRICS[metric], progress).run()
+    best = _Search(image, int(max_bytes), codec, _METRICS[metric], progress, sweep=sweep).run()
     if best is None:
         h, w = image.shape[:2]
         raise RateError(f"no reference setting fits in {max_bytes} bytes for a {w}x{h} image")
