@@ -427,3 +427,72 @@ def test_warnings_and_best_effort_reach_the_page(server, browser, tmp_path):
     assert page.text_content("#profile-help") and "More steps decode slower" in page.text_content("#steps-help")
     assert not errors, errors
     page.close()
+
+
+def test_schedule_and_guidance_reach_the_file(server, browser):
+    """The decoder schedule and the guidance scales chosen on the page are the ones the server
+    writes into the file (`sedic.inspect`'s "schedule"); "profile default" and empty inputs send
+    nothing. The page's table of these inputs names exactly the form's fields and choices."""
+    import httpx
+
+    import sedic
+    from sedic.schedule import OVERRIDES
+
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.goto(server + "/")
+    page.wait_for_function("document.querySelectorAll('#profile option').length > 0")
+    form = httpx.get(server + "/openapi.json", timeout=10).json()["components"]["schemas"][
+        "Body_compress_v1_compress_post"]["properties"]
+    table = page.evaluate("SCHEDULE_FIELDS.map(f => [f.field, f.choices || null])")
+    assert sorted(name for name, _ in table) == sorted(spec.name for spec in OVERRIDES)  # the page's order is its own
+    for name, choices in table:
+        assert name in form, name
+        enum = next((t["enum"] for t in form[name]["anyOf"] if "enum" in t), None)
+        assert choices == enum, (name, choices, enum)
+    # the inputs' limits are what the file can store (sedic.schedule's codes: low..high in 1/scale)
+    limits = dict(page.evaluate("SCHEDULE_FIELDS.filter(f => !f.choices).map(f => [f.field, [f.min, f.max, f.step]])"))
+    assert limits == {spec.name: [spec.low / spec.scale, spec.high / spec.scale, 1 / spec.scale]
+                      for spec in OVERRIDES if not spec.choices}
+    assert page.eval_on_selector_all("#schedule option", "os => os.map(o => [o.value, o.textContent])") == [
+        ["", "profile default"], ["sequential", "sequential"], ["fused", "fused"]]
+    help_text = page.text_content("#schedule-help")
+    assert "one object at a time" in help_text and "one pass" in help_text, help_text
+    assert "how strongly the texts steer the decoder" in page.text_content("#cfg-help")
+
+    def compress_and_download() -> dict:
+        page.set_input_files("#image-input", str(REPO / "examples" / "kodim23.png"))
+        page.set_input_files("#semantics-input", [str(EXAMPLES / n) for n in
+                                                  ("kodim23.json", "kodim23.mask0.png", "kodim23.mask1.png")])
+        page.select_option("#bpp", "0.02")
+        page.select_option("#profile", "test")
+        page.click("#compress")
+        page.wait_for_function("document.querySelector('#status').textContent.startsWith('Compressed')",
+                               timeout=60_000)
+        with page.expect_download() as download:
+            page.click("#download-sedic")
+        return sedic.inspect(Path(download.value.path()).read_bytes())
+
+    page.select_option("#schedule", "fused")
+    page.fill("#final-steps", "2")
+    page.fill("#object-cfg", "2.5")
+    page.fill("#final-cfg", "4")
+    assert compress_and_download()["schedule"] == {"final_steps": 2, "object_cfg": 2.5, "final_cfg": 4.0,
+                                                   "schedule": "fused"}
+    page.select_option("#schedule", "sequential")
+    for field in ("#final-steps", "#object-cfg", "#final-cfg"):
+        page.fill(field, "")
+    assert compress_and_download()["schedule"] == {"schedule": "sequential"}
+    page.select_option("#schedule", "")  # profile default
+    assert compress_and_download()["schedule"] == {}
+
+    # a phone: the new controls and their help fit the window
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    for selector in ("#schedule", "#schedule-help", "#object-cfg", "#final-cfg", "#cfg-help"):
+        right = page.eval_on_selector(selector, "e => e.getBoundingClientRect().right")
+        assert right <= 390, (selector, right)
+    assert not errors, errors
+    page.close()

@@ -16,6 +16,64 @@ const state = {
   decoding: null,     // AbortController of the running decode
 };
 
+// The decoder-schedule inputs, each one optional form field of POST /v1/compress (sedic/schedule.py
+// ScheduleOverrides; tests/test_browser.py checks the names and choices against /openapi.json). This
+// table is the only place they are listed: buildScheduleFields makes the inputs (id: the field with
+// "-" for "_"), compress sends the ones given. Empty, or "profile default", sends nothing: the
+// profile's value. Limits: what the file can store (steps 1-1000, guidance 0-100 in tenths).
+const SCHEDULE_FIELDS = [
+  { field: "schedule", label: "Decoder schedule", choices: ["sequential", "fused"], help: "schedule" },
+  { field: "object_steps", label: "Steps per object", min: 1, max: 1000, step: 1, help: "steps" },
+  { field: "final_steps", label: "Steps of the final stage", min: 1, max: 1000, step: 1, help: "steps" },
+  { field: "object_cfg", label: "Guidance per object", min: 0, max: 100, step: 0.1, help: "cfg" },
+  { field: "final_cfg", label: "Guidance of the final stage", min: 0, max: 100, step: 0.1, help: "cfg" },
+];
+const SCHEDULE_HELP = {
+  schedule: "Sequential: the paper's decoder, one object at a time, then the whole picture; slower. " +
+    "Fused: all objects in one pass (each object's text steers only inside its mask), about 2-5x less " +
+    "decoder work, with the final stage's steps and guidance; its quality is not yet compared on real models.",
+  steps: "Steps: how many times the decoder refines each object and then the whole picture. More steps " +
+    "decode slower and draw finer detail; empty keeps the profile's.",
+  cfg: "Guidance: how strongly the texts steer the decoder (0-100, in tenths). Higher follows the words " +
+    "more closely, too high looks overdone; empty keeps the profile's.",
+};
+
+function fieldId(field) {
+  return field.replace(/_/g, "-");
+}
+
+// The inputs of SCHEDULE_FIELDS, in the form's grid where index.html marks their place; each group's
+// help follows its last input (inside the label when the group is one input, as the profile's).
+function buildScheduleFields() {
+  const made = [];
+  SCHEDULE_FIELDS.forEach((spec, k) => {
+    const label = document.createElement("label");
+    let input;
+    if (spec.choices) {
+      input = document.createElement("select");
+      input.append(new Option("profile default", "", true, true), ...spec.choices.map((c) => new Option(c, c)));
+    } else {
+      input = document.createElement("input");
+      Object.assign(input, { type: "number", min: spec.min, max: spec.max, step: spec.step,
+                             placeholder: "profile's" });
+    }
+    input.id = fieldId(spec.field);
+    input.setAttribute("aria-describedby", `${spec.help}-help`);
+    label.append(spec.label + " ", input);
+    made.push(label);
+    const next = SCHEDULE_FIELDS[k + 1];
+    if (next && next.help === spec.help) return;
+    const help = document.createElement("small");
+    help.id = `${spec.help}-help`;
+    help.className = "muted";
+    help.textContent = SCHEDULE_HELP[spec.help];
+    const alone = SCHEDULE_FIELDS.filter((s) => s.help === spec.help).length === 1;
+    if (alone) label.append(help);
+    else made.push(help);
+  });
+  $("schedule-fields").replaceWith(...made);
+}
+
 // The server words some messages for the CLI; on the page they name the page's own controls.
 const PAGE_WORDS = [[/pass --best-effort/g, 'tick "best effort"'], [/--best-effort/g, '"best effort"'],
                     [/raise --bpp/g, "choose a higher rate"], [/--bpp/g, "the rate"],
@@ -198,8 +256,9 @@ async function compress() {
   form.append("best_effort", $("best-effort").checked ? "true" : "false");
   form.append("bpp", $("bpp").value);
   if ($("profile").value) form.append("profile", $("profile").value);
-  for (const [id, field] of [["object-steps", "object_steps"], ["final-steps", "final_steps"]]) {
-    if ($(id).value) form.append(field, $(id).value);
+  for (const { field } of SCHEDULE_FIELDS) {
+    const value = $(fieldId(field)).value;
+    if (value) form.append(field, value);
   }
   $("compress").disabled = true;
   clearFile();  // a decode still streaming must not end over the new result
@@ -516,6 +575,7 @@ function useKey() {
 }
 
 function init() {
+  buildScheduleFields();
   setUpDrop();
   $("compress").addEventListener("click", compress);
   $("decode").addEventListener("click", decode);
