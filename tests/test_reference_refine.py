@@ -101,3 +101,41 @@ def test_refinement_is_deterministic():
 def test_explicit_setting_has_no_factor():
     assert np.isnan(R.ReferenceSetting(R.EXPLICIT_SIZE, 3).factor)
     assert R.ReferenceSetting(4, 3).factor == 3.0
+
+
+def test_neighbour_sizes_are_the_adjacent_factors_within_the_limits(monkeypatch):
+    w, h = 768, 512
+    assert F._neighbour_sizes(w, h, 4, (-1, 1)) == [R.reduced_size(w, h, 3), R.reduced_size(w, h, 5)]
+    assert F._neighbour_sizes(w, h, 0, (-1, 1)) == [R.reduced_size(w, h, 1)]  # no factor below 1
+    assert F._neighbour_sizes(w, h, len(R.FACTORS) - 1, (1,)) == []
+    # factor 3/2 (512x341) is above a limit of 2^17 reduced pixels, factor 5/2 is not
+    monkeypatch.setattr(F, "MAX_REDUCED_PIXELS", 1 << 17)
+    assert F._neighbour_sizes(w, h, 2, (-1, 1)) == [R.reduced_size(w, h, 3)]
+    # tiny images: adjacent factors that give the search's own size (16 px sides) are not repeated
+    assert R.reduced_size(40, 40, 3) == R.reduced_size(40, 40, 4) == (16, 16)
+    assert F._neighbour_sizes(40, 40, 3, (-1, 1)) == [(20, 20)]
+
+
+@pytest.mark.parametrize("budget", [300, 600])
+def test_neighbours_are_coded_and_never_score_lower_than_the_window_alone(budget, monkeypatch):
+    image = _kodim23()
+    h, w = image.shape[:2]
+    payload, setting = R.encode_reference(image, budget, SearchOnly())
+    plain, _ = F.refine_reference(image, budget, R.AvifCodec(), payload, setting, R.psnr, neighbours=())
+    coded = []
+    real = R.AvifCodec.encode_reduced
+
+    def spy(self, reduced, st):
+        coded.append(reduced.shape[1::-1])
+        return real(self, reduced, st)
+
+    monkeypatch.setattr(R.AvifCodec, "encode_reduced", spy)
+    more, st = F.refine_reference(image, budget, R.AvifCodec(), payload, setting, R.psnr, neighbours=(-1, 1))
+    for size in F._neighbour_sizes(w, h, setting.factor_index, (-1, 1)):
+        assert size in coded  # each neighbour's own size is fitted at the final speed
+    assert len(more) <= budget
+    # a superset of the window's candidates, scored the same way
+    assert R.psnr(image, R.decode_reference(more, w, h)) >= R.psnr(image, R.decode_reference(plain, w, h))
+    _, _, rw, rh, _ = R.AvifCodec().parse(more, w, h)
+    sizes = {R.reduced_size(w, h, i): i for i in reversed(range(len(R.FACTORS)))}
+    assert st.factor_index == sizes.get((rw, rh), R.EXPLICIT_SIZE)  # a factor's size is sent by its index

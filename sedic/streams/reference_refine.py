@@ -9,7 +9,9 @@ of the budget unused. Refinement spends a few more encodes around that choice:
    quality (on these tiny images, 256x171 at factor 3 for Kodak, an encode takes ~0.1-0.5 s);
 2. the quality is re-fitted at that speed at the chosen factor, then, for each quality in a
    window around it, the reduced size is grown or shrunk until the payload fills the budget,
-   sent with the explicit-size index 15 (2-4 bytes of header; every decoder reads it).
+   sent with the explicit-size index 15 (2-4 bytes of header; every decoder reads it);
+3. optionally (NEIGHBOURS, off by default) the quality is re-fitted at that speed at the
+   neighbouring factors' sizes too, each giving one more candidate at its quality.
 
 Every candidate is decoded exactly as a decoder does and scored with the search's metric; the
 best wins, ties to the smaller payload, and the search's own payload stays unless beaten. So the
@@ -26,6 +28,11 @@ from PIL import Image
 
 FINAL_SPEED = 2
 QUALITY_WINDOW = (-2, -1, 0, 1, 2)
+# the neighbouring factors (index offsets) whose quality is re-fitted at FINAL_SPEED too; each
+# adds one candidate (its fitted quality, the size filled from that factor's size). Off by
+# default: (-1, 1) measured +0.016 / +0.026 dB mean on Kodak at 0.02 / 0.03 bpp for +74 %
+# refinement CPU (docs/reference-stream.md, "Round 2"); set (-1, 1) to use it
+NEIGHBOURS: tuple[int, ...] = ()
 # Refinement is skipped above these sizes (reduced pixels, original pixels; 2^18 admits factor
 # 3/2 on Kodak, 512x341, where it gained most): above them a speed-2
 # encode of the reduced image and the full-size scoring of every candidate would cost seconds
@@ -136,8 +143,35 @@ def _best(search, found):
     return best
 
 
+def _neighbour_sizes(w: int, h: int, fi: int, neighbours) -> list[tuple[int, int]]:
+    """The reduced sizes of the factors at these index offsets from fi that the refinement may
+    code (within FACTORS and MAX_REDUCED_PIXELS), nearest first, without repeats."""
+    from sedic.streams import reference as R
+
+    out: list[tuple[int, int]] = []
+    own = R.reduced_size(w, h, fi)
+    for d in neighbours:
+        if 0 <= fi + d < len(R.FACTORS):
+            size = R.reduced_size(w, h, fi + d)
+            if size != own and size not in out and size[0] * size[1] <= MAX_REDUCED_PIXELS:
+                out.append(size)
+    return out
+
+
+def _jobs(qualities, q0: int, window, own: tuple[int, int], others, fitted) -> list[tuple[int, int, int]]:
+    """The candidates (quality, base width, base height): the window around q0 at the search's
+    size, then each other size's fitted(width, height, start) quality unless already there."""
+    todo = [(q0 + d, *own) for d in window if q0 + d in qualities]
+    for bw, bh in others:
+        qn = fitted(bw, bh, q0)
+        if qn is not None and qn not in [t[0] for t in todo]:
+            todo.append((qn, bw, bh))
+    return todo
+
+
 def refine_reference(image: np.ndarray, max_bytes: int, codec, payload: bytes, setting, score,
-                     progress=None, speed: int = FINAL_SPEED, window=QUALITY_WINDOW, threads: int = 2):
+                     progress=None, speed: int = FINAL_SPEED, window=QUALITY_WINDOW, threads: int = 2,
+                     neighbours=NEIGHBOURS):
     """The search's (payload, setting) or a better-scoring payload within max_bytes.
 
     Only for a plain AvifCodec (the class itself: a subclass may encode differently, and other
@@ -155,42 +189,46 @@ def refine_reference(image: np.ndarray, max_bytes: int, codec, payload: bytes, s
     slow = R.AvifCodec(speed=speed, tune=codec.tune)
     qualities = codec.qualities()
     downs: dict[tuple[int, int], np.ndarray] = {}
+    # a size that is some factor's is sent with that factor's index (no explicit size bytes)
+    index_of = {R.reduced_size(w, h, i): i for i in reversed(range(len(R.FACTORS)))}
+    index_of[(rw, rh)] = fi
 
     def encode(sw: int, sh: int, q: int) -> bytes:
         if (sw, sh) not in downs:
             downs[(sw, sh)] = lanczos_down(image, sw, sh)
-        index = fi if (sw, sh) == (rw, rh) else R.EXPLICIT_SIZE
-        return slow.encode_reduced(downs[(sw, sh)], R.ReferenceSetting(index, q))
+        return slow.encode_reduced(downs[(sw, sh)], R.ReferenceSetting(index_of.get((sw, sh), R.EXPLICIT_SIZE), q))
 
-    # the quality at the chosen size and the slow speed
-    at_factor: dict[int, bytes] = {}
+    def fitted(sw: int, sh: int, start: int):
+        """The highest quality that fits at this size and the slow speed (None: none does)."""
+        def fits(k: int) -> bool:
+            return len(encode(sw, sh, qualities[k])) <= max_bytes
 
-    def fits(k: int) -> bool:
-        if k not in at_factor:
-            at_factor[k] = encode(rw, rh, qualities[k])
-        return len(at_factor[k]) <= max_bytes
+        k = fit_quality(qualities, fits, start)
+        return None if k is None else qualities[k]
 
-    k0 = fit_quality(qualities, fits, setting.quality)
-    q0 = setting.quality if k0 is None else qualities[k0]
-    downs[(rw, rh)] = lanczos_down(image, rw, rh)  # before the threads share the cache
+    fit0 = fitted(rw, rh, setting.quality)
+    q0 = setting.quality if fit0 is None else fit0
+    todo = _jobs(qualities, q0, window, (rw, rh), _neighbour_sizes(w, h, fi, neighbours), fitted)
+    for _, bw, bh in todo:
+        downs[(bw, bh)] = lanczos_down(image, bw, bh)  # before the threads share the cache
 
-    def candidate(q: int):
-        """The payload at quality q whose reduced size fills the budget, or None."""
+    def candidate(job):
+        """The payload at quality q whose reduced size (the aspect of bw x bh, filled from bw)
+        fills the budget, or None."""
+        q, bw, bh = job
         payloads: dict[int, bytes] = {}
 
         def size_of(sw: int) -> int:
-            payloads[sw] = encode(*sized(w, h, rw, rh, sw), q)
+            payloads[sw] = encode(*sized(w, h, bw, bh, sw), q)
             return len(payloads[sw])
 
-        sw = fill_width(size_of, w, h, rw, rh, max_bytes)
+        sw = fill_width(size_of, w, h, bw, bh, max_bytes)
         if sw is None:
             return None
         p = payloads[sw]
-        sw, sh = sized(w, h, rw, rh, sw)
-        index = fi if (sw, sh) == (rw, rh) else R.EXPLICIT_SIZE
+        index = index_of.get(sized(w, h, bw, bh, sw), R.EXPLICIT_SIZE)
         return (score(image, slow.decode(p, w, h)), -len(p)), p, R.ReferenceSetting(index, q)
 
-    todo = [q0 + d for d in window if q0 + d in qualities]
     if threads > 1 and len(todo) > 1:
         with ThreadPoolExecutor(threads) as pool:  # aom and dav1d release the GIL
             found = list(pool.map(candidate, todo))
