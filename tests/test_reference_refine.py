@@ -139,3 +139,31 @@ def test_neighbours_are_coded_and_never_score_lower_than_the_window_alone(budget
     _, _, rw, rh, _ = R.AvifCodec().parse(more, w, h)
     sizes = {R.reduced_size(w, h, i): i for i in reversed(range(len(R.FACTORS)))}
     assert st.factor_index == sizes.get((rw, rh), R.EXPLICIT_SIZE)  # a factor's size is sent by its index
+
+
+def test_each_size_and_quantiser_is_encoded_once(monkeypatch):
+    """Qualities that share an AV1 quantiser give the same payload (libavif maps 101 qualities onto
+    64 quantisers), so the refinement encodes each (reduced size, quantiser) once: counted on the
+    encoder's real calls at the final speed, with the result unchanged."""
+    image = _kodim23()
+    h, w = image.shape[:2]
+    budget = int(0.03 * w * h / 8)
+    calls = []
+    real = R.AvifCodec.encode_reduced
+
+    def spy(self, reduced, setting):
+        data = real(self, reduced, setting)
+        if self.speed == F.FINAL_SPEED:
+            calls.append((reduced.shape, R.AvifCodec.quantizer(setting.quality), setting.quality, data))
+        return data
+
+    monkeypatch.setattr(R.AvifCodec, "encode_reduced", spy)
+    payload, _ = R.encode_reference(image, budget, R.AvifCodec())
+    keys = [c[:2] for c in calls]
+    assert len(calls) >= 4 and len(keys) == len(set(keys)), sorted(keys)
+    # the premise: two qualities of one quantiser give identical bytes
+    reduced = F.lanczos_down(image, 80, 53)
+    q = next(q for q in range(1, 101) if R.AvifCodec.quantizer(q) == R.AvifCodec.quantizer(q - 1))
+    slow = R.AvifCodec(speed=F.FINAL_SPEED)
+    assert real(slow, reduced, R.ReferenceSetting(R.EXPLICIT_SIZE, q)) == \
+        real(slow, reduced, R.ReferenceSetting(R.EXPLICIT_SIZE, q - 1))

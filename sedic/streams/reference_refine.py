@@ -158,15 +158,45 @@ def _neighbour_sizes(w: int, h: int, fi: int, neighbours) -> list[tuple[int, int
     return out
 
 
-def _jobs(qualities, q0: int, window, own: tuple[int, int], others, fitted) -> list[tuple[int, int, int]]:
+def _jobs(qualities, q0: int, window, own: tuple[int, int], others, fitted,
+          quantizer=None) -> list[tuple[int, int, int]]:
     """The candidates (quality, base width, base height): the window around q0 at the search's
-    size, then each other size's fitted(width, height, start) quality unless already there."""
-    todo = [(q0 + d, *own) for d in window if q0 + d in qualities]
+    size, one quality per quantiser (qualities sharing one give the same payload, so a second
+    would repeat every encode of the first), then each other size's fitted(width, height,
+    start) quality unless already there."""
+    todo: list[tuple[int, int, int]] = []
+    seen = set()
+    for q in (q0 + d for d in window if q0 + d in qualities):
+        key = q if quantizer is None else quantizer(q)
+        if key not in seen:
+            seen.add(key)
+            todo.append((q, *own))
     for bw, bh in others:
         qn = fitted(bw, bh, q0)
         if qn is not None and qn not in [t[0] for t in todo]:
             todo.append((qn, bw, bh))
     return todo
+
+
+class _Encoder:
+    """encode(sw, sh, q): the payload of the image downscaled to sw x sh at quality q, each
+    (size, AV1 quantiser) encoded once (qualities that share a quantiser give the same payload;
+    the window, the quality fit and the size fill ask for the same ones again)."""
+
+    def __init__(self, codec, image: np.ndarray, downs: dict, index_of: dict):
+        self.codec, self.image, self.downs, self.index_of = codec, image, downs, index_of
+        self.coded: dict[tuple[int, int, int], bytes] = {}
+
+    def __call__(self, sw: int, sh: int, q: int) -> bytes:
+        from sedic.streams import reference as R
+
+        key = (sw, sh, self.codec.quantizer(q))
+        if key not in self.coded:
+            if (sw, sh) not in self.downs:
+                self.downs[(sw, sh)] = lanczos_down(self.image, sw, sh)
+            setting = R.ReferenceSetting(self.index_of.get((sw, sh), R.EXPLICIT_SIZE), q)
+            self.coded[key] = self.codec.encode_reduced(self.downs[(sw, sh)], setting)
+        return self.coded[key]
 
 
 def refine_reference(image: np.ndarray, max_bytes: int, codec, payload: bytes, setting, score,
@@ -193,10 +223,7 @@ def refine_reference(image: np.ndarray, max_bytes: int, codec, payload: bytes, s
     index_of = {R.reduced_size(w, h, i): i for i in reversed(range(len(R.FACTORS)))}
     index_of[(rw, rh)] = fi
 
-    def encode(sw: int, sh: int, q: int) -> bytes:
-        if (sw, sh) not in downs:
-            downs[(sw, sh)] = lanczos_down(image, sw, sh)
-        return slow.encode_reduced(downs[(sw, sh)], R.ReferenceSetting(index_of.get((sw, sh), R.EXPLICIT_SIZE), q))
+    encode = _Encoder(slow, image, downs, index_of)
 
     def fitted(sw: int, sh: int, start: int):
         """The highest quality that fits at this size and the slow speed (None: none does)."""
@@ -208,7 +235,8 @@ def refine_reference(image: np.ndarray, max_bytes: int, codec, payload: bytes, s
 
     fit0 = fitted(rw, rh, setting.quality)
     q0 = setting.quality if fit0 is None else fit0
-    todo = _jobs(qualities, q0, window, (rw, rh), _neighbour_sizes(w, h, fi, neighbours), fitted)
+    todo = _jobs(qualities, q0, window, (rw, rh), _neighbour_sizes(w, h, fi, neighbours), fitted,
+                 getattr(slow, "quantizer", None))
     for _, bw, bh in todo:
         downs[(bw, bh)] = lanczos_down(image, bw, bh)  # before the threads share the cache
 
