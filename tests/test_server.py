@@ -496,6 +496,8 @@ def test_disconnect_cancels_a_stream(small_file):
                 assert proc.poll() is None, proc.stderr.read().decode()
                 time.sleep(0.1)
         # three objects: stages 1, 2, 3 and the overall one are four model jobs when nobody leaves
+        # (200 steps each, ~9 s of decoding: the 1 s client below always leaves mid-decode; with 20
+        # steps a quiet CI machine finished within the second and the test failed)
         image = sedic.decompress(small_file, stages=0)
         grid = np.zeros(image.shape[:2], bool)
         objects = []
@@ -504,7 +506,7 @@ def test_disconnect_cancels_a_stream(small_file):
             mask[:, 30 * k:30 * k + 30] = True
             objects.append(SemanticObject(f"thing {k}", "a thing", mask))
         data = sedic.compress(image, bpp=None, reference_bpp=0.3, semantics=Semantics("things", objects),
-                              analyze=False, profile="test", schedule={"object_steps": 20, "final_steps": 20})
+                              analyze=False, profile="test", schedule={"object_steps": 200, "final_steps": 200})
         with httpx.stream("POST", base + "/v1/decompress/stream", files={"file": ("t.sedic", data)},
                           timeout=60) as r:
             for line in r.iter_lines():
