@@ -3,7 +3,7 @@
 The kinds (DecoderSettings.backbone) are described and registered in `backbones/` (one module and
 one `BackboneSpec` each: its models, how it loads, its networks' constants); `load_backbone` looks
 the name up there. This module holds what they share: the `Backbone` record, the loading of a
-diffusers Stable Diffusion repository (`load_sd_parts`), and the tiny random backbone.
+diffusers Stable Diffusion repository (`load_sd_backbone`), and the tiny random backbone.
 
 Conventions for the sampler: images are (B, 3, H, W) in [-1, 1] with H and W multiples of the
 VAE's factor (8; the caller pads and crops); latents are scaled by `latent_scale`.
@@ -221,9 +221,10 @@ def from_pretrained(cls, model_id: str, what: str, revision: str | None = None, 
     return load_pretrained(cls, model_id, revision, what=f"the decoder's {what} {model_id!r}", **kwargs)
 
 
-def load_sd_parts(settings: DecoderSettings, dtype: torch.dtype, spec: BackboneSpec):
-    """UNet, VAE, text encoder, tokenizer, scheduler config and latent scale of the diffusers Stable
-    Diffusion repository `settings.base_model` (what restoration/models.py's SD_FOLDERS select)."""
+def load_sd_backbone(settings: DecoderSettings, dtype: torch.dtype, spec: BackboneSpec, make_controlnet) -> Backbone:
+    """A Backbone from the diffusers Stable Diffusion repository `settings.base_model` (UNet, VAE,
+    text encoder, tokenizer, scheduler config: what restoration/models.py's SD_FOLDERS select) and
+    `make_controlnet(unet)`, the backbone's own ControlNet for that UNet."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -235,9 +236,13 @@ def load_sd_parts(settings: DecoderSettings, dtype: torch.dtype, spec: BackboneS
     text_encoder = from_pretrained(CLIPTextModel, base, "text encoder", subfolder="text_encoder",
                                    dtype=full, **common)
     tokenizer = from_pretrained(CLIPTokenizer, base, "tokenizer", subfolder="tokenizer", **common)
-    scheduler_config = _scheduler_config(base, rev)
-    latent_scale = float(getattr(vae.config, "scaling_factor", spec.latent_scale))
-    return unet, vae, text_encoder, tokenizer, scheduler_config, latent_scale
+    return Backbone(
+        # no controlnet.to(dtype): diffusers' `to` warns on every cast; load_backbone casts all models
+        unet=unet, controlnet=make_controlnet(unet), vae=vae, tokenizer=tokenizer, text_encoder=text_encoder,
+        scheduler_config=_scheduler_config(base, rev),
+        latent_scale=float(getattr(vae.config, "scaling_factor", spec.latent_scale)), spec=spec,
+        name=f"{settings.base_model} + {settings.controlnet}",
+    )
 
 
 def _scheduler_config(base: str, revision: str | None) -> dict:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..models import Folder, ModelRef
 
-# What `backbone.load_sd_parts` reads of a diffusers Stable Diffusion repository: per folder,
+# What `backbone.load_sd_backbone` reads of a diffusers Stable Diffusion repository: per folder,
 # its library (None: no weights) and the small files.
 SD_FOLDERS = (
     Folder("unet", "diffusers", ("config.json",)),

@@ -27,16 +27,13 @@ def models(d: DecoderSettings) -> list[ModelRef]:
 def load(settings: DecoderSettings, dtype: torch.dtype) -> Backbone:
     from diffusers import ControlNetModel
 
-    from ..backbone import Backbone, from_pretrained, load_sd_parts
+    from ..backbone import from_pretrained, load_sd_backbone
 
-    unet, vae, text_encoder, tokenizer, scheduler_config, latent_scale = load_sd_parts(settings, dtype, SPEC)
-    controlnet = from_pretrained(ControlNetModel, os.path.expanduser(settings.controlnet), "ControlNet",
-                                 torch_dtype=dtype, revision=getattr(settings, "controlnet_revision", None))
-    return Backbone(
-        unet=unet, controlnet=controlnet, vae=vae, tokenizer=tokenizer, text_encoder=text_encoder,
-        scheduler_config=scheduler_config, latent_scale=latent_scale, spec=SPEC,
-        name=f"{settings.base_model} + {settings.controlnet}",
-    )
+    def controlnet(unet):
+        return from_pretrained(ControlNetModel, os.path.expanduser(settings.controlnet), "ControlNet",
+                               torch_dtype=dtype, revision=getattr(settings, "controlnet_revision", None))
+
+    return load_sd_backbone(settings, dtype, SPEC, controlnet)
 
 
 SPEC = BackboneSpec(

@@ -50,7 +50,7 @@ def resolve_controlnet_file(settings: DecoderSettings) -> str:
 
 
 def load(settings: DecoderSettings, dtype: torch.dtype) -> Backbone:
-    from ..backbone import Backbone, load_sd_parts
+    from ..backbone import load_sd_backbone
     from ..ircontrolnet import (
         controlnet_config_from_unet,
         load_ircontrolnet_state_dict,
@@ -59,19 +59,17 @@ def load(settings: DecoderSettings, dtype: torch.dtype) -> Backbone:
     )
 
     ckpt_path = resolve_controlnet_file(settings)  # first: fail fast before loading SD
-    unet, vae, text_encoder, tokenizer, scheduler_config, latent_scale = load_sd_parts(settings, dtype, SPEC)
-    controlnet = make_ircontrolnet(controlnet_config_from_unet(unet.config))
-    try:
-        load_ircontrolnet_state_dict(controlnet, read_checkpoint(ckpt_path))
-    except ValueError as exc:
-        raise ModelUnavailableError(f"{ckpt_path!r} is not an IRControlNet for {settings.base_model!r}: "
-                                    f"{exc}") from None
-    return Backbone(
-        # no controlnet.to(dtype): diffusers' `to` warns on every cast; load_backbone casts all models
-        unet=unet, controlnet=controlnet, vae=vae, tokenizer=tokenizer, text_encoder=text_encoder,
-        scheduler_config=scheduler_config, latent_scale=latent_scale, spec=SPEC,
-        name=f"{settings.base_model} + {settings.controlnet}",
-    )
+
+    def ircontrolnet(unet):
+        controlnet = make_ircontrolnet(controlnet_config_from_unet(unet.config))
+        try:
+            load_ircontrolnet_state_dict(controlnet, read_checkpoint(ckpt_path))
+        except ValueError as exc:
+            raise ModelUnavailableError(f"{ckpt_path!r} is not an IRControlNet for {settings.base_model!r}: "
+                                        f"{exc}") from None
+        return controlnet
+
+    return load_sd_backbone(settings, dtype, SPEC, ircontrolnet)
 
 
 SPEC = BackboneSpec(
