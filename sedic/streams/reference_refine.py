@@ -10,8 +10,11 @@ of the budget unused. Refinement spends a few more encodes around that choice:
 2. the quality is re-fitted at that speed at the chosen factor, then, for each quality in a
    window around it, the reduced size is grown or shrunk until the payload fills the budget,
    sent with the explicit-size index 15 (2-4 bytes of header; every decoder reads it);
-3. optionally (NEIGHBOURS, off by default) the quality is re-fitted at that speed at the
-   neighbouring factors' sizes too, each giving one more candidate at its quality.
+3. the quality is re-fitted at that speed at the neighbouring factors' sizes too (NEIGHBOURS),
+   each giving one more candidate at its quality;
+4. the winner's quality and aspect are coded again from slightly blurred originals
+   (PREFILTER_SIGMAS: a Gaussian of 0.1-0.3 reduced pixels before the Lanczos downscale; the
+   downscale is the encoder's choice, not normative), each size filled to the budget again.
 
 Every candidate is decoded exactly as a decoder does and scored with the search's metric; the
 best wins, ties to the smaller payload, and the search's own payload stays unless beaten. So the
@@ -24,15 +27,18 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 FINAL_SPEED = 2
 QUALITY_WINDOW = (-2, -1, 0, 1, 2)
 # the neighbouring factors (index offsets) whose quality is re-fitted at FINAL_SPEED too; each
-# adds one candidate (its fitted quality, the size filled from that factor's size). Off by
-# default: (-1, 1) measured +0.016 / +0.026 dB mean on Kodak at 0.02 / 0.03 bpp for +74 %
-# refinement CPU (docs/reference-stream.md, "Round 2"); set (-1, 1) to use it
-NEIGHBOURS: tuple[int, ...] = ()
+# adds one candidate (its fitted quality, the size filled from that factor's size): +0.016 /
+# +0.026 dB mean on Kodak at 0.02 / 0.03 bpp for about +70 % refinement CPU
+# (docs/reference-stream.md, "Round 2"); () turns the step off
+NEIGHBOURS: tuple[int, ...] = (-1, 1)
+# the blurs (Gaussian sigma in reduced pixels) of the original whose downscales are coded at the
+# winner's quality and aspect (step 4: "Round 3" in docs/reference-stream.md); () turns it off
+PREFILTER_SIGMAS: tuple[float, ...] = (0.1, 0.2, 0.3)
 # Refinement is skipped above these sizes (reduced pixels, original pixels; 2^18 admits factor
 # 3/2 on Kodak, 512x341, where it gained most): above them a speed-2
 # encode of the reduced image and the full-size scoring of every candidate would cost seconds
@@ -49,6 +55,13 @@ def lanczos_down(image: np.ndarray, rw: int, rh: int) -> np.ndarray:
     if (rw, rh) == (w, h):
         return image
     return np.asarray(Image.fromarray(image).resize((rw, rh), Image.Resampling.LANCZOS))
+
+
+def prefiltered(image: np.ndarray, sigma: float, rw: int) -> np.ndarray:
+    """The image blurred by a Gaussian of `sigma` reduced pixels (a reduced width of rw), the
+    source of a pre-filtered downscale."""
+    radius = sigma * image.shape[1] / rw
+    return np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(radius)))
 
 
 def fit_quality(qualities, fits, start):
@@ -199,9 +212,22 @@ class _Encoder:
         return self.coded[key]
 
 
+def _candidate(encode, w: int, h: int, q: int, bw: int, bh: int, max_bytes: int, probes: int = 6):
+    """The payload at quality q whose reduced size (the aspect of bw x bh, filled from bw) fills
+    the budget, with its size; None when none fits."""
+    payloads: dict[int, bytes] = {}
+
+    def size_of(sw: int) -> int:
+        payloads[sw] = encode(*sized(w, h, bw, bh, sw), q)
+        return len(payloads[sw])
+
+    sw = fill_width(size_of, w, h, bw, bh, max_bytes, probes)
+    return None if sw is None else (payloads[sw], sized(w, h, bw, bh, sw))
+
+
 def refine_reference(image: np.ndarray, max_bytes: int, codec, payload: bytes, setting, score,
                      progress=None, speed: int = FINAL_SPEED, window=QUALITY_WINDOW, threads: int = 2,
-                     neighbours=NEIGHBOURS):
+                     neighbours=NEIGHBOURS, sigmas=PREFILTER_SIGMAS):
     """The search's (payload, setting) or a better-scoring payload within max_bytes.
 
     Only for a plain AvifCodec (the class itself: a subclass may encode differently, and other
@@ -240,29 +266,31 @@ def refine_reference(image: np.ndarray, max_bytes: int, codec, payload: bytes, s
     for _, bw, bh in todo:
         downs[(bw, bh)] = lanczos_down(image, bw, bh)  # before the threads share the cache
 
-    def candidate(job):
-        """The payload at quality q whose reduced size (the aspect of bw x bh, filled from bw)
-        fills the budget, or None."""
-        q, bw, bh = job
-        payloads: dict[int, bytes] = {}
-
-        def size_of(sw: int) -> int:
-            payloads[sw] = encode(*sized(w, h, bw, bh, sw), q)
-            return len(payloads[sw])
-
-        sw = fill_width(size_of, w, h, bw, bh, max_bytes)
-        if sw is None:
+    def scored(found, q: int):
+        """(score, -bytes), payload, setting of a _candidate result at quality q, or None."""
+        if found is None:
             return None
-        p = payloads[sw]
-        index = index_of.get(sized(w, h, bw, bh, sw), R.EXPLICIT_SIZE)
-        return (score(image, slow.decode(p, w, h)), -len(p)), p, R.ReferenceSetting(index, q)
+        p, size = found
+        chosen = R.ReferenceSetting(index_of.get(size, R.EXPLICIT_SIZE), q)
+        return (score(image, slow.decode(p, w, h)), -len(p)), p, chosen
 
-    if threads > 1 and len(todo) > 1:
-        with ThreadPoolExecutor(threads) as pool:  # aom and dav1d release the GIL
-            found = list(pool.map(candidate, todo))
-    else:
-        found = [candidate(q) for q in todo]
-    best = _best(((score(image, codec.decode(payload, w, h)), -len(payload)), payload, setting), found)
+    def window_job(job):
+        q, bw, bh = job
+        return scored(_candidate(encode, w, h, q, bw, bh, max_bytes), q)
+
+    def prefilter_job(job):
+        """The winner's quality and aspect from the original blurred by sigma (its own encodes:
+        the downscales differ), filled from the winner's width in at most 4 encodes."""
+        sigma, q, bw, bh = job
+        blurred = _Encoder(slow, prefiltered(image, sigma, bw), {}, index_of)
+        return scored(_candidate(blurred, w, h, q, bw, bh, max_bytes, probes=4), q)
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:  # aom and dav1d release the GIL
+        best = _best(((score(image, codec.decode(payload, w, h)), -len(payload)), payload, setting),
+                     pool.map(window_job, todo))
+        if sigmas:
+            _, _, bw, bh, _ = slow.parse(best[1], w, h)
+            best = _best(best, pool.map(prefilter_job, [(sg, best[2].quality, bw, bh) for sg in sigmas]))
     if progress is not None and best[1] is not payload:
         _, _, rw2, rh2, _ = slow.parse(best[1], w, h)
         progress(f"reference refined at speed {speed}: {rw2}x{rh2}, quality {best[2].quality}, "
