@@ -154,16 +154,57 @@ def test_each_size_and_quantiser_is_encoded_once(monkeypatch):
     def spy(self, reduced, setting):
         data = real(self, reduced, setting)
         if self.speed == F.FINAL_SPEED:
-            calls.append((reduced.shape, R.AvifCodec.quantizer(setting.quality), setting.quality, data))
+            # the reduced image itself (its bytes): step 4 codes other images at the same sizes
+            calls.append((reduced.shape, reduced.tobytes(), R.AvifCodec.quantizer(setting.quality), data))
         return data
 
     monkeypatch.setattr(R.AvifCodec, "encode_reduced", spy)
     payload, _ = R.encode_reference(image, budget, R.AvifCodec())
-    keys = [c[:2] for c in calls]
-    assert len(calls) >= 4 and len(keys) == len(set(keys)), sorted(keys)
+    keys = [c[:3] for c in calls]
+    assert len(calls) >= 4 and len(keys) == len(set(keys)), sorted((k[0], k[2]) for k in keys)
     # the premise: two qualities of one quantiser give identical bytes
     reduced = F.lanczos_down(image, 80, 53)
     q = next(q for q in range(1, 101) if R.AvifCodec.quantizer(q) == R.AvifCodec.quantizer(q - 1))
     slow = R.AvifCodec(speed=F.FINAL_SPEED)
     assert real(slow, reduced, R.ReferenceSetting(R.EXPLICIT_SIZE, q)) == \
         real(slow, reduced, R.ReferenceSetting(R.EXPLICIT_SIZE, q - 1))
+
+
+def test_prefiltered_blurs_by_reduced_pixels():
+    """sigma is in reduced pixels: the same sigma blurs the original more for a smaller reduced
+    width; sigma 0 leaves the image as it is."""
+    image = _kodim23()
+    assert np.array_equal(F.prefiltered(image, 0.0, 80), image)
+
+    def detail(a):
+        return float(np.abs(np.diff(a.astype(np.int64), axis=1)).mean())
+
+    assert detail(F.prefiltered(image, 0.3, 80)) < detail(F.prefiltered(image, 0.3, 160)) < detail(image)
+
+
+@pytest.mark.parametrize("budget", [300, 800])
+def test_prefilter_step_codes_blurred_originals_and_never_scores_lower(budget, monkeypatch):
+    """Step 4 codes, at the winner's quality and aspect, the downscales of the blurred originals
+    (seen on the encoder's real calls); the result fits, decodes and scores at least the steps
+    before it alone (sigmas=()), and on these budgets higher."""
+    image = _kodim23()
+    h, w = image.shape[:2]
+    payload, setting = R.encode_reference(image, budget, SearchOnly())
+    plain, plain_setting = F.refine_reference(image, budget, R.AvifCodec(), payload, setting, R.psnr, sigmas=())
+    coded = []
+    real = R.AvifCodec.encode_reduced
+
+    def spy(self, reduced, st):
+        if self.speed == F.FINAL_SPEED:
+            coded.append((reduced.copy(), st.quality))
+        return real(self, reduced, st)
+
+    monkeypatch.setattr(R.AvifCodec, "encode_reduced", spy)
+    more, _ = F.refine_reference(image, budget, R.AvifCodec(), payload, setting, R.psnr, sigmas=(0.1, 0.3))
+    _, _, bw, bh, _ = R.AvifCodec().parse(plain, w, h)
+    for sigma in (0.1, 0.3):  # each blur's first probe: the winner's own size and quality
+        want = F.lanczos_down(F.prefiltered(image, sigma, bw), bw, bh)
+        assert any(q == plain_setting.quality and np.array_equal(r, want) for r, q in coded), sigma
+    assert len(more) <= budget
+    before = R.psnr(image, R.decode_reference(plain, w, h))
+    assert R.psnr(image, R.decode_reference(more, w, h)) > before
