@@ -104,9 +104,18 @@ class WholeFile(ReferenceCodec):
         Image.fromarray(small).save(buf, "WEBP", quality=setting.quality, method=6)
         return buf.getvalue()
 
-    def decode(self, payload, width, height):
+    def parse(self, payload, width, height):
+        return ()  # a whole file: its own format's rules
+
+    def describe(self, payload, width, height):
+        return {"codec": self.fmt.lower() + "-file"}
+
+    def decode_reduced(self, payload, width, height):
         with Image.open(io.BytesIO(payload)) as im:
-            return upsample(np.asarray(im.convert("RGB")), width, height)
+            return np.asarray(im.convert("RGB"))
+
+    def decode(self, payload, width, height):
+        return upsample(self.decode_reduced(payload, width, height), width, height)
 
 
 class Cached(ReferenceCodec):
@@ -137,6 +146,15 @@ class Cached(ReferenceCodec):
         if key not in self.enc:
             self.enc[key] = self.inner.encode_reduced(reduced, setting)
         return self.enc[key]
+
+    def parse(self, payload, width, height):
+        return self.inner.parse(payload, width, height)
+
+    def describe(self, payload, width, height):
+        return self.inner.describe(payload, width, height)
+
+    def decode_reduced(self, payload, width, height):
+        return self.inner.decode_reduced(payload, width, height)
 
     def decode(self, payload, width, height):
         if payload not in self.dec:
