@@ -10,12 +10,13 @@ The Python API mirrors the command line:
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from . import codec
-from .config import Profile, get_profile
+from .config import Profile, check_effort, get_profile
 from .devices import resolve_device
 from .errors import BitstreamError, InputError, ModelUnavailableError, RateError, SedicError, SedicWarning
 from .imageio import load_image
@@ -105,13 +106,16 @@ def compress(image, *, bpp: float | None = 0.03, reference_bpp: float | None = N
              semantics: Semantics | str | os.PathLike | None = None, analyze: bool = True,
              profile: str | Profile | None = None, best_effort: bool = False, seed: int = 0,
              schedule: dict | ScheduleOverrides | None = None, device: str | None = None,
-             progress=None) -> bytes:
+             effort: int | None = None, progress=None) -> bytes:
     """Compress an image (path or uint8 array) into .sedic bytes.
 
     semantics: a Semantics object or a path to its JSON; None with analyze=True runs the profile's
     analysis models; None with analyze=False codes the reference alone.
     schedule: decoder steps/guidance stored in the file, e.g. {"object_steps": 8, "final_cfg": 6.5}
     or ScheduleOverrides(object_steps=8, final_cfg=6.5) (its fields are the names a dict may use).
+    effort: the AVIF reference's encoder effort after the rate search, 0 (none), 1 (speed-2
+    re-encodes filling the budget) or 2 (also neighbouring sizes and pre-filtered downscales);
+    None takes the profile's (`reference.effort`, 2). Encoder only: the file decodes the same way.
     progress(text), when given, hears what the reference search is doing.
     """
     # options first: a bad one fails before the analysis, not after it
@@ -125,13 +129,17 @@ def compress(image, *, bpp: float | None = 0.03, reference_bpp: float | None = N
                          f"got {type(semantics).__name__}")
     codec.settings_section(profile, bpp=bpp, reference_bpp=reference_bpp, seed=seed,
                            overrides=schedule)
+    coding = get_profile(profile)
+    if effort is not None:
+        check_effort(effort)
+        coding = replace(coding, reference=replace(coding.reference, effort=effort))
     _check_device(device)
     pixels = _as_image(image)
     if isinstance(semantics, (str, os.PathLike)):
         semantics = Semantics.load(Path(semantics))
     elif semantics is None and analyze:
         semantics = _analyze(pixels, profile, device)
-    return codec.encode(pixels, semantics, profile, bpp=bpp, reference_bpp=reference_bpp,
+    return codec.encode(pixels, semantics, coding, bpp=bpp, reference_bpp=reference_bpp,
                         best_effort=best_effort, seed=seed, overrides=schedule, progress=progress)
 
 

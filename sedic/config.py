@@ -17,12 +17,30 @@ from .analysis.settings import AnalysisSettings
 from .errors import InputError
 from .restoration.settings import DecoderSettings, OragSettings, PipelineSettings
 
+# the AVIF reference's encoder efforts (what encode_reference does after the rate search; see
+# ReferenceSettings.effort)
+REFERENCE_EFFORTS = (0, 1, 2)
+
+
+def check_effort(effort) -> None:
+    """InputError unless effort is one of REFERENCE_EFFORTS (a profile, the API and the CLI say the same)."""
+    if isinstance(effort, bool) or not isinstance(effort, int) or effort not in REFERENCE_EFFORTS:
+        raise InputError(f"effort must be 0, 1 or 2 (the AVIF reference's encoder effort), got {effort!r}")
+
 
 @dataclass(frozen=True)
 class ReferenceSettings:
     codec: str = "avif"                    # "avif" (Pillow/aom) or "compressai"
     compressai_model: str = "cheng2020-attn"
     compressai_checkpoint: str | None = None  # local state-dict path; else CompressAI's zoo
+    # AVIF encoder effort after the rate search (encoder only; files decode the same way):
+    # 0 none, 1 speed-2 re-encodes filling the budget, 2 also neighbouring sizes and pre-filtered
+    # downscales (docs/reference-stream.md, "Refinement": +0.30 dB on Kodak at 0.02 bpp for ~5x
+    # the encode time of 1)
+    effort: int = 2
+
+    def __post_init__(self):
+        check_effort(self.effort)
 
 
 @dataclass(frozen=True)

@@ -138,7 +138,7 @@ def _refinable(codec, w: int, h: int, fi: int) -> tuple[int, int] | None:
     """The reduced size when the search's result is one the refinement applies to, else None."""
     from sedic.streams import reference as R
 
-    if type(codec) is not R.AvifCodec or not 0 <= fi < len(R.FACTORS):
+    if type(codec) is not R.AvifCodec or codec.effort < 1 or not 0 <= fi < len(R.FACTORS):
         return None
     rw, rh = R.reduced_size(w, h, fi)
     if rw * rh > MAX_REDUCED_PIXELS or w * h > MAX_PIXELS:
@@ -227,13 +227,15 @@ def _candidate(encode, w: int, h: int, q: int, bw: int, bh: int, max_bytes: int,
 
 def refine_reference(image: np.ndarray, max_bytes: int, codec, payload: bytes, setting, score,
                      progress=None, speed: int = FINAL_SPEED, window=QUALITY_WINDOW, threads: int = 2,
-                     neighbours=NEIGHBOURS, sigmas=PREFILTER_SIGMAS):
+                     neighbours=None, sigmas=None):
     """The search's (payload, setting) or a better-scoring payload within max_bytes.
 
     Only for a plain AvifCodec (the class itself: a subclass may encode differently, and other
-    codecs have no speed) and images within MAX_PIXELS / MAX_REDUCED_PIXELS; otherwise the input
-    is returned. The returned setting's factor_index is EXPLICIT_SIZE (15) when the size is
-    explicit (then `.factor` does not apply; the size is in the payload)."""
+    codecs have no speed) of effort 1 or 2 and images within MAX_PIXELS / MAX_REDUCED_PIXELS;
+    otherwise the input is returned. `neighbours` and `sigmas` default to NEIGHBOURS and
+    PREFILTER_SIGMAS at effort 2 and to () at effort 1. The returned setting's factor_index is
+    EXPLICIT_SIZE (15) when the size is explicit (then `.factor` does not apply; the size is in
+    the payload)."""
     from sedic.streams import reference as R
 
     h, w = image.shape[:2]
@@ -242,6 +244,9 @@ def refine_reference(image: np.ndarray, max_bytes: int, codec, payload: bytes, s
     if reduced is None:
         return payload, setting
     rw, rh = reduced
+    full = codec.effort >= 2
+    neighbours = (NEIGHBOURS if full else ()) if neighbours is None else neighbours
+    sigmas = (PREFILTER_SIGMAS if full else ()) if sigmas is None else sigmas
     slow = R.AvifCodec(speed=speed, tune=codec.tune)
     qualities = codec.qualities()
     downs: dict[tuple[int, int], np.ndarray] = {}

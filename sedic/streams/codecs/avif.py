@@ -8,6 +8,7 @@ import io
 import numpy as np
 from PIL import Image
 
+from sedic.config import check_effort
 from sedic.errors import BitstreamError, InputError
 from sedic.streams import avif as _avif
 
@@ -33,15 +34,23 @@ class AvifCodec(ReferenceCodec):
     # libavif's default, which for stills with this aom is tune=iq (perceptual, deltaq on).
     TUNES = ("psnr", "ssim", "iq", None)
 
-    def __init__(self, speed: int = 6, tune: str | None = "psnr", **unknown):
+    # effort: what encode_reference does after the search (sedic.streams.reference_refine):
+    # 0 nothing, 1 the speed-2 refinement, 2 with neighbouring sizes and pre-filtered downscales
+    def __init__(self, speed: int = 6, tune: str | None = "psnr", effort: int = 2, **unknown):
         if unknown:
             raise InputError(f"unknown AVIF reference options: {sorted(unknown)}")
         if not isinstance(speed, int) or not 0 <= speed <= 10:
             raise InputError("AVIF speed must be an integer 0..10")
         if tune not in self.TUNES:
             raise InputError(f"AVIF tune must be one of {self.TUNES}")
+        check_effort(effort)
         self.speed = speed
         self.tune = tune
+        self.effort = effort
+
+    @classmethod
+    def from_settings(cls, settings) -> AvifCodec:
+        return cls(effort=settings.effort)
 
     def qualities(self) -> list[int]:
         return list(range(101))
