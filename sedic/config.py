@@ -35,8 +35,8 @@ class ReferenceSettings:
     compressai_checkpoint: str | None = None  # local state-dict path; else CompressAI's zoo
     # AVIF encoder effort after the rate search (encoder only; files decode the same way):
     # 0 none, 1 speed-2 re-encodes filling the budget, 2 also neighbouring sizes and pre-filtered
-    # downscales (docs/reference-stream.md, "Refinement": +0.30 dB on Kodak at 0.02 bpp for ~5x
-    # the encode time of 1)
+    # downscales (docs/reference-stream.md, "Refinement": +0.30 dB on Kodak at 0.02 bpp, against
+    # +0.26 at 1, for 2-3x the encode time of 1)
     effort: int = 2
 
     def __post_init__(self):

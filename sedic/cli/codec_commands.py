@@ -33,7 +33,7 @@ def register(sub) -> None:
                    "smallest file instead of failing")
     p.add_argument("--effort", type=int, default=None, help="AVIF reference encoder effort: 0 the rate search "
                    "alone, 1 speed-2 re-encodes filling the budget, 2 also neighbouring sizes and pre-filtered "
-                   "downscales (default: the profile's, 2; about 5x the time of 1 on Kodak-size images)")
+                   "downscales (default: the profile's, 2; about 2-3x the time of 1 on Kodak-size images)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_compress)
 
