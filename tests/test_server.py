@@ -133,6 +133,16 @@ def test_compress_without_semantics_and_with_server_analysis(client, small_image
     assert r.content == sedic.compress(small_image, bpp=0.5, profile="test")
 
 
+def test_operator_effort_applies_to_every_compress(small_image):
+    """`sedic serve --effort N`: the server compresses as sedic.compress(..., effort=N) does."""
+    with client_for(effort=0) as c:
+        r = c.post("/v1/compress", files={"image": ("crop.png", png(small_image))},
+                   data={"analyze": "false", "bpp": "0.5"})
+    assert r.status_code == 200, r.text
+    assert r.content == sedic.compress(small_image, bpp=0.5, analyze=False, profile="test", effort=0)
+    assert r.content != sedic.compress(small_image, bpp=0.5, analyze=False, profile="test")  # the default refines
+
+
 def test_inspect_is_inspect_json(client, small_file, tmp_path, capsys):
     path = tmp_path / "small.sedic"
     path.write_bytes(small_file)
@@ -536,7 +546,7 @@ def test_disconnect_cancels_a_stream(small_file):
 
 
 @pytest.mark.parametrize("settings", [dict(max_upload_mb=float("inf")), dict(max_upload_mb=float("nan")),
-                                      dict(max_upload_mb=0), dict(queue=0)])
+                                      dict(max_upload_mb=0), dict(queue=0), dict(effort=3)])
 def test_server_settings_refuse_unbounded_or_empty_limits(settings):
     with pytest.raises(InputError, match="must be"):
         ServerSettings(profile="test", warm=False, **settings)

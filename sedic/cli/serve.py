@@ -36,6 +36,8 @@ def register(sub) -> None:
     p.add_argument("--client-timeout", type=float, default=10.0, metavar="S",
                    help="seconds a client has for a request's headers, and for its body plus one second per "
                    "64 KiB (default 10; slower clients are cut off)")
+    p.add_argument("--effort", type=int, default=None, help="AVIF reference encoder effort of every compress "
+                   "(0, 1 or 2; default: the profile's, 2); 1 takes a Kodak-size request 2-3x less CPU")
     p.add_argument("--no-warm", action="store_true", help="do not load the decoder at start-up")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=_serve)
@@ -58,6 +60,7 @@ def _serve(args) -> int:
                                        extra_profiles=tuple(args.allow_profile),
                                        allowed_hosts=_host_names(args.host, args.allowed_host),
                                        max_connections=args.max_connections, client_timeout=args.client_timeout,
+                                       effort=args.effort,
                                        **options)
     app = create_app(settings)
     sock = _listen(args.host, args.port)  # before announcing the URL: a port in use is a one-line error

@@ -292,7 +292,8 @@ def build_router(state: ServerState) -> APIRouter:
                     sem = None
                 data = await ticket.run(partial(sedic.compress, pixels, bpp=bpp, reference_bpp=reference_bpp,
                                                 semantics=sem, analyze=False, profile=chosen,
-                                                best_effort=best_effort, seed=seed, schedule=schedule))
+                                                best_effort=best_effort, seed=seed, schedule=schedule,
+                                                effort=settings.effort))
                 headers = await ticket.run(rate_headers, data)
         finally:
             ticket.close(cancelled=ticket.cancel.is_set())

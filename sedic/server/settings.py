@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from ..config import check_effort
 from ..errors import InputError
 
 API_KEY_ENV = "SEDIC_API_KEY"
@@ -28,6 +29,9 @@ class ServerSettings:
     max_connections: int = 256          # open connections; more are closed at once
     client_timeout: float = 10.0        # seconds for a request's headers; for its body, plus 1 s per 64 KiB
     warm: bool = True                   # load the profile's decoder at start-up
+    # the AVIF reference's encoder effort for every compress (None: the profile's, 2); 1 costs a
+    # Kodak-size request 2-3x less CPU (docs/reference-stream.md, "Round 3")
+    effort: int | None = None
     # repr=False: the key never appears in logs or tracebacks that print the settings
     api_key: str | None = field(default=None, repr=False)
 
@@ -49,6 +53,8 @@ class ServerSettings:
             raise InputError(f"--max-connections must be at least 1, got {self.max_connections}")
         if self.cpu_workers < 1:
             raise InputError(f"--cpu-workers must be at least 1, got {self.cpu_workers}")
+        if self.effort is not None:
+            check_effort(self.effort)
 
     @property
     def max_upload_bytes(self) -> int:
