@@ -3,9 +3,7 @@
 neighbouring sizes and pre-filtered downscales. Encoder only: every file decodes the same way."""
 
 import json
-from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -15,16 +13,7 @@ from sedic.config import ReferenceSettings, get_profile
 from sedic.errors import InputError
 from sedic.streams import reference as R, reference_refine as F
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _image(w=240, h=160) -> np.ndarray:
-    with Image.open(REPO / "examples" / "kodim23.png") as im:
-        return np.asarray(im.convert("RGB").resize((w, h), Image.LANCZOS))
-
-
-class SearchOnly(R.AvifCodec):
-    """The same encoder; a subclass, so encode_reference leaves its result unrefined."""
+from reference_helpers import SearchOnly, kodim23 as _image
 
 
 def test_each_effort_runs_its_own_steps():

@@ -1,23 +1,11 @@
 """The encoder-only refinement after the reference search (sedic.streams.reference_refine)."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from PIL import Image
 
 from sedic.streams import reference as R, reference_refine as F
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _kodim23(w=240, h=160) -> np.ndarray:
-    with Image.open(REPO / "examples" / "kodim23.png") as im:
-        return np.asarray(im.convert("RGB").resize((w, h), Image.LANCZOS))
-
-
-class SearchOnly(R.AvifCodec):
-    """The same encoder; a subclass, so encode_reference leaves its result unrefined."""
+from reference_helpers import SearchOnly, kodim23 as _kodim23, record_encodes
 
 
 def test_fit_quality_is_the_highest_that_fits():
@@ -123,13 +111,7 @@ def test_neighbours_are_coded_and_never_score_lower_than_the_window_alone(budget
     payload, setting = R.encode_reference(image, budget, SearchOnly())
     plain, _ = F.refine_reference(image, budget, R.AvifCodec(), payload, setting, R.psnr, neighbours=())
     coded = []
-    real = R.AvifCodec.encode_reduced
-
-    def spy(self, reduced, st):
-        coded.append(reduced.shape[1::-1])
-        return real(self, reduced, st)
-
-    monkeypatch.setattr(R.AvifCodec, "encode_reduced", spy)
+    record_encodes(monkeypatch, lambda codec, reduced, st, data: coded.append(reduced.shape[1::-1]))
     more, st = F.refine_reference(image, budget, R.AvifCodec(), payload, setting, R.psnr, neighbours=(-1, 1))
     for size in F._neighbour_sizes(w, h, setting.factor_index, (-1, 1)):
         assert size in coded  # each neighbour's own size is fitted at the final speed
@@ -149,16 +131,13 @@ def test_each_size_and_quantiser_is_encoded_once(monkeypatch):
     h, w = image.shape[:2]
     budget = int(0.03 * w * h / 8)
     calls = []
-    real = R.AvifCodec.encode_reduced
 
-    def spy(self, reduced, setting):
-        data = real(self, reduced, setting)
-        if self.speed == F.FINAL_SPEED:
+    def record(codec, reduced, setting, data):
+        if codec.speed == F.FINAL_SPEED:
             # the reduced image itself (its bytes): step 4 codes other images at the same sizes
             calls.append((reduced.shape, reduced.tobytes(), R.AvifCodec.quantizer(setting.quality), data))
-        return data
 
-    monkeypatch.setattr(R.AvifCodec, "encode_reduced", spy)
+    real = record_encodes(monkeypatch, record)
     payload, _ = R.encode_reference(image, budget, R.AvifCodec())
     keys = [c[:3] for c in calls]
     assert len(calls) >= 4 and len(keys) == len(set(keys)), sorted((k[0], k[2]) for k in keys)
@@ -192,14 +171,12 @@ def test_prefilter_step_codes_blurred_originals_and_never_scores_lower(budget, m
     payload, setting = R.encode_reference(image, budget, SearchOnly())
     plain, plain_setting = F.refine_reference(image, budget, R.AvifCodec(), payload, setting, R.psnr, sigmas=())
     coded = []
-    real = R.AvifCodec.encode_reduced
 
-    def spy(self, reduced, st):
-        if self.speed == F.FINAL_SPEED:
+    def record(codec, reduced, st, data):
+        if codec.speed == F.FINAL_SPEED:
             coded.append((reduced.copy(), st.quality))
-        return real(self, reduced, st)
 
-    monkeypatch.setattr(R.AvifCodec, "encode_reduced", spy)
+    record_encodes(monkeypatch, record)
     more, _ = F.refine_reference(image, budget, R.AvifCodec(), payload, setting, R.psnr, sigmas=(0.1, 0.3))
     _, _, bw, bh, _ = R.AvifCodec().parse(plain, w, h)
     for sigma in (0.1, 0.3):  # each blur's first probe: the winner's own size and quality

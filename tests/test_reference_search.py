@@ -10,6 +10,8 @@ from PIL import Image
 from sedic.errors import RateError
 from sedic.streams import reference as R
 
+from reference_helpers import kodim23 as _kodim23
+
 
 def _photo(h=96, w=144, seed=0) -> np.ndarray:
     """Smooth structure plus texture, so that the best factor is neither the first nor the last."""
@@ -59,13 +61,6 @@ def _every_setting(image, max_bytes):
         if best is None or key > best[0]:
             best = (key, fi, lo)
     return best
-
-
-def _kodim23(w=240, h=160) -> np.ndarray:
-    from pathlib import Path
-
-    with Image.open(Path(__file__).resolve().parents[1] / "examples" / "kodim23.png") as im:
-        return np.asarray(im.convert("RGB").resize((w, h), Image.LANCZOS))
 
 
 @pytest.mark.parametrize("bpp", [0.05, 0.1, 0.2])
